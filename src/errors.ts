@@ -1,0 +1,48 @@
+// The one catalog of replies Breakwater makes itself. Every proxy-made response carries
+// `X-Breakwater-Error: <code>` and a flat JSON body, a shape both the Twilio and the Vapi SDKs
+// surface as a readable error (`message`, `status`).
+
+export const ERRORS = {
+  bad_request: { status: 400, message: 'The request could not be accepted by the proxy.' },
+  no_route: { status: 404, message: 'No upstream is configured for this path or host.' },
+  idempotency_in_flight: { status: 409, message: 'A request with this Idempotency-Key is still in flight.' },
+  payload_too_large: { status: 413, message: 'The request body exceeds the configured limit.' },
+  idempotency_mismatch: { status: 422, message: 'This Idempotency-Key was used with a different request body.' },
+  rate_limited: { status: 429, message: 'Rate limit exceeded for this client.' },
+  upstream_rate_limited: { status: 429, message: 'The upstream rate-limited this account; holding requests until it recovers.' },
+  header_too_large: { status: 431, message: 'Request headers are too large.' },
+  stub_missing: { status: 501, message: 'Stub mode is on and no stub matches this request.' },
+  upstream_unavailable: { status: 502, message: 'The upstream could not be reached or closed the connection.' },
+  circuit_open: { status: 503, message: 'The circuit breaker for this upstream is open.' },
+  bulkhead_full: { status: 503, message: 'Too many concurrent requests to this upstream.' },
+  draining: { status: 503, message: 'The proxy is shutting down.' },
+  upstream_timeout: { status: 504, message: 'The upstream did not answer in time.' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** A reply the proxy makes itself. Stages return it (Envoy's "local reply") rather than throw. */
+export interface ProxyError {
+  readonly kind: 'error';
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly message: string;
+  /** Extra response headers (Retry-After, RateLimit…). */
+  readonly headers?: Record<string, string>;
+  /** Set when the upstream may have received the request (an ambiguous outcome). */
+  readonly detail?: string;
+}
+
+export function proxyError(code: ErrorCode, opts: { headers?: Record<string, string>; message?: string; detail?: string } = {}): ProxyError {
+  const def = ERRORS[code];
+  return { kind: 'error', code, status: def.status, message: opts.message ?? def.message, headers: opts.headers, detail: opts.detail };
+}
+
+export function errorBody(err: ProxyError, upstream: string | undefined, requestId: string): string {
+  return JSON.stringify({ code: err.code, message: err.message, status: err.status, upstream: upstream ?? null, requestId });
+}
+
+/** Seconds for Retry-After: never 0 (clients would spin), rounded up. */
+export function retryAfterSeconds(ms: number): string {
+  return String(Math.max(1, Math.ceil(ms / 1000)));
+}

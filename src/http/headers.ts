@@ -1,0 +1,65 @@
+// Header handling precomputed at module load: hop-by-hop names, headers that only Breakwater
+// reads, and the two lists built per request (to the upstream, to the client).
+import type { Exchange } from '../pipeline/exchange.js';
+
+// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still strip.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+export function isHopByHop(name: string): boolean {
+  // Most headers are longer than every hop-by-hop name but two; skip the lowercase for them.
+  return name.length <= 19 && HOP_BY_HOP.has(name.toLowerCase());
+}
+
+/**
+ * Request headers never forwarded: the ones Breakwater sets itself (host, forwarding, correlation),
+ * and routing hints some servers honour (X-Original-URL, X-Rewrite-URL) that must not let a
+ * client steer anything behind us.
+ */
+const DROP_REQUEST = new Set([
+  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded',
+  'x-original-url', 'x-rewrite-url', 'authorization', 'content-length', 'expect',
+]);
+
+export interface RequestHeaderOptions {
+  /** Lower-case names also dropped for this upstream (client id header, idempotency header). */
+  readonly drop: ReadonlySet<string>;
+}
+
+/** The flat [name, value, …] list sent upstream; built once, reused by every retry attempt. */
+export function upstreamRequestHeaders(ex: Exchange): string[] {
+  if (ex.outHeaders) return ex.outHeaders;
+  const raw = ex.req.rawHeaders;
+  const drop = ex.upstream!.dropHeaders;
+  const out: string[] = [];
+  let connectionTokens: string | undefined;
+  let xff: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (lower === 'connection') connectionTokens = raw[i + 1];
+    if (lower === 'x-forwarded-for') xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1]}`;
+    if (HOP_BY_HOP.has(lower) || DROP_REQUEST.has(lower) || drop.has(lower)) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  if (connectionTokens) {
+    // Headers named in Connection are hop-by-hop for this request only (RFC 9110 §7.6.1).
+    const named = new Set(connectionTokens.toLowerCase().split(',').map((s) => s.trim()));
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  out.push('host', ex.host, 'x-request-id', ex.requestId);
+  out.push('x-forwarded-for', xff ? `${xff}, ${ex.req.socket.remoteAddress ?? ''}` : ex.req.socket.remoteAddress ?? '');
+  out.push('x-forwarded-proto', 'http');
+  if (ex.authorization !== undefined) out.push('authorization', ex.authorization);
+  if (ex.body !== undefined) out.push('content-length', String(ex.body.length));
+  else if (ex.bodyStream !== undefined && ex.req.headers['content-length'] !== undefined) out.push('content-length', ex.req.headers['content-length']);
+  ex.outHeaders = out;
+  return out;
+}
+
+/** The headers Breakwater adds to every response it relays: correlation, rate limit, retries. */
+export function responseHeaderPrelude(ex: Exchange): string[] {
+  const out = ['x-request-id', ex.requestId];
+  if (ex.rateLimit !== undefined) out.push('ratelimit', ex.rateLimit, 'ratelimit-policy', ex.rateLimitPolicy!);
+  if (ex.retries > 0) out.push('x-breakwater-retries', String(ex.retries));
+  return out;
+}

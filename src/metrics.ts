@@ -1,0 +1,230 @@
+// Every metric Breakwater exports, declared in one place (Envoy's "one stats list per filter").
+// Label rules: upstream and route are names from the policy, never raw paths; no label ever
+// carries a client id, a phone number or an account SID (unbounded cardinality, personal data).
+// docs/observability.md documents each series; test/unit/metrics.test.ts enforces the label rules.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+// API calls: 5 ms to 30 s, so both a 40 ms Twilio send and a 20 s timeout land in a real bucket.
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 15, 20, 30];
+// Sidecar overhead is sub-millisecond when healthy; these buckets resolve it.
+const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
+
+export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node']);
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const m = {
+    registry,
+    requests: new Counter({
+      name: 'breakwater_requests_total',
+      help: 'Requests answered, by upstream, route pattern, method, status and outcome (forwarded, stub, replayed, or the proxy-made error code).',
+      labelNames: ['upstream', 'route', 'method', 'status', 'outcome'] as const,
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'breakwater_request_duration_seconds',
+      help: 'Time from request arrival to the end of the response, as the app sees it.',
+      labelNames: ['upstream', 'route', 'method'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    upstreamDuration: new Histogram({
+      name: 'breakwater_upstream_duration_seconds',
+      help: 'Time from dispatch to the upstream until its response ended (all attempts).',
+      labelNames: ['upstream', 'route', 'method'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    overhead: new Histogram({
+      name: 'breakwater_overhead_seconds',
+      help: 'Time the sidecar itself added to forwarded requests (total minus upstream time).',
+      labelNames: ['upstream'] as const,
+      buckets: OVERHEAD_BUCKETS,
+      registers: [registry],
+    }),
+    inFlight: new Gauge({
+      name: 'breakwater_requests_in_flight',
+      help: 'Requests being handled, by upstream ("none" before routing).',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    breakerState: new Gauge({
+      name: 'circuit_breaker_state',
+      help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    breakerFailures: new Counter({
+      name: 'circuit_breaker_failures_total',
+      help: 'Calls the breaker counted as failures.',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    breakerOpens: new Counter({
+      name: 'circuit_breaker_opens_total',
+      help: 'Transitions to open (from closed or half-open).',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    breakerCloses: new Counter({
+      name: 'circuit_breaker_closes_total',
+      help: 'Transitions from half-open (or forced) to closed: recoveries.',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    breakerTransitions: new Counter({
+      name: 'circuit_breaker_transitions_total',
+      help: 'Every state transition, by from and to state.',
+      labelNames: ['service', 'from', 'to'] as const,
+      registers: [registry],
+    }),
+    breakerRejections: new Counter({
+      name: 'circuit_breaker_rejections_total',
+      help: 'Requests answered 503 circuit_open without contacting the upstream.',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    retries: new Counter({
+      name: 'breakwater_retries_total',
+      help: 'Retry attempts sent, by upstream and the reason of the failed attempt.',
+      labelNames: ['upstream', 'reason'] as const,
+      registers: [registry],
+    }),
+    retriesSkipped: new Counter({
+      name: 'breakwater_retries_skipped_total',
+      help: 'Retries not made, by reason (budget, unsafe, breaker).',
+      labelNames: ['upstream', 'reason'] as const,
+      registers: [registry],
+    }),
+    bulkheadActive: new Gauge({
+      name: 'breakwater_bulkhead_active',
+      help: 'Slots of the upstream concurrency cap in use.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    bulkheadLimit: new Gauge({
+      name: 'breakwater_bulkhead_limit',
+      help: 'The upstream concurrency cap.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    bulkheadQueued: new Gauge({
+      name: 'breakwater_bulkhead_queued',
+      help: 'Requests waiting for a slot.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    bulkheadRejections: new Counter({
+      name: 'breakwater_bulkhead_rejections_total',
+      help: 'Requests answered 503 bulkhead_full.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    rateLimitDecisions: new Counter({
+      name: 'breakwater_rate_limit_decisions_total',
+      help: 'Rate-limit decisions by upstream, limit and outcome (allowed, limited, shadow_limited, delayed).',
+      labelNames: ['upstream', 'limit', 'outcome'] as const,
+      registers: [registry],
+    }),
+    rateLimitKeys: new Gauge({
+      name: 'breakwater_rate_limit_keys',
+      help: 'Buckets held in local memory, by upstream and limit (bounded by clientId.maxClients).',
+      labelNames: ['upstream', 'limit'] as const,
+      registers: [registry],
+    }),
+    storeErrors: new Counter({
+      name: 'breakwater_store_errors_total',
+      help: 'Shared-store (Redis) calls that failed or timed out.',
+      labelNames: ['store', 'reason'] as const,
+      registers: [registry],
+    }),
+    storeFallback: new Gauge({
+      name: 'breakwater_store_fallback_active',
+      help: '1 while decisions are made on local state because the shared store is unavailable.',
+      labelNames: ['store'] as const,
+      registers: [registry],
+    }),
+    storeFallbacks: new Counter({
+      name: 'breakwater_store_fallbacks_total',
+      help: 'Switches from the shared store to local state.',
+      labelNames: ['store'] as const,
+      registers: [registry],
+    }),
+    holds: new Counter({
+      name: 'breakwater_upstream_holds_total',
+      help: 'Holds started after an upstream 429.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    heldRequests: new Counter({
+      name: 'breakwater_upstream_held_requests_total',
+      help: 'Requests answered 429 upstream_rate_limited locally during a hold.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    holdsActive: new Gauge({
+      name: 'breakwater_upstream_holds_active',
+      help: 'Keys currently held after an upstream 429.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    idempotency: new Counter({
+      name: 'breakwater_idempotency_total',
+      help: 'Idempotency-key outcomes: forwarded, replayed, joined (waited for the original), in_flight (409), mismatch (422), not_stored.',
+      labelNames: ['upstream', 'outcome'] as const,
+      registers: [registry],
+    }),
+    idempotencyEntries: new Gauge({
+      name: 'breakwater_idempotency_entries',
+      help: 'Stored idempotent answers held in local memory.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    poolConnections: new Gauge({
+      name: 'breakwater_upstream_pool_connections',
+      help: 'Upstream connection pool figures (undici Pool.stats): connected, free, pending, running, queued.',
+      labelNames: ['upstream', 'state'] as const,
+      registers: [registry],
+    }),
+    poolSize: new Gauge({
+      name: 'breakwater_upstream_pool_size',
+      help: 'Configured connections per upstream origin.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    reloads: new Counter({
+      name: 'breakwater_policy_reloads_total',
+      help: 'Policy reloads by result (success, failure).',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    reloadSuccess: new Gauge({
+      name: 'breakwater_policy_last_reload_successful',
+      help: '1 when the last reload succeeded (or none was tried), 0 when it was refused.',
+      registers: [registry],
+    }),
+    clientConnections: new Gauge({
+      name: 'breakwater_client_connections',
+      help: 'Open client connections on the proxy listener.',
+      registers: [registry],
+    }),
+    draining: new Gauge({
+      name: 'breakwater_draining',
+      help: '1 while the proxy drains before exit.',
+      registers: [registry],
+    }),
+    buildInfo: new Gauge({
+      name: 'breakwater_build_info',
+      help: 'Always 1; labels carry the version and Node.js runtime.',
+      labelNames: ['version', 'node'] as const,
+      registers: [registry],
+    }),
+  };
+  m.reloadSuccess.set(1);
+  m.draining.set(0);
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,99 @@
+// The per-request state that flows through the stages, and the Reply a stage returns.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ProxyError } from '../errors.js';
+import type { UpstreamRuntime } from './upstream.js';
+
+/** The response has been written to the client by the stage that produced it. */
+export interface Sent {
+  readonly kind: 'sent';
+  readonly status: number;
+  readonly outcome: 'forwarded' | 'stub' | 'replayed';
+}
+
+/**
+ * An upstream answer held back (buffered, small) so the retry stage can decide whether to try
+ * again. If no retry happens it is sent as it is.
+ */
+export interface Held {
+  readonly kind: 'held';
+  readonly status: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly body: Buffer;
+}
+
+/** A transport failure talking to the upstream; `sentBody` false means it certainly never left. */
+export interface Failed {
+  readonly kind: 'failed';
+  readonly error: ProxyError;
+  readonly cause: 'connect' | 'timeout' | 'reset';
+  readonly mayHaveReachedUpstream: boolean;
+}
+
+export type Reply = Sent | Held | Failed | ProxyError;
+
+export interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** performance.now() at arrival. */
+  readonly start: number;
+  requestId: string;
+  readonly method: string;
+  /** Path as received, without the query. */
+  readonly path: string;
+  /** `?…` or ''. */
+  readonly query: string;
+  upstream: UpstreamRuntime | undefined;
+  /** Route name from the policy: the only route label metrics ever carry. */
+  route: string;
+  params: Record<string, string>;
+  /** Upstream path without the query: what route patterns match. */
+  routePath: string;
+  /** Path and query to send upstream (prefix stripped). */
+  upstreamPath: string;
+  /** Origin to dispatch to (`https://api.twilio.com`). */
+  origin: string;
+  /** Host header for the upstream. */
+  host: string;
+  clientKey: string;
+  /** A small body read whole (retryable, hashable); undefined when streamed or absent. */
+  body: Buffer | undefined;
+  /** The request carries a body that is streamed (too large to buffer). */
+  streamed: boolean;
+  /** `RateLimit` field value for the response, when a limit applied. */
+  rateLimit: string | undefined;
+  rateLimitPolicy: string | undefined;
+  retries: number;
+  /** Seconds spent waiting on the upstream (all attempts). */
+  upstreamSeconds: number;
+  /** Extra fields for the access log line. */
+  note: Record<string, unknown> | undefined;
+  /** Set by the idempotency stage to receive a copy of the forwarded answer. */
+  capture: Capture | undefined;
+  /** The Authorization header as sent upstream (after injection); undefined: none. */
+  authorization: string | undefined;
+  /** A large request body, streamed (with its size enforced) rather than buffered. */
+  bodyStream: AsyncIterable<Buffer> | NodeJS.ReadableStream | undefined;
+  /** Upstream statuses to hold back for a retry decision (set by the retry stage). */
+  holdStatuses: ReadonlySet<number> | undefined;
+  /** Header list sent upstream, built once per request and reused by retries. */
+  outHeaders: string[] | undefined;
+  upstreamStatus: number;
+  /** The upstream's Retry-After on a 429, for the hold stage. */
+  upstreamRetryAfter: string | undefined;
+  /** Peer address (after trusted X-Forwarded-For). */
+  clientIp: string;
+  /** Parsed body fields, cached for key extraction (null: none or unparsable). */
+  fields: URLSearchParams | Record<string, unknown> | null | undefined;
+}
+
+export interface Capture {
+  status: number;
+  headers: Record<string, string | string[]>;
+  chunks: Buffer[];
+  bytes: number;
+  overflow: boolean;
+  readonly maxBytes: number;
+}
+
+export type Next = (ex: Exchange) => Promise<Reply>;
+export type Stage = (ex: Exchange, next: Next) => Promise<Reply>;

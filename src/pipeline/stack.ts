@@ -1,0 +1,189 @@
+// The whole per-upstream stack, written once, in order, with the reason each stage sits where it
+// does (linkerd's route stack). Routing, correlation and the access log wrap it in proxy.ts.
+import type { Policy, UpstreamPolicy } from '../policy/schema.js';
+import type { Metrics } from '../metrics.js';
+import type { Log } from '../log.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { Semaphore } from '../resilience/semaphore.js';
+import { RetryBudget } from '../resilience/retry-budget.js';
+import type { Clock } from '../resilience/clock.js';
+import type { LimiterStore } from '../store/store.js';
+import type { IdempotencyStore } from '../store/idempotency-store.js';
+import { clientIdentity, trustedProxies } from '../stages/client-identity.js';
+import { credentials } from '../stages/credentials.js';
+import { requestBody } from '../stages/request-body.js';
+import { rateLimit } from '../stages/rate-limit.js';
+import { hold, HoldTable } from '../stages/hold.js';
+import { idempotency } from '../stages/idempotency.js';
+import { retry } from '../stages/retry.js';
+import { breaker } from '../stages/breaker.js';
+import { bulkhead } from '../stages/bulkhead.js';
+import { forward } from '../stages/forward.js';
+import { stub } from '../stages/stub.js';
+import { maskPhone } from '../stages/keys.js';
+import { compose } from './compose.js';
+import type { Stage } from './exchange.js';
+import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
+
+export interface StackDeps {
+  metrics: Metrics;
+  log: Log;
+  clock: Clock;
+  store: LimiterStore;
+  memory: LimiterStore;
+  idempotency: IdempotencyStore;
+  state: SharedState;
+}
+
+/**
+ * Resilience state that outlives a reload. Each entry is keyed by the settings it was built
+ * from: an upstream whose settings did not change gets its old breaker, budget, bulkhead,
+ * holds and pool back; a changed one starts fresh.
+ */
+export class SharedState {
+  private readonly items = new Map<string, { key: string; value: unknown }>();
+  private used = new Set<string>();
+
+  get<T>(slot: string, settings: unknown, make: () => T): T {
+    const key = JSON.stringify(settings);
+    this.used.add(slot);
+    const hit = this.items.get(slot);
+    if (hit && hit.key === key) return hit.value as T;
+    const value = make();
+    this.items.set(slot, { key, value });
+    return value;
+  }
+
+  /** Ends a build: returns state that the new policy no longer uses (old pools to close). */
+  sweep(): unknown[] {
+    const gone: unknown[] = [];
+    for (const [slot, v] of this.items) {
+      if (!this.used.has(slot)) {
+        gone.push(v.value);
+        this.items.delete(slot);
+      }
+    }
+    this.used = new Set();
+    return gone;
+  }
+
+  /** Values replaced by the last build that are no longer referenced. */
+  peek(slot: string): unknown {
+    return this.items.get(slot)?.value;
+  }
+}
+
+const BREAKER_STATE = { closed: 0, half_open: 1, open: 2 } as const;
+
+export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, deps: StackDeps): UpstreamRuntime {
+  const { metrics, log, clock, state } = deps;
+  const stubbed = policy.stubMode || u.stub;
+  const b = u.breaker;
+
+  const breakerSm = state.get(`${name}/breaker`, b, () => {
+    const cb = new CircuitBreaker(
+      name,
+      {
+        enforce: b.enabled,
+        threshold: b.threshold,
+        recoveryMs: b.recoveryTimeout * 1000,
+        halfOpenProbes: b.halfOpenProbes,
+        failureRatio: b.failureRatio,
+        window: b.window,
+        minCalls: b.minCalls,
+        slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
+        backoffMultiplier: b.backoffMultiplier,
+        maxRecoveryMs: b.maxRecoveryTimeout * 1000,
+      },
+      clock,
+      (from, to, cause) => {
+        metrics.breakerState.labels(name).set(BREAKER_STATE[to]);
+        metrics.breakerTransitions.labels(name, from, to).inc();
+        if (to === 'open') metrics.breakerOpens.labels(name).inc();
+        if (to === 'closed') metrics.breakerCloses.labels(name).inc();
+        log.warn({ upstream: name, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
+      },
+    );
+    // Export every series from the start, so dashboards and alerts see 0 rather than nothing.
+    metrics.breakerState.labels(name).set(0);
+    metrics.breakerFailures.labels(name).inc(0);
+    metrics.breakerOpens.labels(name).inc(0);
+    metrics.breakerCloses.labels(name).inc(0);
+    metrics.breakerRejections.labels(name).inc(0);
+    return cb;
+  });
+  const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout * 1000));
+  const budget = state.get(`${name}/budget`, u.retry, () => new RetryBudget(u.retry.budgetRatio, u.retry.minRetriesPerSecond, clock));
+  const holds = state.get(`${name}/holds`, u.holdOn429.key, () => new HoldTable(policy.clientId.maxClients));
+  const dispatcher = state.get(`${name}/pool`, [u.baseUrl, u.hostTarget, u.timeout, u.connectTimeout, u.connections], () => createDispatcher(u));
+  const { origin, host, basePath } = splitBaseUrl(u.baseUrl);
+
+  const dropHeaders = new Set([policy.clientId.header.toLowerCase(), ...(u.idempotency.enabled ? [u.idempotency.header.toLowerCase()] : [])]);
+
+  const failures = metrics.breakerFailures.labels(name);
+  const rejections = metrics.breakerRejections.labels(name);
+  const bulkheadRejections = metrics.bulkheadRejections.labels(name);
+  const heldRequests = metrics.heldRequests.labels(name);
+  const holdsStarted = metrics.holds.labels(name);
+  metrics.bulkheadLimit.labels(name).set(u.bulkhead.maxConcurrent);
+  metrics.poolSize.labels(name).set(u.connections);
+
+  const stages: (Stage | undefined)[] = [
+    // Who is calling: every later key (limits, holds, idempotency scope) is derived from it.
+    clientIdentity(policy.clientId.header, trustedProxies(policy.server.trustedProxies)),
+    // Credentials before anything keys on Authorization (a Vapi hold is per API key).
+    credentials(u.credentials),
+    // Small bodies are read whole here: limits keyed on body fields, idempotency hashing and
+    // retries all need them. Oversized bodies are refused before any upstream work.
+    requestBody({ maxBodyBytes: policy.server.maxBodyBytes, bufferBodyBytes: policy.server.bufferBodyBytes }),
+    // Local limits first: the cheapest refusal, and a refused request never costs upstream quota.
+    rateLimit(name, u.rateLimits, {
+      store: deps.store,
+      memory: deps.memory,
+      counter: (limit, outcome) => metrics.rateLimitDecisions.labels(name, limit, outcome),
+      log: (fields, msg) => log.info(fields, msg),
+    }),
+    // After an upstream 429, hold that account locally instead of spending more calls.
+    hold(u.holdOn429, holds, {
+      clock,
+      onHold: (key, ms) => {
+        holdsStarted.inc();
+        log.warn({ upstream: name, key: /^\+?\d{6,}$/.test(key) ? maskPhone(key) : key, holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
+      },
+      onHeld: () => heldRequests.inc(),
+    }),
+    // Duplicates are answered before retries and the breaker: a replay costs the upstream nothing.
+    u.idempotency.enabled
+      ? idempotency(name, u.idempotency, deps.idempotency, {
+          counter: (outcome) => metrics.idempotency.labels(name, outcome),
+          clock,
+        })
+      : undefined,
+    // Retries wrap the breaker so each attempt is admitted (and counted) by it.
+    retry(u.retry, budget, {
+      onRetry: (reason) => metrics.retries.labels(name, reason).inc(),
+      onSkipped: (reason) => metrics.retriesSkipped.labels(name, reason).inc(),
+    }),
+    breaker(breakerSm, b, { onFailure: () => failures.inc(), onRejected: () => rejections.inc() }),
+    // The bulkhead holds a slot only while an attempt is really in flight.
+    bulkhead(semaphore, () => bulkheadRejections.inc()),
+  ];
+
+  const terminal = stubbed ? stub(u.stubs, clock) : forward(dispatcher);
+  return {
+    name,
+    policy: u,
+    dispatcher,
+    origin,
+    host,
+    basePath,
+    routes: routeTable(u),
+    dropHeaders,
+    breaker: breakerSm,
+    semaphore,
+    budget,
+    holds,
+    stubbed,
+    pipeline: compose(stages.filter((s): s is Stage => s !== undefined), terminal),
+  };
+}

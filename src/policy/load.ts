@@ -1,0 +1,194 @@
+// Reads a policy file: YAML → `${VAR:-default}` interpolation → schema validation → frozen.
+// Every problem is collected and reported at once as `file:line:col path.to.key: message`,
+// so an operator fixes a policy in one pass rather than one error per restart.
+import { readFileSync } from 'node:fs';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair } from 'yaml';
+import type { z } from 'zod';
+import { policySchema, type Policy } from './schema.js';
+
+export interface PolicyProblem {
+  line: number;
+  col: number;
+  path: string;
+  message: string;
+}
+
+export class PolicyError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: PolicyProblem[],
+  ) {
+    super(problems.map((p) => formatProblem(file, p)).join('\n'));
+    this.name = 'PolicyError';
+  }
+}
+
+export function formatProblem(file: string, p: PolicyProblem): string {
+  return `${file}:${p.line}:${p.col}${p.path ? ` ${p.path}` : ''}: ${p.message}`;
+}
+
+type Env = Record<string, string | undefined>;
+
+const WHOLE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}$/;
+const ANY = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g;
+
+/** `${VAR}`, `${VAR:-default}` (default when unset or empty), `${VAR-default}` (only when unset). */
+export function interpolate(text: string, env: Env): string {
+  return text.replace(ANY, (whole, name: string, def: string | undefined) => {
+    const v = env[name];
+    const colon = whole.includes(':-');
+    if (v === undefined || (colon && v === '')) return def ?? '';
+    return v;
+  });
+}
+
+function resolveScalar(source: string, env: Env): unknown {
+  const whole = WHOLE.exec(source);
+  const text = interpolate(source, env);
+  if (!whole) return text;
+  // A value that is exactly one `${…}` takes the type its text has in YAML ("3" → 3, "true" → true),
+  // so `threshold: ${CIRCUIT_BREAKER_THRESHOLD:-3}` is a number, as an operator would expect.
+  if (text.trim() === '') return '';
+  const doc = parseDocument(text);
+  if (doc.errors.length > 0) return text;
+  const v = doc.toJS() as unknown;
+  return typeof v === 'object' && v !== null ? text : v;
+}
+
+/** Walks the YAML tree replacing interpolated scalars in place, keeping their source ranges. */
+function interpolateTree(node: unknown, env: Env): void {
+  if (isMap(node) || isSeq(node)) {
+    for (const item of node.items as unknown[]) {
+      if (isMap(node)) interpolateTree((item as Pair).value, env);
+      else interpolateTree(item, env);
+    }
+  } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
+    node.value = resolveScalar(node.value, env);
+  }
+}
+
+export interface LoadOptions {
+  env?: Env;
+  /** Used in messages; defaults to the path. */
+  displayName?: string;
+}
+
+export function loadPolicyFile(file: string, opts: LoadOptions = {}): Policy {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new PolicyError(opts.displayName ?? file, [{ line: 0, col: 0, path: '', message: `cannot read policy: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
+  }
+  return parsePolicy(text, { ...opts, displayName: opts.displayName ?? file });
+}
+
+export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
+  const file = opts.displayName ?? 'policy.yaml';
+  const env = opts.env ?? process.env;
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const pos = (offset: number) => {
+    const p = lc.linePos(offset);
+    return { line: p.line, col: p.col };
+  };
+  if (doc.errors.length > 0) {
+    throw new PolicyError(
+      file,
+      doc.errors.map((e) => ({ ...pos(e.pos[0]), path: '', message: e.message.split('\n')[0] ?? e.code })),
+    );
+  }
+  interpolateTree(doc.contents, env);
+  const raw = doc.toJS() as unknown;
+  const parsed = policySchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    throw new PolicyError(file, parsed.error.issues.flatMap((i) => issueToProblems(i, doc, pos)).sort((a, b) => a.line - b.line || a.col - b.col));
+  }
+  const semantic = checkSemantics(parsed.data);
+  if (semantic.length > 0) {
+    throw new PolicyError(file, semantic.map((s) => ({ ...locate(doc, s.path, pos), path: s.path.join('.'), message: s.message })));
+  }
+  return deepFreeze(parsed.data);
+}
+
+function issueToProblems(issue: z.core.$ZodIssue, doc: Document, pos: (o: number) => { line: number; col: number }): PolicyProblem[] {
+  const path = issue.path.map(String);
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => {
+      const where = locateKey(doc, [...path, k], pos) ?? locate(doc, path, pos);
+      return { ...where, path: [...path, k].join('.'), message: `unknown key "${k}"` };
+    });
+  }
+  let message = issue.message;
+  if (issue.code === 'invalid_type') message = `must be ${issue.expected}${describeReceived(doc, path)}`;
+  return [{ ...locate(doc, path, pos), path: path.join('.'), message }];
+}
+
+function describeReceived(doc: Document, path: string[]): string {
+  const node = doc.getIn(path, true) as Node | undefined;
+  if (node === undefined) return ' (missing)';
+  if (isScalar(node)) return `, got ${JSON.stringify(node.value)}`;
+  return isSeq(node) ? ', got a list' : ', got a mapping';
+}
+
+function locate(doc: Document, path: (string | number)[], pos: (o: number) => { line: number; col: number }) {
+  // Walk up until a node with a position exists (a missing key is reported at its parent).
+  for (let n = path.length; n >= 0; n--) {
+    const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as Node | null | undefined;
+    if (node && node.range) {
+      if (n < path.length) {
+        // Point at the parent's key rather than its first child.
+        const key = locateKey(doc, path.slice(0, n), pos);
+        if (key) return key;
+      }
+      return pos(node.range[0]);
+    }
+  }
+  return { line: 1, col: 1 };
+}
+
+function locateKey(doc: Document, path: (string | number)[], pos: (o: number) => { line: number; col: number }) {
+  const parent = (path.length === 1 ? doc.contents : doc.getIn(path.slice(0, -1), true)) as unknown;
+  if (!isMap(parent)) return undefined;
+  const last = path.at(-1);
+  const pair = parent.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === last);
+  const k = pair?.key as Node | undefined;
+  return k?.range ? pos(k.range[0]) : undefined;
+}
+
+interface Semantic {
+  path: (string | number)[];
+  message: string;
+}
+
+function checkSemantics(p: Policy): Semantic[] {
+  const out: Semantic[] = [];
+  const prefixes = new Map<string, string>();
+  for (const [name, u] of Object.entries(p.upstreams)) {
+    if (u.prefix) {
+      const other = prefixes.get(u.prefix);
+      if (other) out.push({ path: ['upstreams', name, 'prefix'], message: `prefix ${u.prefix} is already used by upstream "${other}"` });
+      prefixes.set(u.prefix, name);
+    }
+    if (!u.prefix && u.hosts.length === 0) out.push({ path: ['upstreams', name], message: 'needs a prefix or hosts to be reachable' });
+    const names = new Set<string>();
+    u.rateLimits.forEach((l, i) => {
+      if (names.has(l.name)) out.push({ path: ['upstreams', name, 'rateLimits', i, 'name'], message: `duplicate limit name "${l.name}"` });
+      names.add(l.name);
+    });
+    if (u.credentials.type === 'basic' && (u.credentials.username === '') !== (u.credentials.password === '')) {
+      out.push({ path: ['upstreams', name, 'credentials'], message: 'basic credentials need both username and password (or neither)' });
+    }
+  }
+  if (Object.keys(p.upstreams).length === 0) out.push({ path: ['upstreams'], message: 'at least one upstream is required' });
+  if (p.store.type === 'redis' && p.store.redisUrl === '') out.push({ path: ['store', 'redisUrl'], message: 'RATE_LIMIT_STORE=redis needs REDIS_URL' });
+  return out;
+}
+
+export function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o as object)) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,190 @@
+// The policy schema: the single typed source of truth. Types are inferred from it, defaults
+// live in it, and every field carries a `describe()` line that docs/policy.md is generated
+// from (scripts/policy-doc.mjs), so the reference cannot drift from the code.
+// Objects are strict: an unknown key is an error, because a typo'd key that is silently
+// ignored is a limit that silently does not apply.
+import { z } from 'zod';
+
+const seconds = (d: string) => z.number().positive().describe(d);
+const count = (d: string) => z.number().int().min(1).describe(d);
+
+/** `METHOD /path/*` or `/path/**`: `*` is one segment, `{name}` one named segment, `**` the rest. */
+const routePattern = z
+  .string()
+  .regex(/^(?:(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|\*) )?\/\S*$/, 'must look like "POST /2010-04-01/Accounts/*/Messages.json"');
+
+/** Where a limit or hold key comes from. */
+const keySource = z
+  .string()
+  .regex(/^(client|ip|account|basic-user|authorization|route|header:[A-Za-z0-9-]+|body:[A-Za-z0-9_.]+|body-prefix:[A-Za-z0-9_.]+:\d+)$/, 'must be client | ip | account | basic-user | authorization | route | header:<name> | body:<field> | body-prefix:<field>:<digits>');
+
+export const breakerSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('false: the breaker counts and exports state but never blocks (metrics-only).'),
+    threshold: count('Consecutive failures that open the breaker.').default(3),
+    recoveryTimeout: seconds('Seconds open before half-open probes are let through.').default(30),
+    halfOpenProbes: count('Probes allowed through at once while half-open; the rest are refused as open.').default(1),
+    failureRatio: z.number().gt(0).max(1).nullable().default(null).describe('Open when this share of the last `window` calls failed (null: off).'),
+    window: count('Calls in the sliding window for failureRatio.').default(20),
+    minCalls: count('Minimum calls in the window before failureRatio is judged.').default(10),
+    slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().default(null),
+    backoffMultiplier: z.number().min(1).default(1).describe('Open time grows by this factor on each re-open without a close (1: fixed).'),
+    maxRecoveryTimeout: seconds('Cap on the grown open time.').default(300),
+    failOn: z
+      .array(z.enum(['connect', 'timeout', 'reset', '5xx']))
+      .default(['connect', 'timeout', 'reset', '5xx'])
+      .describe('Outcomes that count as failures. 429 is back-pressure and 4xx the caller’s fault: never failures.'),
+  })
+  .describe('Circuit breaker for this upstream.');
+
+export const retrySchema = z
+  .strictObject({
+    attempts: z.number().int().min(0).max(5).default(2).describe('Extra attempts after the first (idempotent methods; POST only when it never left).'),
+    backoffBase: seconds('First back-off in seconds; doubles per attempt, full jitter.').default(0.05),
+    backoffMax: seconds('Cap on a single back-off.').default(1),
+    budgetRatio: z.number().min(0).max(1).default(0.2).describe('Retries allowed as a share of requests (Finagle/linkerd retry budget).'),
+    minRetriesPerSecond: z.number().min(0).default(5).describe('Retries always allowed per second regardless of the ratio.'),
+    on: z.array(z.number().int().min(500).max(599)).default([502, 503, 504]).describe('Upstream statuses retried for idempotent methods.'),
+  })
+  .describe('Retries: idempotent methods on connect errors and listed statuses; never a request that may have reached the upstream.');
+
+export const bulkheadSchema = z
+  .strictObject({
+    maxConcurrent: count('Concurrent in-flight requests to this upstream.').default(100),
+    queue: z.number().int().min(0).default(0).describe('Requests that may wait for a slot.'),
+    queueTimeout: seconds('Longest wait in the queue.').default(1),
+  })
+  .describe('Concurrency cap for this upstream (Twilio limits concurrency per account).');
+
+export const rateLimitSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9_-]+$/).describe('Name in RateLimit headers, metrics and logs.'),
+  rate: z.number().positive().describe('Tokens added per `per` seconds.'),
+  per: seconds('Refill period in seconds.').default(60),
+  burst: z.number().positive().nullable().default(null).describe('Bucket size (null: equal to rate).'),
+  key: z.array(keySource).min(1).default(['client']).describe('Parts of the bucket key; a request lacking a part skips this limit.'),
+  route: routePattern.nullable().default(null).describe('Only requests matching this pattern (null: all requests of the upstream).'),
+  shadow: z.boolean().default(false).describe('Count and log would-be rejections without enforcing (dry run).'),
+  maxDelay: z.number().min(0).default(0).describe('Seconds a request may be held for a token instead of rejected (shaping, like nginx limit_req delay).'),
+  store: z.enum(['default', 'memory']).default('default').describe('default: the global store (memory or redis); memory: always local.'),
+});
+
+export const idempotencySchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    header: z.string().default('idempotency-key').describe('Request header carrying the key (removed before forwarding).'),
+    methods: z.array(z.enum(['POST', 'PUT', 'PATCH', 'DELETE'])).default(['POST']),
+    ttl: seconds('Seconds a completed answer is replayed.').default(86400),
+    waitTimeout: seconds('Seconds a duplicate waits for the in-flight original before 409.').default(30),
+    maxEntries: count('Stored answers kept (oldest evicted).').default(10000),
+    maxBodyBytes: count('Largest response body stored for replay; larger answers are not stored.').default(65536),
+  })
+  .describe('Idempotency keys: a repeated create is replayed, not re-sent.');
+
+export const holdSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    key: z.array(keySource).min(1).default(['account']).describe('What an upstream 429 holds (e.g. the Twilio account).'),
+    defaultHold: seconds('Hold when the upstream sends no Retry-After.').default(1),
+    maxHold: seconds('Cap on a hold taken from Retry-After.').default(60),
+    jitter: z.number().min(0).max(1).default(0.1).describe('Share of random extra added to each hold.'),
+  })
+  .describe('Learn from upstream 429s: hold that key locally until the upstream’s Retry-After.');
+
+export const stubSchema = z.strictObject({
+  route: routePattern.describe('Method and path pattern; `{name}` segments become template params.'),
+  status: z.number().int().min(100).max(599).default(200),
+  headers: z.record(z.string(), z.string()).default({}),
+  body: z.unknown().describe('JSON body; strings may hold {{templates}}.'),
+  delay: z.number().min(0).default(0).describe('Seconds to wait before answering.'),
+  errorRate: z.number().min(0).max(1).default(0).describe('Share of requests answered with `errorStatus` instead.'),
+  errorStatus: z.number().int().min(400).max(599).default(503),
+});
+
+const credentialsSchema = z
+  .strictObject({
+    type: z.enum(['none', 'basic', 'bearer']).default('none'),
+    username: z.string().default('').describe('Basic user (e.g. the Account SID or an API key SID).'),
+    password: z.string().default('').describe('Basic password (auth token or API key secret). Never printed.'),
+    token: z.string().default('').describe('Bearer token. Never printed.'),
+    replace: z.boolean().default(false).describe('true: replace an app-sent Authorization; false: keep it.'),
+  })
+  .describe('Credentials injected when the app sends no Authorization.');
+
+export const routeSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9_.-]+$/).describe('Label used in metrics and logs.'),
+  match: routePattern,
+});
+
+export const upstreamSchema = z.strictObject({
+  baseUrl: z.url({ protocol: /^https?$/ }).describe('Where requests are forwarded (scheme, host, optional base path).'),
+  prefix: z.string().regex(/^\/[A-Za-z0-9._-]+$/).nullable().default(null).describe('Path prefix routed here, stripped before forwarding.'),
+  hosts: z.array(z.string().regex(/^(\*\.)?[a-z0-9.-]+$/)).default([]).describe('Host patterns routed to https://<host> (e.g. "*.twilio.com").'),
+  hostTarget: z.url({ protocol: /^https?$/ }).nullable().default(null).describe('Send host-routed requests to this origin instead of https://<host>, keeping the Host header (an egress proxy, or tests).'),
+  timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').default(15),
+  connectTimeout: seconds('Seconds to establish a connection.').default(5),
+  connections: count('Connection pool size.').default(128),
+  stub: z.boolean().default(false).describe('Answer from `stubs`, never contact the upstream.'),
+  routes: z.array(routeSchema).default([]).describe('Named route patterns: metric labels and per-route policy.'),
+  breaker: breakerSchema.prefault({}),
+  retry: retrySchema.prefault({}),
+  bulkhead: bulkheadSchema.prefault({}),
+  rateLimits: z.array(rateLimitSchema).default([]),
+  idempotency: idempotencySchema.prefault({ enabled: false }),
+  holdOn429: holdSchema.prefault({}),
+  credentials: credentialsSchema.prefault({}),
+  stubs: z.array(stubSchema).default([]),
+});
+
+export const policySchema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().default('0.0.0.0').describe('Proxy listener address (PROXY_HOST).'),
+      port: z.number().int().min(0).max(65535).default(8080).describe('Proxy listener port (PROXY_PORT).'),
+      adminHost: z.string().default('127.0.0.1').describe('Admin listener address (ADMIN_HOST).'),
+      adminPort: z.number().int().min(0).max(65535).default(9090).describe('Admin listener port (ADMIN_PORT).'),
+      maxBodyBytes: count('Largest request body; bigger is 413.').default(10 * 1024 * 1024),
+      bufferBodyBytes: z.number().int().min(0).default(65536).describe('Bodies up to this size are buffered (enables retry, idempotency hashing, body keys); larger stream through.'),
+      maxHeaderBytes: count('Largest request head; bigger is 431.').default(16384),
+      headersTimeout: seconds('Seconds a client may take to send its request head (slowloris).').default(10),
+      requestTimeout: seconds('Seconds a client may take to send the whole request.').default(60),
+      keepAliveTimeout: seconds('Idle client keep-alive.').default(5),
+      maxConnections: count('Concurrent client connections.').default(4096),
+      drainTimeout: seconds('Seconds in-flight requests may take to finish on SIGTERM.').default(25),
+      trustedProxies: z.array(z.string()).default([]).describe('CIDRs whose X-Forwarded-For is believed.'),
+      watch: z.boolean().default(false).describe('Reload when the policy file changes (SIGHUP always reloads).'),
+    })
+    .prefault({}),
+  logging: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      accessLog: z.boolean().default(true),
+    })
+    .prefault({}),
+  stubMode: z.boolean().default(false).describe('Every upstream answers from stubs (INTEGRATIONS_STUB_MODE).'),
+  clientId: z
+    .strictObject({
+      header: z.string().default('x-client-id').describe('Header naming the client; absent: the peer IP.'),
+      maxClients: count('Per-client buckets kept in memory per limit (least recently used evicted).').default(100000),
+      idleTimeout: seconds('Seconds after which an idle client’s state is dropped.').default(600),
+    })
+    .prefault({}),
+  store: z
+    .strictObject({
+      type: z.enum(['memory', 'redis']).default('memory').describe('RATE_LIMIT_STORE'),
+      redisUrl: z.string().default('').describe('REDIS_URL (credentials in it are never printed).'),
+      timeout: seconds('Longest wait for Redis before falling back to the local store.').default(0.05),
+      retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').default(1),
+    })
+    .prefault({}),
+  upstreams: z.record(z.string().regex(/^[a-z0-9_-]+$/, 'upstream names are lower-case words'), upstreamSchema),
+});
+
+export type Policy = z.infer<typeof policySchema>;
+export type UpstreamPolicy = z.infer<typeof upstreamSchema>;
+export type BreakerPolicy = z.infer<typeof breakerSchema>;
+export type RetryPolicy = z.infer<typeof retrySchema>;
+export type BulkheadPolicy = z.infer<typeof bulkheadSchema>;
+export type RateLimitPolicy = z.infer<typeof rateLimitSchema>;
+export type IdempotencyPolicy = z.infer<typeof idempotencySchema>;
+export type HoldPolicy = z.infer<typeof holdSchema>;
+export type StubPolicy = z.infer<typeof stubSchema>;

@@ -1,0 +1,249 @@
+// The request entry point: correlation, routing and the access log/metrics wrap the
+// per-upstream stack (pipeline/stack.ts). Built once per policy; a reload builds a new one and
+// swaps it atomically, while requests already inside finish on the one they started with.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { proxyError, type ProxyError } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { Log } from './log.js';
+import type { Policy } from './policy/schema.js';
+import type { Exchange, Reply } from './pipeline/exchange.js';
+import type { UpstreamRuntime } from './pipeline/upstream.js';
+import { buildUpstream, type StackDeps } from './pipeline/stack.js';
+import { requestId } from './stages/correlation.js';
+import { sendBuffered, sendError } from './http/respond.js';
+
+export interface Proxy {
+  readonly policy: Policy;
+  readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  /** Reads live state into gauges just before a scrape, instead of on every request. */
+  collect(): void;
+}
+
+interface HostRule {
+  suffix: string | undefined;
+  exact: string | undefined;
+  upstream: UpstreamRuntime;
+}
+
+const TRAVERSAL = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%2f|%5c|\\/i;
+
+export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
+  const { metrics, log } = deps;
+  const upstreams = new Map<string, UpstreamRuntime>();
+  const byPrefix = new Map<string, UpstreamRuntime>();
+  const hostRules: HostRule[] = [];
+  for (const [name, u] of Object.entries(policy.upstreams)) {
+    const rt = buildUpstream(name, u, policy, deps);
+    upstreams.set(name, rt);
+    if (u.prefix) byPrefix.set(u.prefix.slice(1), rt);
+    for (const h of u.hosts) {
+      hostRules.push(h.startsWith('*.') ? { suffix: h.slice(1), exact: undefined, upstream: rt } : { suffix: undefined, exact: h, upstream: rt });
+    }
+  }
+  const accessLog = policy.logging.accessLog;
+  const inFlight = new Map<string, ReturnType<Metrics['inFlight']['labels']>>();
+  const inFlightFor = (name: string) => {
+    let g = inFlight.get(name);
+    if (!g) inFlight.set(name, (g = metrics.inFlight.labels(name)));
+    return g;
+  };
+  // Metric children are cached by their label tuple: prom-client's labels() hashes on every call.
+  const children = new Map<string, { requests: { inc(): void }; duration: { observe(v: number): void } }>();
+  const child = (upstream: string, route: string, method: string, status: number, outcome: string) => {
+    const k = `${upstream}\u0000${route}\u0000${method}\u0000${status}\u0000${outcome}`;
+    let c = children.get(k);
+    if (!c) {
+      c = {
+        requests: metrics.requests.labels(upstream, route, method, String(status), outcome),
+        duration: metrics.requestDuration.labels(upstream, route, method),
+      };
+      children.set(k, c);
+    }
+    return c;
+  };
+  const upstreamTimers = new Map<string, { observe(v: number): void }>();
+  const overheadTimers = new Map<string, { observe(v: number): void }>();
+
+  /** Picks the upstream from the Host (allow-listed patterns) or the path prefix. */
+  function route(ex: Exchange): ProxyError | undefined {
+    const url = ex.req.url!;
+    if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
+    if (TRAVERSAL.test(ex.path)) return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
+    const hostHeader = ex.req.headers.host;
+    if (hostHeader !== undefined && hostRules.length > 0) {
+      const host = hostHeader.toLowerCase().replace(/:\d+$/, '');
+      for (const r of hostRules) {
+        if (r.exact === host || (r.suffix !== undefined && host.endsWith(r.suffix) && /^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(host))) {
+          const u = r.upstream;
+          ex.upstream = u;
+          ex.host = host;
+          ex.origin = u.policy.hostTarget ?? `https://${host}`;
+          ex.routePath = ex.path;
+          ex.upstreamPath = ex.path + ex.query;
+          return undefined;
+        }
+      }
+    }
+    const slash = ex.path.indexOf('/', 1);
+    const first = slash < 0 ? ex.path.slice(1) : ex.path.slice(1, slash);
+    const u = byPrefix.get(first);
+    if (u === undefined) return proxyError('no_route');
+    const rest = slash < 0 ? '/' : ex.path.slice(slash);
+    ex.upstream = u;
+    ex.host = u.host;
+    ex.origin = u.origin;
+    ex.routePath = rest;
+    ex.upstreamPath = u.basePath + rest + ex.query;
+    return undefined;
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const ex: Exchange = {
+      req,
+      res,
+      start: performance.now(),
+      requestId: requestId(req.headers['x-request-id']),
+      method: req.method ?? 'GET',
+      path: q < 0 ? url : url.slice(0, q),
+      query: q < 0 ? '' : url.slice(q),
+      upstream: undefined,
+      route: 'unmatched',
+      params: {},
+      routePath: '',
+      upstreamPath: '',
+      origin: '',
+      host: '',
+      clientKey: '',
+      clientIp: '',
+      body: undefined,
+      bodyStream: undefined,
+      streamed: false,
+      rateLimit: undefined,
+      rateLimitPolicy: undefined,
+      retries: 0,
+      upstreamSeconds: 0,
+      note: undefined,
+      capture: undefined,
+      authorization: undefined,
+      holdStatuses: undefined,
+      outHeaders: undefined,
+      upstreamStatus: 0,
+      upstreamRetryAfter: undefined,
+      fields: undefined,
+    };
+    let reply: Reply;
+    const refused = route(ex);
+    const upstreamName = ex.upstream?.name ?? 'none';
+    const gauge = inFlightFor(upstreamName);
+    gauge.inc();
+    try {
+      if (refused) reply = refused;
+      else {
+        const m = ex.upstream!.routes.match(ex.method, ex.routePath);
+        if (m) ex.route = m.value;
+        else ex.route = 'other';
+        reply = await ex.upstream!.pipeline(ex);
+      }
+    } catch (err) {
+      // A bug must cost one request, never the process.
+      log.error({ reqId: ex.requestId, upstream: upstreamName, err }, 'unhandled error in pipeline');
+      reply = proxyError('upstream_unavailable', { message: 'Internal proxy error.' });
+    }
+    gauge.dec();
+    const { status, outcome } = settle(ex, reply);
+    const seconds = (performance.now() - ex.start) / 1000;
+    const c = child(upstreamName, ex.route, ex.method, status, outcome);
+    c.requests.inc();
+    c.duration.observe(seconds);
+    if (ex.upstreamSeconds > 0 && ex.upstream) {
+      let ut = upstreamTimers.get(upstreamName);
+      if (!ut) upstreamTimers.set(upstreamName, (ut = metrics.upstreamDuration.labels(upstreamName, ex.route, ex.method)));
+      ut.observe(ex.upstreamSeconds);
+      let ot = overheadTimers.get(upstreamName);
+      if (!ot) overheadTimers.set(upstreamName, (ot = metrics.overhead.labels(upstreamName)));
+      ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
+    }
+    if (accessLog && log.isLevelEnabled('info')) {
+      log.info(
+        {
+          reqId: ex.requestId,
+          upstream: upstreamName,
+          route: ex.route,
+          method: ex.method,
+          status,
+          outcome,
+          durationMs: Math.round(seconds * 1e4) / 10,
+          upstreamMs: Math.round(ex.upstreamSeconds * 1e4) / 10,
+          bytesIn: ex.body?.length ?? Number(req.headers['content-length'] ?? 0),
+          bytesOut: Number(res.getHeader('content-length') ?? 0) || undefined,
+          client: ex.clientKey || undefined,
+          retries: ex.retries || undefined,
+          ...ex.note,
+        },
+        'request',
+      );
+    }
+  }
+
+  /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */
+  function settle(ex: Exchange, reply: Reply): { status: number; outcome: string } {
+    switch (reply.kind) {
+      case 'sent':
+        return { status: reply.status, outcome: reply.outcome };
+      case 'held':
+        sendBuffered(ex, reply.status, reply.headers, reply.body);
+        return { status: reply.status, outcome: 'forwarded' };
+      case 'failed':
+        (ex.note ??= {}).cause = reply.error.detail;
+        sendError(ex, reply.error);
+        return { status: reply.error.status, outcome: reply.error.code };
+      default:
+        if (reply.detail) (ex.note ??= {}).cause = reply.detail;
+        sendError(ex, reply);
+        if (reply.status === 413) lingerAndClose(ex);
+        return { status: reply.status, outcome: reply.code };
+    }
+  }
+
+  function collect(): void {
+    for (const [name, u] of upstreams) {
+      metrics.breakerState.labels(name).set({ closed: 0, half_open: 1, open: 2 }[u.breaker.stateName]);
+      metrics.bulkheadActive.labels(name).set(u.semaphore.active);
+      metrics.bulkheadQueued.labels(name).set(u.semaphore.queued);
+      metrics.holdsActive.labels(name).set(u.holds.active(deps.clock()));
+      const stats = (u.dispatcher as unknown as { stats?: Record<string, Record<string, number>> }).stats;
+      const totals = { connected: 0, free: 0, pending: 0, running: 0, queued: 0 };
+      if (stats) {
+        for (const s of Object.values(stats)) for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += s[k] ?? 0;
+      }
+      for (const [k, v] of Object.entries(totals)) metrics.poolConnections.labels(name, k).set(v);
+    }
+    metrics.idempotencyEntries.labels('all').set(deps.idempotency.size());
+  }
+
+  return { policy, upstreams, handle, collect };
+}
+
+/**
+ * After a 413 the client may still be sending: keep reading and discarding for a bounded time
+ * before closing (nginx's lingering close), so it reads our answer instead of an EPIPE.
+ */
+function lingerAndClose(ex: Exchange): void {
+  const req = ex.req;
+  const socket = req.socket;
+  if (req.complete) return;
+  const limit = 64 * 1024 * 1024;
+  let seen = 0;
+  const timer = setTimeout(() => socket.destroy(), 5000);
+  timer.unref();
+  req.on('data', (c: Buffer) => {
+    seen += c.length;
+    if (seen > limit) socket.destroy();
+  });
+  req.on('end', () => clearTimeout(timer));
+  req.on('error', () => clearTimeout(timer));
+  req.resume();
+}

@@ -1,0 +1,198 @@
+// A circuit breaker as a pure state machine: no timers, no I/O, time from an injected clock.
+// Trip conditions are Resilience4j's set: N consecutive failures, or a failure ratio over a
+// sliding window of the last calls once a minimum volume is reached; slow calls count as
+// failures when a threshold is set. The open time may grow on repeated trips (Envoy's
+// ejection back-off), reset by a successful close.
+import type { Clock } from './clock.js';
+
+export type BreakerStateName = 'closed' | 'half_open' | 'open';
+
+export type BreakerState =
+  | { readonly name: 'closed'; readonly consecutive: number }
+  | { readonly name: 'open'; readonly until: number; readonly forced: boolean }
+  | { readonly name: 'half_open'; readonly probes: number };
+
+export interface BreakerOptions {
+  /** false: count and report, never reject (metrics-only mode). */
+  enforce: boolean;
+  threshold: number;
+  recoveryMs: number;
+  halfOpenProbes: number;
+  failureRatio: number | null;
+  window: number;
+  minCalls: number;
+  slowCallMs: number | null;
+  backoffMultiplier: number;
+  maxRecoveryMs: number;
+}
+
+export type Admission = { readonly ok: true; readonly probe: boolean } | { readonly ok: false; readonly retryAfterMs: number };
+
+export type TransitionCause = 'consecutive_failures' | 'failure_ratio' | 'probe_failed' | 'probe_succeeded' | 'recovery_timeout' | 'forced_open' | 'forced_close' | 'reset';
+
+export type TransitionListener = (from: BreakerStateName, to: BreakerStateName, cause: TransitionCause) => void;
+
+const ADMIT: Admission = { ok: true, probe: false };
+const PROBE: Admission = { ok: true, probe: true };
+
+export class CircuitBreaker {
+  private state: BreakerState = { name: 'closed', consecutive: 0 };
+  /** Ring buffer of the last `window` outcomes (1 failure, 0 success) for the ratio rule. */
+  private readonly ring: Uint8Array;
+  private ringLen = 0;
+  private ringPos = 0;
+  private ringFailures = 0;
+  private trips = 0;
+  failures = 0;
+  successes = 0;
+  rejections = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly opts: BreakerOptions,
+    private readonly clock: Clock,
+    private readonly onTransition: TransitionListener = () => {},
+  ) {
+    this.ring = new Uint8Array(opts.failureRatio === null ? 0 : opts.window);
+  }
+
+  get stateName(): BreakerStateName {
+    this.refresh();
+    return this.state.name;
+  }
+
+  /** Asks to send one call. A granted probe must be settled with onSuccess/onFailure/onNeutral. */
+  tryAcquire(): Admission {
+    this.refresh();
+    const s = this.state;
+    if (s.name === 'closed') return ADMIT;
+    if (s.name === 'half_open') {
+      if (s.probes < this.opts.halfOpenProbes) {
+        this.state = { name: 'half_open', probes: s.probes + 1 };
+        return PROBE;
+      }
+      if (!this.opts.enforce) return ADMIT;
+      this.rejections++;
+      return { ok: false, retryAfterMs: 1000 };
+    }
+    if (!this.opts.enforce && !s.forced) return ADMIT;
+    this.rejections++;
+    return { ok: false, retryAfterMs: Math.max(0, s.until - this.clock()) };
+  }
+
+  onSuccess(durationMs: number, probe: boolean): void {
+    if (this.opts.slowCallMs !== null && durationMs > this.opts.slowCallMs) {
+      this.onFailure(probe);
+      return;
+    }
+    this.successes++;
+    this.record(0);
+    const s = this.state;
+    if (probe && s.name === 'half_open') {
+      this.trips = 0;
+      this.transition({ name: 'closed', consecutive: 0 }, 'probe_succeeded');
+      this.clearWindow();
+    } else if (s.name === 'closed' && s.consecutive !== 0) {
+      this.state = { name: 'closed', consecutive: 0 };
+    }
+  }
+
+  onFailure(probe: boolean): void {
+    this.failures++;
+    this.record(1);
+    const s = this.state;
+    if (s.name === 'half_open' && probe) {
+      this.open('probe_failed');
+    } else if (s.name === 'closed') {
+      const consecutive = s.consecutive + 1;
+      if (consecutive >= this.opts.threshold) this.open('consecutive_failures');
+      else if (this.ratioExceeded()) this.open('failure_ratio');
+      else this.state = { name: 'closed', consecutive };
+    }
+  }
+
+  /** A call whose outcome says nothing about health (429, 4xx, client gone): frees a probe slot. */
+  onNeutral(probe: boolean): void {
+    const s = this.state;
+    if (probe && s.name === 'half_open' && s.probes > 0) this.state = { name: 'half_open', probes: s.probes - 1 };
+  }
+
+  forceOpen(): void {
+    this.transition({ name: 'open', until: Number.POSITIVE_INFINITY, forced: true }, 'forced_open');
+  }
+
+  forceClose(): void {
+    this.trips = 0;
+    this.clearWindow();
+    this.transition({ name: 'closed', consecutive: 0 }, 'forced_close');
+  }
+
+  reset(): void {
+    this.trips = 0;
+    this.clearWindow();
+    this.failures = 0;
+    this.successes = 0;
+    this.rejections = 0;
+    this.transition({ name: 'closed', consecutive: 0 }, 'reset');
+  }
+
+  snapshot() {
+    this.refresh();
+    const s = this.state;
+    return {
+      name: this.name,
+      state: s.name,
+      enforcing: this.opts.enforce,
+      consecutiveFailures: s.name === 'closed' ? s.consecutive : null,
+      windowCalls: this.ringLen,
+      windowFailures: this.ringFailures,
+      failures: this.failures,
+      successes: this.successes,
+      rejections: this.rejections,
+      forced: s.name === 'open' && s.forced,
+      openForMs: s.name === 'open' && Number.isFinite(s.until) ? Math.max(0, Math.round(s.until - this.clock())) : null,
+      trips: this.trips,
+    };
+  }
+
+  private refresh(): void {
+    const s = this.state;
+    if (s.name === 'open' && !s.forced && this.clock() >= s.until) {
+      this.transition({ name: 'half_open', probes: 0 }, 'recovery_timeout');
+    }
+  }
+
+  private open(cause: TransitionCause): void {
+    const grown = this.opts.recoveryMs * this.opts.backoffMultiplier ** this.trips;
+    this.trips++;
+    const ms = Math.min(grown, Math.max(this.opts.maxRecoveryMs, this.opts.recoveryMs));
+    this.transition({ name: 'open', until: this.clock() + ms, forced: false }, cause);
+  }
+
+  private transition(next: BreakerState, cause: TransitionCause): void {
+    const from = this.state.name;
+    this.state = next;
+    if (from !== next.name) this.onTransition(from, next.name, cause);
+  }
+
+  private record(outcome: 0 | 1): void {
+    if (this.ring.length === 0) return;
+    if (this.ringLen === this.ring.length) this.ringFailures -= this.ring[this.ringPos]!;
+    else this.ringLen++;
+    this.ring[this.ringPos] = outcome;
+    this.ringFailures += outcome;
+    this.ringPos = (this.ringPos + 1) % this.ring.length;
+  }
+
+  private ratioExceeded(): boolean {
+    const ratio = this.opts.failureRatio;
+    return ratio !== null && this.ringLen >= this.opts.minCalls && this.ringFailures / this.ringLen >= ratio;
+  }
+
+  private clearWindow(): void {
+    this.ring.fill(0);
+    this.ringLen = 0;
+    this.ringPos = 0;
+    this.ringFailures = 0;
+  }
+}

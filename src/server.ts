@@ -1,0 +1,219 @@
+// The process: two listeners (proxy, admin), policy reload on SIGHUP, graceful drain on
+// SIGTERM/SIGINT. The proxy object is swapped atomically on reload; requests in flight keep
+// the pipeline they started on.
+import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { watch } from 'node:fs';
+import { errorBody, proxyError } from './errors.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { createLogger, type Log } from './log.js';
+import { loadPolicyFile, PolicyError } from './policy/load.js';
+import type { Policy } from './policy/schema.js';
+import { buildProxy, type Proxy } from './proxy.js';
+import { SharedState, type StackDeps } from './pipeline/stack.js';
+import { monotonic } from './resilience/clock.js';
+import { memoryStore, type LimiterStore } from './store/store.js';
+import { redisStore } from './store/redis.js';
+import { MemoryIdempotencyStore } from './store/idempotency-store.js';
+import { adminHandler } from './admin.js';
+import { VERSION } from './version.js';
+
+export interface Running {
+  readonly proxyPort: number;
+  readonly adminPort: number;
+  readonly metrics: Metrics;
+  reload(): Promise<boolean>;
+  /** Drains and closes; resolves when everything is shut. */
+  shutdown(): Promise<void>;
+  current(): Proxy;
+}
+
+export interface StartOptions {
+  configPath: string;
+  policy: Policy;
+  log?: Log;
+  /** Install SIGHUP/SIGTERM/SIGINT handlers (the CLI does; tests drive methods directly). */
+  signals?: boolean;
+  onExit?: (code: number) => void;
+}
+
+export async function start(opts: StartOptions): Promise<Running> {
+  let policy = opts.policy;
+  const log = opts.log ?? createLogger(policy.logging.level);
+  const metrics = createMetrics();
+  metrics.buildInfo.labels(VERSION, process.version).set(1);
+  const clock = monotonic;
+  const memory = memoryStore({ maxKeys: policy.clientId.maxClients, idleMs: policy.clientId.idleTimeout * 1000, clock });
+  let store: LimiterStore = memory;
+  if (policy.store.type === 'redis') store = redisStore({ url: policy.store.redisUrl, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
+  const idem = new MemoryIdempotencyStore(10_000, clock);
+  const state = new SharedState();
+  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };
+  let proxy = buildProxy(policy, deps);
+  state.sweep();
+
+  let draining = false;
+  const sockets = new Set<Socket>();
+  const active = new Map<Socket, number>();
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    active.set(socket, (active.get(socket) ?? 0) + 1);
+    if (draining) res.shouldKeepAlive = false;
+    res.on('close', () => {
+      const n = (active.get(socket) ?? 1) - 1;
+      if (n <= 0) active.delete(socket);
+      else active.set(socket, n);
+      if (draining && n <= 0) socket.end();
+    });
+    // The proxy object in use when the request arrived serves it to the end, even across a reload.
+    void proxy.handle(req, res);
+  };
+
+  const server = http.createServer(
+    {
+      maxHeaderSize: policy.server.maxHeaderBytes,
+      headersTimeout: policy.server.headersTimeout * 1000,
+      requestTimeout: policy.server.requestTimeout * 1000,
+      keepAliveTimeout: policy.server.keepAliveTimeout * 1000,
+      // Node's parser already rejects conflicting Content-Length/Transfer-Encoding; keep it strict.
+      insecureHTTPParser: false,
+      joinDuplicateHeaders: false,
+    },
+    onRequest,
+  );
+  server.maxConnections = policy.server.maxConnections;
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    metrics.clientConnections.inc();
+    s.on('close', () => {
+      sockets.delete(s);
+      active.delete(s);
+      metrics.clientConnections.dec();
+    });
+  });
+  // CONNECT would make us a tunnel to anywhere: refuse it on the wire.
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 405, 'bad_request', 'CONNECT is not supported: Breakwater is not a forward proxy.'));
+  server.on('upgrade', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 400, 'bad_request', 'Protocol upgrades are not supported.'));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    refuseRaw(socket, code, code === 431 ? 'header_too_large' : 'bad_request', code === 408 ? 'Request not received in time.' : 'Malformed HTTP request.');
+  });
+
+  const admin = http.createServer(adminHandler({
+    metrics,
+    proxy: () => proxy,
+    ready: () => !draining,
+  }));
+
+  await listen(server, policy.server.port, policy.server.host);
+  await listen(admin, policy.server.adminPort, policy.server.adminHost);
+  const proxyPort = (server.address() as { port: number }).port;
+  const adminPort = (admin.address() as { port: number }).port;
+  log.info({ proxy: `${policy.server.host}:${proxyPort}`, admin: `${policy.server.adminHost}:${adminPort}`, upstreams: [...proxy.upstreams.keys()], stubMode: policy.stubMode, store: store.kind, version: VERSION }, 'breakwater listening');
+
+  async function reload(): Promise<boolean> {
+    let next: Policy;
+    try {
+      next = loadPolicyFile(opts.configPath);
+    } catch (err) {
+      metrics.reloads.labels('failure').inc();
+      metrics.reloadSuccess.set(0);
+      const problems = err instanceof PolicyError ? err.message.split('\n') : [String(err)];
+      log.error({ problems }, 'policy reload refused; the previous policy keeps serving');
+      return false;
+    }
+    try {
+      const built = buildProxy(next, deps);
+      const unused = state.sweep();
+      proxy = built;
+      policy = next;
+      log.level = next.logging.level;
+      // Pools of upstreams whose settings changed: close once their in-flight requests finish.
+      for (const v of unused) if (v && typeof (v as { close?: unknown }).close === 'function' && 'dispatch' in (v as object)) void (v as { close(): Promise<void> }).close().catch(() => {});
+      metrics.reloads.labels('success').inc();
+      metrics.reloadSuccess.set(1);
+      log.info({ upstreams: [...built.upstreams.keys()] }, 'policy reloaded');
+      return true;
+    } catch (err) {
+      state.sweep();
+      metrics.reloads.labels('failure').inc();
+      metrics.reloadSuccess.set(0);
+      log.error({ err: String(err) }, 'policy reload refused; the previous policy keeps serving');
+      return false;
+    }
+  }
+
+  let shutdownPromise: Promise<void> | undefined;
+  function shutdown(): Promise<void> {
+    shutdownPromise ??= (async () => {
+      draining = true;
+      metrics.draining.set(1);
+      log.info({ inFlight: active.size, drainTimeout: policy.server.drainTimeout }, 'draining: readiness is 503, no new connections');
+      server.close();
+      // Idle keep-alive connections carry no request: close them now. Busy ones close after
+      // their current response (Connection: close is set on it).
+      for (const s of sockets) if (!active.has(s)) s.end();
+      const deadline = Date.now() + policy.server.drainTimeout * 1000;
+      while (active.size > 0 && Date.now() < deadline) await sleep(25);
+      if (active.size > 0) log.warn({ inFlight: active.size }, 'drain timeout: closing remaining connections');
+      for (const s of sockets) s.destroy();
+      await Promise.allSettled([...proxy.upstreams.values()].map((u) => u.dispatcher.close()));
+      await store.close();
+      await new Promise<void>((r) => admin.close(() => r()));
+      admin.closeAllConnections();
+      log.info('drained; exiting');
+      log.flush();
+    })();
+    return shutdownPromise;
+  }
+
+  if (opts.signals) {
+    process.on('SIGHUP', () => void reload());
+    let signals = 0;
+    const onStop = (sig: string) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        log.flush();
+        (opts.onExit ?? process.exit)(1);
+        return;
+      }
+      void shutdown().then(() => (opts.onExit ?? process.exit)(0));
+    };
+    process.on('SIGTERM', () => onStop('SIGTERM'));
+    process.on('SIGINT', () => onStop('SIGINT'));
+    if (policy.server.watch) {
+      let timer: NodeJS.Timeout | undefined;
+      watch(opts.configPath, () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => void reload(), 200);
+      }).unref();
+    }
+  }
+
+  return { proxyPort, adminPort, metrics, reload, shutdown, current: () => proxy };
+}
+
+function refuseRaw(socket: Socket, status: number, code: 'bad_request' | 'header_too_large', message: string): void {
+  const body = errorBody({ ...proxyError(code, { message }), status }, undefined, '-');
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-breakwater-error: ${code}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

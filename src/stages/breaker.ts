@@ -1,0 +1,50 @@
+// Breaker stage: refuse at once while open (no upstream contact), and feed each attempt's
+// outcome back to the state machine. Sits inside the retry loop so every retry is admitted
+// by the breaker too.
+import { proxyError, retryAfterSeconds } from '../errors.js';
+import type { BreakerPolicy } from '../policy/schema.js';
+import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+
+export interface BreakerDeps {
+  onFailure(): void;
+  onRejected(): void;
+}
+
+export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: BreakerDeps): Stage {
+  const failOn = new Set(policy.failOn);
+  const on5xx = failOn.has('5xx');
+
+  return async function breakerStage(ex: Exchange, next: Next): Promise<Reply> {
+    const admission = breaker.tryAcquire();
+    if (!admission.ok) {
+      deps.onRejected();
+      return proxyError('circuit_open', { headers: { 'retry-after': retryAfterSeconds(admission.retryAfterMs) } });
+    }
+    const began = performance.now();
+    const reply = await next(ex);
+    const ms = performance.now() - began;
+    let failed = false;
+    let neutral = false;
+    switch (reply.kind) {
+      case 'failed':
+        failed = failOn.has(reply.cause);
+        neutral = !failed;
+        break;
+      case 'held':
+      case 'sent':
+        // 429 is back-pressure and 4xx the caller's fault: neither says the upstream is unhealthy.
+        if (reply.status >= 500) failed = on5xx;
+        else if (reply.status === 429 || reply.kind === 'sent' && reply.outcome !== 'forwarded' && reply.outcome !== 'stub') neutral = true;
+        break;
+      default:
+        neutral = true; // a local refusal further in (bulkhead, body too large)
+    }
+    if (failed) {
+      deps.onFailure();
+      breaker.onFailure(admission.probe);
+    } else if (neutral) breaker.onNeutral(admission.probe);
+    else breaker.onSuccess(ms, admission.probe);
+    return reply;
+  };
+}

@@ -1,0 +1,156 @@
+// The terminal stage: one upstream attempt through undici's `dispatch`, the cheapest undici
+// API that still streams with back-pressure both ways (no Readable per response, no header
+// object parsing). Response bytes go straight from the upstream socket into the client's.
+import type { Dispatcher } from 'undici';
+import { proxyError, type ProxyError } from '../errors.js';
+import type { Exchange, Failed, Held, Reply } from '../pipeline/exchange.js';
+import { isHopByHop, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
+
+/** The largest upstream answer held back for a retry decision (5xx bodies are small). */
+const HOLD_LIMIT = 64 * 1024;
+
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT',
+  'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'ERR_SSL_WRONG_VERSION_NUMBER',
+]);
+
+export const BODY_TOO_LARGE = 'BW_BODY_TOO_LARGE';
+
+export function classify(err: Error & { code?: string }): Failed | ProxyError {
+  const code = err.code ?? '';
+  if (code === BODY_TOO_LARGE) return proxyError('payload_too_large');
+  if (CONNECT_CODES.has(code)) {
+    return { kind: 'failed', cause: 'connect', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: code }) };
+  }
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return { kind: 'failed', cause: 'timeout', mayHaveReachedUpstream: true, error: proxyError('upstream_timeout', { detail: code }) };
+  }
+  return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
+}
+
+export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply> {
+  return function forwardAttempt(ex: Exchange): Promise<Reply> {
+    return new Promise<Reply>((resolve) => {
+      const res = ex.res;
+      const hold = ex.holdStatuses;
+      const began = performance.now();
+      let status = 0;
+      let held: { headers: Record<string, string | string[]>; chunks: Buffer[]; bytes: number } | undefined;
+      let abort: ((err?: Error) => void) | undefined;
+      let done = false;
+      let resumeUpstream: (() => void) | undefined;
+
+      const finish = (reply: Reply) => {
+        if (done) return;
+        done = true;
+        res.off('close', onClientClose);
+        ex.upstreamSeconds += (performance.now() - began) / 1000;
+        resolve(reply);
+      };
+      const onClientClose = () => {
+        if (!res.writableFinished) abort?.(new Error('client closed'));
+      };
+      res.on('close', onClientClose);
+      const onDrain = () => resumeUpstream?.();
+
+      const handler: Dispatcher.DispatchHandler = {
+        onConnect(a) {
+          abort = a;
+        },
+        onHeaders(statusCode, rawHeaders, resume) {
+          status = statusCode;
+          if (statusCode < 200) return true; // 1xx: undici delivers the final answer next
+          if (hold?.has(statusCode)) {
+            held = { headers: toObject(rawHeaders), chunks: [], bytes: 0 };
+            return true;
+          }
+          resumeUpstream = resume;
+          const out = responseHeaderPrelude(ex);
+          const capture = ex.capture;
+          for (let i = 0; i < rawHeaders.length; i += 2) {
+            const key = rawHeaders[i]!.toString('latin1');
+            if (isHopByHop(key) || key.length === 12 && key.toLowerCase() === 'x-request-id') continue;
+            const value = rawHeaders[i + 1]!.toString('latin1');
+            out.push(key, value);
+            if (statusCode === 429 && key.length === 11 && key.toLowerCase() === 'retry-after') ex.upstreamRetryAfter = value;
+            else if (key.length === 17 && key.toLowerCase() === 'twilio-request-id') (ex.note ??= {}).twilioRequestId = value;
+          }
+          ex.upstreamStatus = statusCode;
+          if (capture) {
+            capture.status = statusCode;
+            capture.headers = toObject(rawHeaders);
+          }
+          res.writeHead(statusCode, out);
+          return true;
+        },
+        onData(chunk) {
+          if (held) {
+            if (held.bytes + chunk.length > HOLD_LIMIT) return true; // keep the head of a huge error body
+            held.chunks.push(chunk);
+            held.bytes += chunk.length;
+            return true;
+          }
+          const capture = ex.capture;
+          if (capture && !capture.overflow) {
+            if (capture.bytes + chunk.length > capture.maxBytes) capture.overflow = true;
+            else {
+              capture.chunks.push(chunk);
+              capture.bytes += chunk.length;
+            }
+          }
+          if (res.write(chunk)) return true;
+          res.once('drain', onDrain);
+          return false;
+        },
+        onComplete() {
+          if (held) {
+            finish({ kind: 'held', status, headers: held.headers, body: Buffer.concat(held.chunks, held.bytes) } satisfies Held);
+            return;
+          }
+          res.end();
+          finish({ kind: 'sent', status, outcome: 'forwarded' });
+        },
+        onError(err) {
+          if (res.headersSent) {
+            // Mid-stream failure: the status is already out, so the only honest signal left is a
+            // truncated response. Destroying it makes the client see the break.
+            (ex.note ??= {}).aborted = (err as Error & { code?: string }).code ?? err.message;
+            res.destroy();
+            finish({ kind: 'sent', status, outcome: 'forwarded' });
+            return;
+          }
+          finish(classify(err));
+        },
+      };
+
+      try {
+        dispatcher.dispatch(
+          {
+            origin: ex.origin,
+            path: ex.upstreamPath,
+            method: ex.method as Dispatcher.HttpMethod,
+            headers: upstreamRequestHeaders(ex),
+            // undici also takes an async iterable (the size-limited chunked body) though its types omit it.
+            body: (ex.body ?? ex.bodyStream ?? null) as Dispatcher.DispatchOptions["body"],
+          },
+          handler,
+        );
+      } catch (err) {
+        finish(classify(err as Error));
+      }
+    });
+  };
+}
+
+function toObject(raw: Buffer[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const key = raw[i]!.toString('latin1').toLowerCase();
+    if (isHopByHop(key)) continue;
+    const value = raw[i + 1]!.toString('latin1');
+    const prev = out[key];
+    out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  return out;
+}

@@ -1,0 +1,94 @@
+// Learn from upstream 429s. Twilio's 429 (error 20429) means that account hit its concurrency
+// ceiling; sending more only burns more 429s. So after one, requests for the same key (the
+// account by default) are answered locally with 429 upstream_rate_limited until the upstream's
+// Retry-After (seconds or HTTP-date, capped, jittered) or a doubling back-off when it gave none.
+// Other accounts are unaffected.
+import { proxyError, retryAfterSeconds } from '../errors.js';
+import type { HoldPolicy } from '../policy/schema.js';
+import type { Clock } from '../resilience/clock.js';
+import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { keyFn } from './keys.js';
+
+interface HoldEntry {
+  until: number;
+  strikes: number;
+}
+
+export interface HoldDeps {
+  clock: Clock;
+  /** Wall clock (ms since epoch) for HTTP-date Retry-After. */
+  now?: () => number;
+  random?: () => number;
+  onHold(key: string, ms: number): void;
+  onHeld(): void;
+  maxKeys?: number;
+}
+
+/** Parses Retry-After: delta-seconds or an HTTP-date (RFC 9110 §10.2.3). Returns ms or undefined. */
+export function parseRetryAfter(v: string | undefined, nowMs: number): number | undefined {
+  if (v === undefined) return undefined;
+  const s = v.trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
+  const at = Date.parse(s);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
+}
+
+export class HoldTable {
+  readonly entries = new Map<string, HoldEntry>();
+  constructor(private readonly maxKeys: number) {}
+
+  active(now: number): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.until > now) n++;
+    return n;
+  }
+
+  get(key: string): HoldEntry | undefined {
+    return this.entries.get(key);
+  }
+
+  set(key: string, e: HoldEntry, now: number): void {
+    this.entries.delete(key);
+    this.entries.set(key, e);
+    if (this.entries.size > this.maxKeys) {
+      for (const [k, v] of this.entries) {
+        if (this.entries.size <= this.maxKeys && v.until > now) break;
+        this.entries.delete(k);
+      }
+    }
+  }
+}
+
+export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stage | undefined {
+  if (!policy.enabled) return undefined;
+  const key = keyFn(policy.key);
+  const wall = deps.now ?? Date.now;
+  const random = deps.random ?? Math.random;
+  const maxMs = policy.maxHold * 1000;
+  const defMs = policy.defaultHold * 1000;
+
+  return async function holdStage(ex: Exchange, next: Next): Promise<Reply> {
+    const k = key(ex);
+    if (k === undefined) return next(ex);
+    const entry = table.get(k);
+    if (entry !== undefined) {
+      const left = entry.until - deps.clock();
+      if (left > 0) {
+        deps.onHeld();
+        return proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } });
+      }
+    }
+    const reply = await next(ex);
+    if (ex.upstreamStatus === 429) {
+      const strikes = (entry?.strikes ?? 0) + 1;
+      const given = parseRetryAfter(ex.upstreamRetryAfter, wall());
+      const base = Math.min(maxMs, given ?? defMs * 2 ** (strikes - 1));
+      const ms = base * (1 + random() * policy.jitter);
+      table.set(k, { until: deps.clock() + ms, strikes }, deps.clock());
+      deps.onHold(k, ms);
+    } else if (entry !== undefined && ex.upstreamStatus !== 0) {
+      table.entries.delete(k);
+    }
+    return reply;
+  };
+}

@@ -1,0 +1,133 @@
+// Idempotency keys: a create carrying `Idempotency-Key` is forwarded once. Duplicates that
+// arrive while it is in flight wait and get a replay of its answer; later duplicates (within the
+// TTL) get the stored answer with `Idempotent-Replayed: true`; the same key with a different
+// body is 422. Neither Twilio nor Vapi takes such a header, so the sidecar is where a retried
+// `POST /Messages.json` or `POST /call` stops being a second SMS or a second call.
+//
+// What is stored (docs/adr/0003): every answer the upstream gave except 429 and 503, which both
+// say "not processed, try later"; and the proxy's own ambiguous answers (timeout or reset after
+// the request was sent), because re-sending those could duplicate. Proxy refusals that prove
+// nothing was sent (rate limits, open breaker, full bulkhead, connection refused) are not
+// stored: the key is released so a retry really goes through.
+import { createHash } from 'node:crypto';
+import { errorBody, proxyError } from '../errors.js';
+import type { IdempotencyPolicy } from '../policy/schema.js';
+import type { Clock } from '../resilience/clock.js';
+import type { IdempotencyStore, StoredAnswer } from '../store/idempotency-store.js';
+import { sendBuffered } from '../http/respond.js';
+import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+
+export interface IdempotencyDeps {
+  counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored'): { inc(): void };
+  clock: Clock;
+}
+
+const REPLAYED = ['idempotent-replayed', 'true'] as const;
+const KEY = /^[\x21-\x7e]{1,255}$/;
+
+export function idempotency(upstream: string, policy: IdempotencyPolicy, store: IdempotencyStore, deps: IdempotencyDeps): Stage {
+  const header = policy.header.toLowerCase();
+  const methods = new Set<string>(policy.methods);
+  const ttlMs = policy.ttl * 1000;
+  const waitMs = policy.waitTimeout * 1000;
+  const c = {
+    forwarded: deps.counter('forwarded'),
+    replayed: deps.counter('replayed'),
+    joined: deps.counter('joined'),
+    inFlight: deps.counter('in_flight'),
+    mismatch: deps.counter('mismatch'),
+    notStored: deps.counter('not_stored'),
+  };
+
+  const replay = (ex: Exchange, a: StoredAnswer): Reply => {
+    sendBuffered(ex, a.status, a.headers, a.body, REPLAYED);
+    return { kind: 'sent', status: a.status, outcome: 'replayed' };
+  };
+
+  return async function idempotencyStage(ex: Exchange, next: Next): Promise<Reply> {
+    const raw = ex.req.headers[header];
+    if (raw === undefined || !methods.has(ex.method)) return next(ex);
+    if (typeof raw !== 'string' || !KEY.test(raw)) return proxyError('bad_request', { message: `Invalid ${policy.header} header.` });
+    if (ex.body === undefined && ex.streamed) {
+      // A body too large to buffer cannot be fingerprinted: forward it without the guarantee.
+      c.notStored.inc();
+      return next(ex);
+    }
+    const key = `${upstream}\u0000${ex.clientKey}\u0000${ex.method} ${ex.routePath}\u0000${raw}`;
+    const fingerprint = createHash('sha256').update(ex.body ?? '').digest('base64url');
+    const deadline = deps.clock() + waitMs;
+    for (let round = 0; round < 8; round++) {
+      const found = store.lookup(key);
+      if (found.state === 'done') {
+        if (found.fingerprint !== fingerprint) return mismatch(c.mismatch);
+        c.replayed.inc();
+        return replay(ex, found.answer);
+      }
+      if (found.state === 'in_flight') {
+        if (found.fingerprint !== fingerprint) return mismatch(c.mismatch);
+        const left = deadline - deps.clock();
+        if (left <= 0 || !(await within(found.done, left))) {
+          c.inFlight.inc();
+          return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
+        }
+        c.joined.inc();
+        continue; // the original finished: replay it, or take the key if it was released
+      }
+      if (!store.claim(key, fingerprint)) continue;
+      c.forwarded.inc();
+      return original(ex, next, key);
+    }
+    return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
+  };
+
+  async function original(ex: Exchange, next: Next, key: string): Promise<Reply> {
+    ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: policy.maxBodyBytes };
+    let answer: StoredAnswer | undefined;
+    try {
+      const reply = await next(ex);
+      answer = toStored(ex, reply);
+      if (answer === undefined) c.notStored.inc();
+      return reply;
+    } finally {
+      ex.capture = undefined;
+      store.complete(key, answer, ttlMs);
+    }
+  }
+
+  function toStored(ex: Exchange, reply: Reply): StoredAnswer | undefined {
+    const cap = ex.capture!;
+    switch (reply.kind) {
+      case 'sent':
+        if (reply.outcome !== 'forwarded' && reply.outcome !== 'stub') return undefined;
+        if (cap.overflow || cap.status === 0 || ex.note?.aborted !== undefined) return undefined;
+        if (cap.status === 429 || cap.status === 503) return undefined;
+        return { status: cap.status, headers: cap.headers, body: Buffer.concat(cap.chunks, cap.bytes) };
+      case 'held':
+        return reply.status === 503 ? undefined : { status: reply.status, headers: reply.headers, body: reply.body };
+      case 'failed':
+        if (!reply.mayHaveReachedUpstream) return undefined;
+        return {
+          status: reply.error.status,
+          headers: { 'content-type': 'application/json', 'x-breakwater-error': reply.error.code },
+          body: Buffer.from(errorBody(reply.error, upstream, ex.requestId)),
+        };
+      default:
+        return undefined;
+    }
+  }
+}
+
+function mismatch(counter: { inc(): void }): Reply {
+  counter.inc();
+  return proxyError('idempotency_mismatch');
+}
+
+function within(p: Promise<void>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    p.then(() => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}

@@ -1,0 +1,95 @@
+// Keys for rate limits and upstream-429 holds, compiled once from the policy's key list
+// (`[client]`, `[account]`, `["body:To"]`, `["body-prefix:To:5"]` …). A request lacking a part
+// gets no key, and the limit does not apply to it (Envoy's descriptor semantics).
+import { createHash } from 'node:crypto';
+import type { Exchange } from '../pipeline/exchange.js';
+
+export type KeyFn = (ex: Exchange) => string | undefined;
+
+const ACCOUNT_IN_PATH = /\/Accounts\/([A-Za-z0-9]{2,64})(?:\/|\.json|$)/;
+
+function basicUser(auth: string | undefined): string | undefined {
+  if (auth === undefined || !auth.startsWith('Basic ')) return undefined;
+  const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  return i > 0 ? decoded.slice(0, i) : undefined;
+}
+
+/** Body fields, parsed once per request from the buffered body (form or JSON). */
+export function bodyField(ex: Exchange, path: string): string | undefined {
+  const fields = (ex.fields ??= parseBody(ex));
+  if (fields === null) return undefined;
+  if (fields instanceof URLSearchParams) return fields.get(path) ?? undefined;
+  let v: unknown = fields;
+  for (const part of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[part];
+  }
+  return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
+}
+
+function parseBody(ex: Exchange): URLSearchParams | Record<string, unknown> | null {
+  if (ex.body === undefined || ex.body.length === 0) return null;
+  const type = ex.req.headers['content-type'] ?? '';
+  try {
+    if (type.includes('json')) {
+      const v = JSON.parse(ex.body.toString('utf8')) as unknown;
+      return v !== null && typeof v === 'object' ? (v as Record<string, unknown>) : null;
+    }
+    if (type.includes('x-www-form-urlencoded')) return new URLSearchParams(ex.body.toString('utf8'));
+  } catch {
+    return null;
+  }
+  return null;
+}
+
+function part(spec: string): KeyFn {
+  if (spec === 'client') return (ex) => ex.clientKey;
+  if (spec === 'ip') return (ex) => ex.clientIp;
+  if (spec === 'route') return (ex) => ex.route;
+  if (spec === 'basic-user') return (ex) => basicUser(ex.authorization);
+  if (spec === 'account') return (ex) => ACCOUNT_IN_PATH.exec(ex.upstreamPath)?.[1] ?? basicUser(ex.authorization);
+  // The key is stored and logged; a hash keeps the credential itself out of both.
+  if (spec === 'authorization') return (ex) => (ex.authorization === undefined ? '' : createHash('sha256').update(ex.authorization).digest('base64url').slice(0, 16));
+  if (spec.startsWith('header:')) {
+    const name = spec.slice(7).toLowerCase();
+    return (ex) => {
+      const v = ex.req.headers[name];
+      return typeof v === 'string' ? v : undefined;
+    };
+  }
+  if (spec.startsWith('body-prefix:')) {
+    const [, field, digits] = spec.split(':');
+    const n = Number(digits);
+    return (ex) => bodyField(ex, field!)?.replace(/[^+0-9]/g, '').slice(0, n);
+  }
+  if (spec.startsWith('body:')) {
+    const field = spec.slice(5);
+    return (ex) => bodyField(ex, field);
+  }
+  throw new Error(`unknown key part ${spec}`);
+}
+
+export function keyFn(specs: readonly string[]): KeyFn {
+  const parts = specs.map(part);
+  if (parts.length === 1) return parts[0]!;
+  return (ex) => {
+    let key = '';
+    for (const p of parts) {
+      const v = p(ex);
+      if (v === undefined) return undefined;
+      key += key === '' ? v : `\u0000${v}`;
+    }
+    return key;
+  };
+}
+
+/** True when the key came from a body field holding a phone number: mask it in logs. */
+export function isPhoneKey(specs: readonly string[]): boolean {
+  return specs.some((s) => s.startsWith('body'));
+}
+
+/** `+15558675310` → `*******5310`: the last four digits are enough to correlate. */
+export function maskPhone(v: string): string {
+  return v.length <= 4 ? '****' : `${'*'.repeat(v.length - 4)}${v.slice(-4)}`;
+}

@@ -1,0 +1,65 @@
+// Retry stage. The one rule that matters for Twilio and Vapi: a request that may have reached
+// the upstream is never sent again unless its method is idempotent, because a re-sent
+// `POST /Messages.json` is a second SMS and a re-sent `POST /call` a second phone call.
+// So: idempotent methods retry on connect errors, resets and the listed statuses (not on
+// timeouts: UPSTREAM_TIMEOUT bounds the whole exchange, as Envoy's route timeout does);
+// any method retries when the request certainly never left (connection refused, DNS, TLS).
+// Every retry spends from a per-upstream budget and passes the breaker again.
+import type { RetryPolicy } from '../policy/schema.js';
+import type { RetryBudget } from '../resilience/retry-budget.js';
+import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+export interface RetryDeps {
+  onRetry(reason: string): void;
+  onSkipped(reason: 'budget' | 'breaker'): void;
+  random?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps): Stage {
+  const statuses: ReadonlySet<number> = new Set(policy.on);
+  const random = deps.random ?? Math.random;
+  const sleep = deps.sleep ?? defaultSleep;
+  const baseMs = policy.backoffBase * 1000;
+  const maxMs = policy.backoffMax * 1000;
+
+  return async function retryStage(ex: Exchange, next: Next): Promise<Reply> {
+    budget.recordRequest();
+    const idempotent = IDEMPOTENT.has(ex.method);
+    // A streamed body has been consumed by the first attempt and cannot be replayed.
+    const replayable = !ex.streamed;
+    let previous: Reply | undefined;
+    for (let attempt = 0; ; attempt++) {
+      const mayRetry = replayable && attempt < policy.attempts;
+      ex.holdStatuses = mayRetry && idempotent ? statuses : undefined;
+      const reply = await next(ex);
+      if (previous && reply.kind === 'error' && (reply.code === 'circuit_open' || reply.code === 'bulkhead_full')) {
+        // The retry was refused locally: answer with what the upstream last said.
+        ex.retries--;
+        deps.onSkipped('breaker');
+        return previous;
+      }
+      if (!mayRetry) return reply;
+      let reason: string;
+      if (reply.kind === 'held') reason = String(reply.status);
+      // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
+      // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
+      else if (reply.kind === 'failed' && reply.cause !== 'timeout' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
+      else return reply;
+      if (!budget.tryRetry()) {
+        deps.onSkipped('budget');
+        return reply;
+      }
+      deps.onRetry(reason);
+      previous = reply;
+      ex.retries = attempt + 1;
+      // Exponential back-off with full jitter (AWS architecture blog): spreads retries of many
+      // clients instead of synchronising them.
+      await sleep(random() * Math.min(maxMs, baseMs * 2 ** attempt));
+    }
+  };
+}

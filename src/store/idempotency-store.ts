@@ -1,0 +1,84 @@
+// Stored answers for idempotency keys. An entry is either in flight (the original is being
+// forwarded; duplicates wait on it) or done (a stored answer replayed until it expires).
+// Bounded in count (oldest evicted) and in size (large answers are not stored).
+import type { Clock } from '../resilience/clock.js';
+
+export interface StoredAnswer {
+  status: number;
+  headers: Record<string, string | string[]>;
+  body: Buffer;
+}
+
+export type Lookup =
+  | { state: 'absent' }
+  | { state: 'in_flight'; fingerprint: string; done: Promise<void> }
+  | { state: 'done'; fingerprint: string; answer: StoredAnswer };
+
+export interface IdempotencyStore {
+  lookup(key: string): Lookup;
+  /** Claims the key for an original request; false when someone else holds it. */
+  claim(key: string, fingerprint: string): boolean;
+  /** Ends an in-flight claim: stores the answer, or (undefined) releases the key for a new attempt. */
+  complete(key: string, answer: StoredAnswer | undefined, ttlMs: number): void;
+  size(): number;
+}
+
+interface Flight {
+  fingerprint: string;
+  done: Promise<void>;
+  wake: () => void;
+}
+
+export class MemoryIdempotencyStore implements IdempotencyStore {
+  private readonly flights = new Map<string, Flight>();
+  private readonly answers = new Map<string, { fingerprint: string; answer: StoredAnswer; expires: number }>();
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly clock: Clock,
+  ) {}
+
+  lookup(key: string): Lookup {
+    const f = this.flights.get(key);
+    if (f) return { state: 'in_flight', fingerprint: f.fingerprint, done: f.done };
+    const a = this.answers.get(key);
+    if (a === undefined) return { state: 'absent' };
+    if (a.expires <= this.clock()) {
+      this.answers.delete(key);
+      return { state: 'absent' };
+    }
+    return { state: 'done', fingerprint: a.fingerprint, answer: a.answer };
+  }
+
+  claim(key: string, fingerprint: string): boolean {
+    if (this.flights.has(key)) return false;
+    let wake!: () => void;
+    const done = new Promise<void>((r) => (wake = r));
+    this.flights.set(key, { fingerprint, done, wake });
+    return true;
+  }
+
+  complete(key: string, answer: StoredAnswer | undefined, ttlMs: number): void {
+    const f = this.flights.get(key);
+    if (f === undefined) return;
+    this.flights.delete(key);
+    if (answer !== undefined) {
+      this.answers.delete(key);
+      this.answers.set(key, { fingerprint: f.fingerprint, answer, expires: this.clock() + ttlMs });
+      this.evict();
+    }
+    f.wake();
+  }
+
+  size(): number {
+    return this.answers.size;
+  }
+
+  private evict(): void {
+    const now = this.clock();
+    for (const [k, v] of this.answers) {
+      if (this.answers.size <= this.maxEntries && v.expires > now) break;
+      this.answers.delete(k);
+    }
+  }
+}

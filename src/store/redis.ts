@@ -1,0 +1,141 @@
+// Fleet-wide token buckets in Redis: one atomic EVALSHA per decision (ioredis registers the
+// script once and falls back to EVAL after a SCRIPT FLUSH or restart). The script runs the same
+// maths as the local bucket, on Redis's clock, so every replica agrees. When Redis is down or
+// slower than `timeoutMs`, decisions fall back to the local store at once; after `retryMs` the
+// next decision tries Redis again. No request ever fails because of Redis.
+import { Redis } from 'ioredis';
+import type { Log } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { BucketLimit, Decision } from '../resilience/token-bucket.js';
+import type { Buckets, LimiterStore } from './store.js';
+
+const SCRIPT = `
+local key = KEYS[1]
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local maxDelay = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', key, 'tokens', 'last')
+local tokens = tonumber(b[1])
+local last = tonumber(b[2])
+if tokens == nil then tokens = burst; last = now end
+if now > last then tokens = math.min(burst, tokens + (now - last) * rate); last = now end
+local allowed = 0
+local delay = 0
+local reset
+if tokens >= 1 then
+  tokens = tokens - 1; allowed = 1; reset = (burst - tokens) / rate
+else
+  local wait = (1 - tokens) / rate
+  if wait <= maxDelay then
+    tokens = tokens - 1; allowed = 1; delay = wait; reset = (burst - tokens) / rate
+  else
+    reset = wait
+  end
+end
+if allowed == 1 then
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'last', tostring(last))
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate) + 1000)
+end
+return {allowed, tostring(delay), tostring(math.max(0, math.floor(tokens))), tostring(reset)}
+`;
+
+export interface RedisStoreOptions {
+  url: string;
+  timeoutMs: number;
+  retryMs: number;
+  local: LimiterStore;
+  metrics: Metrics;
+  log: Log;
+  prefix?: string;
+}
+
+type WithBucket = Redis & { bwBucket(key: string, rate: number, burst: number, maxDelay: number): Promise<[number, string, string, string]> };
+
+export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Redis } {
+  const redis = new Redis(opts.url, {
+    // Fail fast instead of queueing commands while disconnected: the fallback answers instead.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1000,
+    lazyConnect: false,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  }) as WithBucket;
+  redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: SCRIPT });
+  const prefix = opts.prefix ?? 'bw:rl:';
+  const errors = opts.metrics.storeErrors;
+  const fallbackGauge = opts.metrics.storeFallback.labels('redis');
+  const fallbacks = opts.metrics.storeFallbacks.labels('redis');
+  fallbackGauge.set(0);
+  let downUntil = 0;
+  let fallingBack = false;
+
+  const markDown = (reason: string) => {
+    errors.labels('redis', reason).inc();
+    downUntil = Date.now() + opts.retryMs;
+    if (!fallingBack) {
+      fallingBack = true;
+      fallbackGauge.set(1);
+      fallbacks.inc();
+      opts.log.warn({ store: 'redis', reason }, 'rate-limit store unavailable: deciding on local buckets');
+    }
+  };
+  const markUp = () => {
+    if (fallingBack) {
+      fallingBack = false;
+      fallbackGauge.set(0);
+      opts.log.info({ store: 'redis' }, 'rate-limit store back: shared buckets resumed');
+    }
+  };
+  // ioredis emits 'error' on every failed reconnect; without a listener Node would throw.
+  redis.on('error', () => {});
+  redis.on('ready', () => {
+    downUntil = 0;
+  });
+
+  return {
+    kind: 'redis',
+    redis,
+    buckets(id, limit: BucketLimit): Buckets {
+      const local = opts.local.buckets(id, limit);
+      const key = `${prefix}${id}:`;
+      const { ratePerMs, burst, maxDelayMs } = limit;
+      return {
+        size: () => local.size(),
+        take(k: string): Decision | Promise<Decision> {
+          if (redis.status !== 'ready' || Date.now() < downUntil) {
+            if (redis.status !== 'ready' && !fallingBack) markDown('disconnected');
+            return local.take(k);
+          }
+          return new Promise<Decision>((resolve) => {
+            let settled = false;
+            const timer = setTimeout(() => {
+              settled = true;
+              markDown('timeout');
+              resolve(local.take(k));
+            }, opts.timeoutMs);
+            redis.bwBucket(key + k, ratePerMs, burst, maxDelayMs).then(
+              (r) => {
+                if (settled) return;
+                clearTimeout(timer);
+                markUp();
+                resolve({ allowed: r[0] === 1, delayMs: Number(r[1]), remaining: Number(r[2]), resetMs: Number(r[3]) });
+              },
+              () => {
+                if (settled) return;
+                clearTimeout(timer);
+                markDown('error');
+                resolve(local.take(k));
+              },
+            );
+          });
+        },
+      };
+    },
+    retain: (ids) => opts.local.retain(ids),
+    close: async () => {
+      redis.disconnect();
+    },
+  };
+}

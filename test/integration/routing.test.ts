@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { request, startProxy, type TestProxy } from '../support/proxy.js';
+
+describe('routing by prefix and by allow-listed Host', () => {
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    const policy = (await import('../support/proxy.js')).DEFAULT_POLICY.replace('hosts: ["*.twilio.com"]', `hosts: ["*.twilio.com"]\n    hostTarget: ${twilio.url}`);
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url }, policy);
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+    await vapi.close();
+  });
+
+  it('strips the prefix, keeps the query and sets the upstream Host', async () => {
+    const r = await request(p.proxyPort, 'GET', '/vapi/call?limit=2&x=%20y');
+    expect(r.status).toBe(200);
+    expect(vapi.seen.at(-1)?.url).toBe('/call?limit=2&x=%20y');
+    expect(vapi.seen.at(-1)?.headers.host).toBe(`127.0.0.1:${vapi.port}`);
+  });
+
+  it('routes a Twilio host name to that host under the twilio policy', async () => {
+    const n = twilio.seen.length;
+    const r = await request(p.proxyPort, 'GET', '/v2/Services', { headers: { host: 'verify.twilio.com' } });
+    expect(r.status).toBe(200);
+    expect(twilio.seen.length).toBe(n + 1);
+    expect(twilio.seen.at(-1)?.headers.host).toBe('verify.twilio.com');
+    expect(twilio.seen.at(-1)?.url).toBe('/v2/Services');
+  });
+
+  it.each(['api.twilio.com.evil.test', 'evil-twilio.com', 'twilio.com.', 'x.twilio.com:99999/../'])('does not treat Host %s as Twilio', async (host) => {
+    const n = twilio.seen.length;
+    const r = await request(p.proxyPort, 'GET', '/v2/Services', { headers: { host } });
+    expect(r.status).toBe(404);
+    expect(r.headers['x-breakwater-error']).toBe('no_route');
+    expect(twilio.seen.length).toBe(n);
+  });
+
+  it('answers an unknown prefix with 404 no_route and the flat error body', async () => {
+    const r = await request(p.proxyPort, 'GET', '/stripe/v1/charges', { headers: { 'x-request-id': 'req-1' } });
+    expect(r.status).toBe(404);
+    expect(r.json).toEqual({ code: 'no_route', message: expect.any(String), status: 404, upstream: null, requestId: 'req-1' });
+  });
+
+  it('refuses dot-segment traversal out of a prefix', async () => {
+    const r = await request(p.proxyPort, 'GET', '/twilio/../admin');
+    expect(r.status).toBe(400);
+    expect(r.headers['x-breakwater-error']).toBe('bad_request');
+  });
+});
