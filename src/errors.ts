@@ -10,12 +10,10 @@ export const ERRORS = {
   idempotency_mismatch: { status: 422, message: 'This Idempotency-Key was used with a different request body.' },
   rate_limited: { status: 429, message: 'Rate limit exceeded for this client.' },
   upstream_rate_limited: { status: 429, message: 'The upstream rate-limited this account; holding requests until it recovers.' },
-  header_too_large: { status: 431, message: 'Request headers are too large.' },
   stub_missing: { status: 501, message: 'Stub mode is on and no stub matches this request.' },
   upstream_unavailable: { status: 502, message: 'The upstream could not be reached or closed the connection.' },
   circuit_open: { status: 503, message: 'The circuit breaker for this upstream is open.' },
   bulkhead_full: { status: 503, message: 'Too many concurrent requests to this upstream.' },
-  draining: { status: 503, message: 'The proxy is shutting down.' },
   upstream_timeout: { status: 504, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -178,8 +178,7 @@ export function createMetrics() {
     }),
     idempotencyEntries: new Gauge({
       name: 'breakwater_idempotency_entries',
-      help: 'Stored idempotent answers held in local memory.',
-      labelNames: ['upstream'] as const,
+      help: 'Stored idempotent answers held in local memory (all upstreams).',
       registers: [registry],
     }),
     poolConnections: new Gauge({

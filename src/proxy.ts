@@ -221,7 +221,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       }
       for (const [k, v] of Object.entries(totals)) metrics.poolConnections.labels(name, k).set(v);
     }
-    metrics.idempotencyEntries.labels('all').set(deps.idempotency.size());
+    metrics.idempotencyEntries.set(deps.idempotency.size());
+    for (const u of upstreams.values()) u.collect();
   }
 
   return { policy, upstreams, handle, collect };

@@ -14,7 +14,8 @@ import { SharedState, type StackDeps } from './pipeline/stack.js';
 import { monotonic } from './resilience/clock.js';
 import { memoryStore, type LimiterStore } from './store/store.js';
 import { redisStore } from './store/redis.js';
-import { MemoryIdempotencyStore } from './store/idempotency-store.js';
+import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempotency-store.js';
+import { redisIdempotencyStore } from './store/redis-idempotency.js';
 import { adminHandler } from './admin.js';
 import { VERSION } from './version.js';
 
@@ -45,8 +46,13 @@ export async function start(opts: StartOptions): Promise<Running> {
   const clock = monotonic;
   const memory = memoryStore({ maxKeys: policy.clientId.maxClients, idleMs: policy.clientId.idleTimeout * 1000, clock });
   let store: LimiterStore = memory;
-  if (policy.store.type === 'redis') store = redisStore({ url: policy.store.redisUrl, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
-  const idem = new MemoryIdempotencyStore(10_000, clock);
+  let idem: IdempotencyStore = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock);
+  if (policy.store.type === 'redis') {
+    const shared = redisStore({ url: policy.store.redisUrl, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
+    store = shared;
+    // One connection for both: idempotency claims ride the rate limiter's client and health.
+    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.timeout * 1000, claimMs: 60_000 });
+  }
   const state = new SharedState();
   const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };
   let proxy = buildProxy(policy, deps);
@@ -101,7 +107,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       socket.destroy();
       return;
     }
-    refuseRaw(socket, code, code === 431 ? 'header_too_large' : 'bad_request', code === 408 ? 'Request not received in time.' : 'Malformed HTTP request.');
+    refuseRaw(socket, code, 'bad_request', code === 431 ? 'Request headers are too large.' : code === 408 ? 'Request not received in time.' : 'Malformed HTTP request.');
   });
 
   const admin = http.createServer(adminHandler({
@@ -199,7 +205,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   return { proxyPort, adminPort, metrics, reload, shutdown, current: () => proxy };
 }
 
-function refuseRaw(socket: Socket, status: number, code: 'bad_request' | 'header_too_large', message: string): void {
+/** Answers on the raw socket: used where Node has no request object (parse errors, CONNECT). */
+function refuseRaw(socket: Socket, status: number, code: 'bad_request', message: string): void {
   const body = errorBody({ ...proxyError(code, { message }), status }, undefined, '-');
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-breakwater-error: ${code}\r\nconnection: close\r\n\r\n${body}`,

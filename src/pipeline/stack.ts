@@ -66,11 +66,6 @@ export class SharedState {
     this.used = new Set();
     return gone;
   }
-
-  /** Values replaced by the last build that are no longer referenced. */
-  peek(slot: string): unknown {
-    return this.items.get(slot)?.value;
-  }
 }
 
 const BREAKER_STATE = { closed: 0, half_open: 1, open: 2 } as const;
@@ -128,6 +123,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
   metrics.bulkheadLimit.labels(name).set(u.bulkhead.maxConcurrent);
   metrics.poolSize.labels(name).set(u.connections);
 
+  const collectors: (() => void)[] = [];
   const stages: (Stage | undefined)[] = [
     // Who is calling: every later key (limits, holds, idempotency scope) is derived from it.
     clientIdentity(policy.clientId.header, trustedProxies(policy.server.trustedProxies)),
@@ -142,6 +138,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       memory: deps.memory,
       counter: (limit, outcome) => metrics.rateLimitDecisions.labels(name, limit, outcome),
       log: (fields, msg) => log.info(fields, msg),
+      collect: (read) => collectors.push(read),
+      keys: (limit) => metrics.rateLimitKeys.labels(name, limit),
     }),
     // After an upstream 429, hold that account locally instead of spending more calls.
     hold(u.holdOn429, holds, {
@@ -185,5 +183,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     holds,
     stubbed,
     pipeline: compose(stages.filter((s): s is Stage => s !== undefined), terminal),
+    collect: () => {
+      for (const read of collectors) read();
+    },
   };
 }

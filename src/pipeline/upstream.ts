@@ -28,6 +28,8 @@ export interface UpstreamRuntime {
   /** True when this upstream answers from stubs (stub mode). */
   readonly stubbed: boolean;
   pipeline: Next;
+  /** Reads this upstream's stage state into gauges (called at scrape time). */
+  collect(): void;
 }
 
 export function createDispatcher(u: UpstreamPolicy): UpstreamRuntime['dispatcher'] {

@@ -29,18 +29,61 @@ export function formatProblem(file: string, p: PolicyProblem): string {
 
 type Env = Record<string, string | undefined>;
 
-const WHOLE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}$/;
-const ANY = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g;
-
-/** `${VAR}`, `${VAR:-default}` (default when unset or empty), `${VAR-default}` (only when unset). */
+/**
+ * `${VAR}`, `${VAR:-default}` (default when unset or empty), `${VAR-default}` (only when unset);
+ * defaults may nest (`${TWILIO_API_KEY_SID:-${TWILIO_ACCOUNT_SID:-}}`). `VAR_FILE`, when set,
+ * names a file holding the value (Docker and Kubernetes secrets); a trailing newline is dropped.
+ */
 export function interpolate(text: string, env: Env): string {
-  return text.replace(ANY, (whole, name: string, def: string | undefined) => {
-    const v = env[name];
-    const colon = whole.includes(':-');
-    if (v === undefined || (colon && v === '')) return def ?? '';
-    return v;
-  });
+  return expand(text, 0, env, false).out;
 }
+
+function lookup(name: string, env: Env): string | undefined {
+  const v = env[name];
+  if (v !== undefined) return v;
+  const file = env[`${name}_FILE`];
+  if (file === undefined || file === '') return undefined;
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new Error(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/** Expands from `i` until the end (or, inside a default, until its closing brace). */
+function expand(text: string, i: number, env: Env, nested: boolean): { out: string; end: number } {
+  let out = '';
+  while (i < text.length) {
+    const ch = text[i]!;
+    if (nested && ch === '}') return { out, end: i };
+    if (ch === '$' && text[i + 1] === '{') {
+      const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i + 2));
+      if (m) {
+        const name = m[0];
+        let j = i + 2 + name.length;
+        let def: string | undefined;
+        let colon = false;
+        if (text.startsWith(':-', j) || text[j] === '-') {
+          colon = text[j] === ':';
+          const inner = expand(text, j + (colon ? 2 : 1), env, true);
+          def = inner.out;
+          j = inner.end;
+        }
+        if (text[j] === '}') {
+          const v = lookup(name, env);
+          out += v === undefined || (colon && v === '') ? (def ?? '') : v;
+          i = j + 1;
+          continue;
+        }
+      }
+    }
+    out += ch;
+    i++;
+  }
+  return { out, end: i };
+}
+
+const WHOLE = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-.*)?\}$/s;
 
 function resolveScalar(source: string, env: Env): unknown {
   const whole = WHOLE.exec(source);
@@ -56,14 +99,18 @@ function resolveScalar(source: string, env: Env): unknown {
 }
 
 /** Walks the YAML tree replacing interpolated scalars in place, keeping their source ranges. */
-function interpolateTree(node: unknown, env: Env): void {
+function interpolateTree(node: unknown, env: Env, problems: { offset: number; message: string }[]): void {
   if (isMap(node) || isSeq(node)) {
     for (const item of node.items as unknown[]) {
-      if (isMap(node)) interpolateTree((item as Pair).value, env);
-      else interpolateTree(item, env);
+      if (isMap(node)) interpolateTree((item as Pair).value, env, problems);
+      else interpolateTree(item, env, problems);
     }
   } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
-    node.value = resolveScalar(node.value, env);
+    try {
+      node.value = resolveScalar(node.value, env);
+    } catch (err) {
+      problems.push({ offset: node.range?.[0] ?? 0, message: (err as Error).message });
+    }
   }
 }
 
@@ -98,7 +145,9 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
       doc.errors.map((e) => ({ ...pos(e.pos[0]), path: '', message: e.message.split('\n')[0] ?? e.code })),
     );
   }
-  interpolateTree(doc.contents, env);
+  const envProblems: { offset: number; message: string }[] = [];
+  interpolateTree(doc.contents, env, envProblems);
+  if (envProblems.length > 0) throw new PolicyError(file, envProblems.map((e) => ({ ...pos(e.offset), path: '', message: e.message })));
   const raw = doc.toJS() as unknown;
   const parsed = policySchema.safeParse(raw ?? {});
   if (!parsed.success) {

@@ -75,7 +75,6 @@ export const idempotencySchema = z
     methods: z.array(z.enum(['POST', 'PUT', 'PATCH', 'DELETE'])).default(['POST']),
     ttl: seconds('Seconds a completed answer is replayed.').default(86400),
     waitTimeout: seconds('Seconds a duplicate waits for the in-flight original before 409.').default(30),
-    maxEntries: count('Stored answers kept (oldest evicted).').default(10000),
     maxBodyBytes: count('Largest response body stored for replay; larger answers are not stored.').default(65536),
   })
   .describe('Idempotency keys: a repeated create is replayed, not re-sent.');
@@ -174,6 +173,7 @@ export const policySchema = z.strictObject({
       redisUrl: z.string().default('').describe('REDIS_URL (credentials in it are never printed).'),
       timeout: seconds('Longest wait for Redis before falling back to the local store.').default(0.05),
       retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').default(1),
+      idempotencyEntries: count('Stored idempotent answers kept in local memory (oldest evicted).').default(10000),
     })
     .prefault({}),
   upstreams: z.record(z.string().regex(/^[a-z0-9_-]+$/, 'upstream names are lower-case words'), upstreamSchema),

@@ -57,7 +57,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     const fingerprint = createHash('sha256').update(ex.body ?? '').digest('base64url');
     const deadline = deps.clock() + waitMs;
     for (let round = 0; round < 8; round++) {
-      const found = store.lookup(key);
+      const found = await store.lookup(key);
       if (found.state === 'done') {
         if (found.fingerprint !== fingerprint) return mismatch(c.mismatch);
         c.replayed.inc();
@@ -73,14 +73,14 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         c.joined.inc();
         continue; // the original finished: replay it, or take the key if it was released
       }
-      if (!store.claim(key, fingerprint)) continue;
+      if (!(await store.claim(key, fingerprint))) continue;
       c.forwarded.inc();
-      return original(ex, next, key);
+      return original(ex, next, key, fingerprint);
     }
     return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
   };
 
-  async function original(ex: Exchange, next: Next, key: string): Promise<Reply> {
+  async function original(ex: Exchange, next: Next, key: string, fingerprint: string): Promise<Reply> {
     ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: policy.maxBodyBytes };
     let answer: StoredAnswer | undefined;
     try {
@@ -90,7 +90,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
       return reply;
     } finally {
       ex.capture = undefined;
-      store.complete(key, answer, ttlMs);
+      store.complete(key, fingerprint, answer, ttlMs);
     }
   }
 

@@ -17,6 +17,9 @@ export interface RateLimitDeps {
   memory: LimiterStore;
   counter(limit: string, outcome: 'allowed' | 'limited' | 'shadow_limited' | 'delayed'): { inc(): void };
   log(fields: Record<string, unknown>, msg: string): void;
+  /** Registers a scrape-time reader of each limit's local key count. */
+  collect(read: () => void): void;
+  keys(limit: string): { set(n: number): void };
   sleep?: (ms: number) => Promise<void>;
 }
 
@@ -46,7 +49,12 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
       allowed: deps.counter(l.name, 'allowed'),
       limited: deps.counter(l.name, l.shadow ? 'shadow_limited' : 'limited'),
       delayed: deps.counter(l.name, 'delayed'),
+      keysGauge: deps.keys(l.name),
     };
+  });
+
+  deps.collect(() => {
+    for (const c of compiled) c.keysGauge.set(c.buckets.size());
   });
 
   return async function rateLimitStage(ex: Exchange, next: Next): Promise<Reply> {

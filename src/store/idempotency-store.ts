@@ -15,11 +15,11 @@ export type Lookup =
   | { state: 'done'; fingerprint: string; answer: StoredAnswer };
 
 export interface IdempotencyStore {
-  lookup(key: string): Lookup;
+  lookup(key: string): Lookup | Promise<Lookup>;
   /** Claims the key for an original request; false when someone else holds it. */
-  claim(key: string, fingerprint: string): boolean;
+  claim(key: string, fingerprint: string): boolean | Promise<boolean>;
   /** Ends an in-flight claim: stores the answer, or (undefined) releases the key for a new attempt. */
-  complete(key: string, answer: StoredAnswer | undefined, ttlMs: number): void;
+  complete(key: string, fingerprint: string, answer: StoredAnswer | undefined, ttlMs: number): void;
   size(): number;
 }
 
@@ -58,7 +58,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return true;
   }
 
-  complete(key: string, answer: StoredAnswer | undefined, ttlMs: number): void {
+  complete(key: string, _fingerprint: string, answer: StoredAnswer | undefined, ttlMs: number): void {
     const f = this.flights.get(key);
     if (f === undefined) return;
     this.flights.delete(key);

@@ -53,7 +53,14 @@ export interface RedisStoreOptions {
 
 type WithBucket = Redis & { bwBucket(key: string, rate: number, burst: number, maxDelay: number): Promise<[number, string, string, string]> };
 
-export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Redis } {
+export interface RedisHealth {
+  /** False while Redis is disconnected or inside the back-off after a failure. */
+  usable(): boolean;
+  failed(reason: string): void;
+  succeeded(): void;
+}
+
+export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Redis; health: RedisHealth } {
   const redis = new Redis(opts.url, {
     // Fail fast instead of queueing commands while disconnected: the fallback answers instead.
     enableOfflineQueue: false,
@@ -94,9 +101,16 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
     downUntil = 0;
   });
 
+  const health: RedisHealth = {
+    usable: () => redis.status === 'ready' && Date.now() >= downUntil,
+    failed: markDown,
+    succeeded: markUp,
+  };
+
   return {
     kind: 'redis',
     redis,
+    health,
     buckets(id, limit: BucketLimit): Buckets {
       const local = opts.local.buckets(id, limit);
       const key = `${prefix}${id}:`;

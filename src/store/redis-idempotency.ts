@@ -1,0 +1,113 @@
+// Fleet-wide idempotency: the local store still coordinates duplicates inside this replica;
+// Redis carries the claim and the stored answer between replicas. Claims are SET NX with an
+// expiry, so a replica that dies mid-request cannot block a key for longer than the wait bound.
+// Redis errors or slowness fall back to the local store at once, as the rate limiter does:
+// dedupe then holds per replica, and no request fails because of Redis.
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { IdempotencyStore, Lookup, StoredAnswer } from './idempotency-store.js';
+import type { RedisHealth } from './redis.js';
+
+interface Wire {
+  s: 'f' | 'd';
+  fp: string;
+  a?: { status: number; headers: Record<string, string | string[]>; body: string };
+}
+
+export interface RedisIdempotencyOptions {
+  redis: Redis;
+  health: RedisHealth;
+  local: IdempotencyStore;
+  timeoutMs: number;
+  /** How long another replica's claim is honoured (the longest wait for an original). */
+  claimMs: number;
+  pollMs?: number;
+  prefix?: string;
+}
+
+export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencyStore {
+  const prefix = o.prefix ?? 'bw:idem:';
+  const pollMs = o.pollMs ?? 50;
+  // Keys hold client ids and paths: hash them so Redis never stores them in clear.
+  const rkey = (key: string) => prefix + createHash('sha256').update(key).digest('base64url');
+
+  function call<T>(op: () => Promise<T>): Promise<T | undefined> {
+    if (!o.health.usable()) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      let settled = false;
+      const t = setTimeout(() => {
+        settled = true;
+        o.health.failed('timeout');
+        resolve(undefined);
+      }, o.timeoutMs);
+      op().then(
+        (v) => {
+          if (settled) return;
+          clearTimeout(t);
+          o.health.succeeded();
+          resolve(v);
+        },
+        () => {
+          if (settled) return;
+          clearTimeout(t);
+          o.health.failed('error');
+          resolve(undefined);
+        },
+      );
+    });
+  }
+
+  function decode(raw: string | null | undefined): Wire | undefined {
+    if (!raw) return undefined;
+    try {
+      return JSON.parse(raw) as Wire;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Resolves once another replica's claim is settled (answer stored, released, or expired). */
+  function remoteDone(k: string): Promise<void> {
+    return new Promise((resolve) => {
+      const deadline = Date.now() + o.claimMs;
+      const tick = async () => {
+        const w = decode(await call(() => o.redis.get(k)));
+        if (w?.s !== 'f' || Date.now() > deadline || !o.health.usable()) return resolve();
+        setTimeout(tick, pollMs);
+      };
+      setTimeout(tick, pollMs);
+    });
+  }
+
+  return {
+    async lookup(key): Promise<Lookup> {
+      const local = await o.local.lookup(key);
+      if (local.state !== 'absent') return local;
+      const k = rkey(key);
+      const w = decode(await call(() => o.redis.get(k)));
+      if (w === undefined) return local;
+      if (w.s === 'd' && w.a) return { state: 'done', fingerprint: w.fp, answer: { status: w.a.status, headers: w.a.headers, body: Buffer.from(w.a.body, 'base64') } };
+      return { state: 'in_flight', fingerprint: w.fp, done: remoteDone(k) };
+    },
+    async claim(key, fingerprint) {
+      if (!(await o.local.claim(key, fingerprint))) return false;
+      const ok = await call(() => o.redis.set(rkey(key), JSON.stringify({ s: 'f', fp: fingerprint } satisfies Wire), 'PX', o.claimMs, 'NX'));
+      if (ok === null) {
+        // Another replica holds it: give our local claim back and let the caller look again.
+        o.local.complete(key, fingerprint, undefined, 0);
+        return false;
+      }
+      return true; // 'OK', or Redis unavailable: the local claim stands
+    },
+    complete(key, fingerprint, answer: StoredAnswer | undefined, ttlMs) {
+      o.local.complete(key, fingerprint, answer, ttlMs);
+      const k = rkey(key);
+      if (answer === undefined) void call(() => o.redis.del(k));
+      else {
+        const wire: Wire = { s: 'd', fp: fingerprint, a: { status: answer.status, headers: answer.headers, body: answer.body.toString('base64') } };
+        void call(() => o.redis.set(k, JSON.stringify(wire), 'PX', ttlMs));
+      }
+    },
+    size: () => o.local.size(),
+  };
+}
