@@ -70,6 +70,10 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     const url = ex.req.url!;
     if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
     if (TRAVERSAL.test(ex.path)) return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
+    // Rewrite headers some servers honour (IIS, Symfony) would let a client pick another path
+    // behind us: refuse rather than strip, so a probing client learns nothing passes.
+    const h = ex.req.headers;
+    if (h['x-original-url'] !== undefined || h['x-rewrite-url'] !== undefined) return proxyError('bad_request', { message: 'Routing headers (X-Original-URL, X-Rewrite-URL) are not accepted.' });
     const hostHeader = ex.req.headers.host;
     if (hostHeader !== undefined && hostRules.length > 0) {
       const host = hostHeader.toLowerCase().replace(/:\d+$/, '');

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair } from 'yaml';
 import type { z } from 'zod';
 import { policySchema, type Policy } from './schema.js';
+import { compileTemplate } from '../stages/stub.js';
 
 export interface PolicyProblem {
   line: number;
@@ -224,6 +225,13 @@ function checkSemantics(p: Policy): Semantic[] {
     u.rateLimits.forEach((l, i) => {
       if (names.has(l.name)) out.push({ path: ['upstreams', name, 'rateLimits', i, 'name'], message: `duplicate limit name "${l.name}"` });
       names.add(l.name);
+    });
+    u.stubs.forEach((st, i) => {
+      try {
+        compileTemplate(st.body);
+      } catch (err) {
+        out.push({ path: ['upstreams', name, 'stubs', i, 'body'], message: (err as Error).message });
+      }
     });
     if (u.credentials.type === 'basic' && (u.credentials.username === '') !== (u.credentials.password === '')) {
       out.push({ path: ['upstreams', name, 'credentials'], message: 'basic credentials need both username and password (or neither)' });
