@@ -2,7 +2,7 @@
 // Every problem is collected and reported at once as `file:line:col path.to.key: message`,
 // so an operator fixes a policy in one pass rather than one error per restart.
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair, type Scalar } from 'yaml';
 import type { z } from 'zod';
 import { policySchema, type Policy } from './schema.js';
 import { compileTemplate } from '../stages/stub.js';
@@ -41,9 +41,10 @@ export function interpolate(text: string, env: Env): string {
 
 function lookup(name: string, env: Env): string | undefined {
   const v = env[name];
-  if (v !== undefined) return v;
+  if (v !== undefined && v !== '') return v;
+  // An empty variable defers to its _FILE (compose passes unset secrets through as empty).
   const file = env[`${name}_FILE`];
-  if (file === undefined || file === '') return undefined;
+  if (file === undefined || file === '') return v;
   try {
     return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
@@ -99,16 +100,21 @@ function resolveScalar(source: string, env: Env): unknown {
   return typeof v === 'object' && v !== null ? text : v;
 }
 
-/** Walks the YAML tree replacing interpolated scalars in place, keeping their source ranges. */
-function interpolateTree(node: unknown, env: Env, problems: { offset: number; message: string }[]): void {
+/**
+ * Walks the YAML tree replacing interpolated scalars in place, keeping their source ranges.
+ * `typed` remembers the text of each `${…}` that became a number or boolean.
+ */
+function interpolateTree(node: unknown, env: Env, problems: { offset: number; message: string }[], typed: Map<Scalar, string>): void {
   if (isMap(node) || isSeq(node)) {
     for (const item of node.items as unknown[]) {
-      if (isMap(node)) interpolateTree((item as Pair).value, env, problems);
-      else interpolateTree(item, env, problems);
+      if (isMap(node)) interpolateTree((item as Pair).value, env, problems, typed);
+      else interpolateTree(item, env, problems, typed);
     }
   } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
     try {
-      node.value = resolveScalar(node.value, env);
+      const source = node.value;
+      node.value = resolveScalar(source, env);
+      if (typeof node.value !== 'string') typed.set(node, interpolate(source, env));
     } catch (err) {
       problems.push({ offset: node.range?.[0] ?? 0, message: (err as Error).message });
     }
@@ -147,10 +153,25 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
     );
   }
   const envProblems: { offset: number; message: string }[] = [];
-  interpolateTree(doc.contents, env, envProblems);
+  const typed = new Map<Scalar, string>();
+  interpolateTree(doc.contents, env, envProblems, typed);
   if (envProblems.length > 0) throw new PolicyError(file, envProblems.map((e) => ({ ...pos(e.offset), path: '', message: e.message })));
-  const raw = doc.toJS() as unknown;
-  const parsed = policySchema.safeParse(raw ?? {});
+  let parsed = policySchema.safeParse((doc.toJS() as unknown) ?? {});
+  // A `${VAR}` whose text reads as a number or boolean stays a string where the schema wants one:
+  // an all-digit Twilio auth token must be accepted, not refused (and echoed) as "must be string".
+  if (!parsed.success && typed.size > 0) {
+    let retyped = false;
+    for (const issue of parsed.error.issues) {
+      if (issue.code !== 'invalid_type' || issue.expected !== 'string') continue;
+      const node = doc.getIn(issue.path, true);
+      const text = isScalar(node) ? typed.get(node) : undefined;
+      if (text !== undefined && isScalar(node)) {
+        node.value = text;
+        retyped = true;
+      }
+    }
+    if (retyped) parsed = policySchema.safeParse((doc.toJS() as unknown) ?? {});
+  }
   if (!parsed.success) {
     throw new PolicyError(file, parsed.error.issues.flatMap((i) => issueToProblems(i, doc, pos)).sort((a, b) => a.line - b.line || a.col - b.col));
   }
