@@ -73,7 +73,13 @@ export async function start(opts: StartOptions): Promise<Running> {
       if (draining && n <= 0) socket.end();
     });
     // The proxy object in use when the request arrived serves it to the end, even across a reload.
-    void proxy.handle(req, res);
+    proxy.handle(req, res).catch((err: unknown) => {
+      log.error({ err }, 'request handling failed');
+      if (res.headersSent) return res.destroy();
+      const body = errorBody(proxyError('upstream_unavailable', { message: 'Internal proxy error.' }), undefined, '-');
+      res.writeHead(502, { 'content-type': 'application/json', 'x-breakwater-error': 'upstream_unavailable', connection: 'close' });
+      res.end(body);
+    });
   };
 
   const server = http.createServer(
