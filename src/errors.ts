@@ -42,5 +42,7 @@ export function errorBody(err: ProxyError, upstream: string | undefined, request
 
 /** Seconds for Retry-After: never 0 (clients would spin), rounded up. */
 export function retryAfterSeconds(ms: number): string {
-  return String(Math.max(1, Math.ceil(ms / 1000)));
+  // Round to the microsecond first: token maths leaves float noise (a 1 s wait computed as
+  // 1000.0000000000001 ms), which must not become a 2 s Retry-After.
+  return String(Math.max(1, Math.ceil(Math.round(ms * 1000) / 1e6)));
 }

@@ -25,7 +25,8 @@ export interface Held {
 export interface Failed {
   readonly kind: 'failed';
   readonly error: ProxyError;
-  readonly cause: 'connect' | 'timeout' | 'reset';
+  /** `client`: the app went away before the answer began (not the upstream's doing). */
+  readonly cause: 'connect' | 'timeout' | 'reset' | 'client';
   readonly mayHaveReachedUpstream: boolean;
 }
 

@@ -20,7 +20,7 @@ import { breaker } from '../stages/breaker.js';
 import { bulkhead } from '../stages/bulkhead.js';
 import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
-import { maskPhone } from '../stages/keys.js';
+import { isPhoneKey, maskPhone } from '../stages/keys.js';
 import { compose } from './compose.js';
 import type { Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
@@ -146,7 +146,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       clock,
       onHold: (key, ms) => {
         holdsStarted.inc();
-        log.warn({ upstream: name, key: /^\+?\d{6,}$/.test(key) ? maskPhone(key) : key, holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
+        log.warn({ upstream: name, key: isPhoneKey(u.holdOn429.key) || /^\+?\d{6,}$/.test(key) ? maskPhone(key) : key, holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
       },
       onHeld: () => heldRequests.inc(),
     }),

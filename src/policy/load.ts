@@ -2,7 +2,7 @@
 // Every problem is collected and reported at once as `file:line:col path.to.key: message`,
 // so an operator fixes a policy in one pass rather than one error per restart.
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair, type Scalar } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Pair, type Scalar } from 'yaml';
 import type { z } from 'zod';
 import { policySchema, type Policy } from './schema.js';
 import { compileTemplate } from '../stages/stub.js';
@@ -156,7 +156,7 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
   const typed = new Map<Scalar, string>();
   interpolateTree(doc.contents, env, envProblems, typed);
   if (envProblems.length > 0) throw new PolicyError(file, envProblems.map((e) => ({ ...pos(e.offset), path: '', message: e.message })));
-  let parsed = policySchema.safeParse((doc.toJS() as unknown) ?? {});
+  let parsed = policySchema.safeParse(toJS(doc, file, pos) ?? {});
   // A `${VAR}` whose text reads as a number or boolean stays a string where the schema wants one:
   // an all-digit Twilio auth token must be accepted, not refused (and echoed) as "must be string".
   if (!parsed.success && typed.size > 0) {
@@ -170,7 +170,7 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
         retyped = true;
       }
     }
-    if (retyped) parsed = policySchema.safeParse((doc.toJS() as unknown) ?? {});
+    if (retyped) parsed = policySchema.safeParse(toJS(doc, file, pos) ?? {});
   }
   if (!parsed.success) {
     throw new PolicyError(file, parsed.error.issues.flatMap((i) => issueToProblems(i, doc, pos)).sort((a, b) => a.line - b.line || a.col - b.col));
@@ -180,6 +180,26 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
     throw new PolicyError(file, semantic.map((s) => ({ ...locate(doc, s.path, pos), path: s.path.join('.'), message: s.message })));
   }
   return deepFreeze(parsed.data);
+}
+
+/**
+ * `doc.toJS()`, with its throws turned into problems: yaml throws rather than reports an alias to
+ * an anchor that does not exist, and an alias bomb (its maxAliasCount guard). Points at the alias.
+ */
+function toJS(doc: Document, file: string, pos: (o: number) => { line: number; col: number }): unknown {
+  try {
+    return doc.toJS() as unknown;
+  } catch (err) {
+    let at: number | undefined;
+    visit(doc, {
+      Alias(_, node) {
+        const unresolved = node.resolve(doc) === undefined;
+        if (at === undefined || unresolved) at = node.range?.[0];
+        if (unresolved) return visit.BREAK;
+      },
+    });
+    throw new PolicyError(file, [{ ...pos(at ?? 0), path: '', message: (err as Error).message }]);
+  }
 }
 
 function issueToProblems(issue: z.core.$ZodIssue, doc: Document, pos: (o: number) => { line: number; col: number }): PolicyProblem[] {

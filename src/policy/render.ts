@@ -8,7 +8,12 @@ function table(rows: string[][]): string {
 }
 
 export function maskUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
+  // Userinfo runs to the last `@` before the path: a raw `@` in a password is common, and
+  // ioredis (WHATWG URL) reads `redis://u:p@ss@host` as password `p@ss`.
+  return url.replace(/\/\/([^/?#]*)@/, (whole, info: string) => {
+    const colon = info.indexOf(':');
+    return colon < 0 ? whole : `//${info.slice(0, colon)}:***@`;
+  });
 }
 
 const secret = (v: string) => (v === '' ? 'unset' : 'set');

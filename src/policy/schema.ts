@@ -3,6 +3,7 @@
 // from (scripts/policy-doc.mjs), so the reference cannot drift from the code.
 // Objects are strict: an unknown key is an error, because a typo'd key that is silently
 // ignored is a limit that silently does not apply.
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const seconds = (d: string) => z.number().positive().describe(d);
@@ -12,6 +13,14 @@ const count = (d: string) => z.number().int().min(1).describe(d);
 const routePattern = z
   .string()
   .regex(/^(?:(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|\*) )?\/\S*$/, 'must look like "POST /2010-04-01/Accounts/*/Messages.json"');
+
+/** An address or a CIDR, as node's BlockList takes them: checked here so `validate` catches a typo, not `start`. */
+const cidr = z.string().refine((s) => {
+  const [addr = '', bits, extra] = s.split('/');
+  const v = isIP(addr);
+  if (v === 0 || extra !== undefined) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (v === 4 ? 32 : 128));
+}, 'must be an IP address or CIDR, e.g. "10.0.0.0/8"');
 
 /** Where a limit or hold key comes from. */
 const keySource = z
@@ -149,7 +158,7 @@ export const policySchema = z.strictObject({
       keepAliveTimeout: seconds('Idle client keep-alive.').default(5),
       maxConnections: count('Concurrent client connections.').default(4096),
       drainTimeout: seconds('Seconds in-flight requests may take to finish on SIGTERM.').default(25),
-      trustedProxies: z.array(z.string()).default([]).describe('CIDRs whose X-Forwarded-For is believed.'),
+      trustedProxies: z.array(cidr).default([]).describe('CIDRs whose X-Forwarded-For is believed.'),
       watch: z.boolean().default(false).describe('Reload when the policy file changes (SIGHUP always reloads).'),
     })
     .prefault({}),

@@ -77,7 +77,9 @@ export class CircuitBreaker {
     }
     if (!this.opts.enforce && !s.forced) return ADMIT;
     this.rejections++;
-    return { ok: false, retryAfterMs: Math.max(0, s.until - this.clock()) };
+    // A forced open has no end (until = ∞): hint one recovery period rather than an infinite wait,
+    // which would become `Retry-After: Infinity`.
+    return { ok: false, retryAfterMs: s.forced ? this.opts.recoveryMs : Math.max(0, s.until - this.clock()) };
   }
 
   onSuccess(durationMs: number, probe: boolean): void {

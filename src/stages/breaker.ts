@@ -28,7 +28,8 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
     let neutral = false;
     switch (reply.kind) {
       case 'failed':
-        failed = failOn.has(reply.cause);
+        // A client that hung up ('client') says nothing about the upstream's health: neutral.
+        failed = reply.cause !== 'client' && failOn.has(reply.cause);
         neutral = !failed;
         break;
       case 'held':

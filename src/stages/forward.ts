@@ -39,6 +39,7 @@ export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply
       let held: { headers: Record<string, string | string[]>; chunks: Buffer[]; bytes: number } | undefined;
       let abort: ((err?: Error) => void) | undefined;
       let done = false;
+      let clientGone = false;
       let resumeUpstream: (() => void) | undefined;
 
       const finish = (reply: Reply) => {
@@ -49,7 +50,9 @@ export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply
         resolve(reply);
       };
       const onClientClose = () => {
-        if (!res.writableFinished) abort?.(new Error('client closed'));
+        if (res.writableFinished) return;
+        clientGone = true;
+        abort?.(new Error('client closed'));
       };
       res.on('close', onClientClose);
       const onDrain = () => resumeUpstream?.();
@@ -120,7 +123,11 @@ export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply
             finish({ kind: 'sent', status, outcome: 'forwarded' });
             return;
           }
-          finish(classify(err));
+          // The app hung up before the answer began: that says nothing about the upstream, so it
+          // must not count as a breaker failure or be retried (cause 'client'). The request may
+          // still have reached the upstream, which idempotency needs to know.
+          if (clientGone) finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
+          else finish(classify(err));
         },
       };
 

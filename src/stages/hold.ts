@@ -24,12 +24,19 @@ export interface HoldDeps {
   maxKeys?: number;
 }
 
+// The three HTTP-date forms (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850, asctime. Date.parse
+// alone is far more lenient ("1, 2" is a date to V8), and a garbage value read as a past date
+// would cancel the hold instead of falling back to the default.
+const IMF_OR_RFC850 = /^[a-z]{3,9}, \d{2}[ -][a-z]{3}[ -]\d{2}(?:\d{2})? \d{2}:\d{2}:\d{2} GMT$/i;
+const ASCTIME = /^[a-z]{3} [a-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/i;
+
 /** Parses Retry-After: delta-seconds or an HTTP-date (RFC 9110 §10.2.3). Returns ms or undefined. */
 export function parseRetryAfter(v: string | undefined, nowMs: number): number | undefined {
   if (v === undefined) return undefined;
   const s = v.trim();
   if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
-  const at = Date.parse(s);
+  // asctime carries no zone but is GMT by definition.
+  const at = IMF_OR_RFC850.test(s) ? Date.parse(s) : ASCTIME.test(s) ? Date.parse(`${s} GMT`) : Number.NaN;
   return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
 

@@ -48,7 +48,8 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
       if (reply.kind === 'held') reason = String(reply.status);
       // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
       // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
-      else if (reply.kind === 'failed' && reply.cause !== 'timeout' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
+      // Nobody is left to read the answer when the client itself went away.
+      else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
       else return reply;
       if (!budget.tryRetry()) {
         deps.onSkipped('budget');

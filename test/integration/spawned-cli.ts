@@ -1,0 +1,84 @@
+// Runs the real CLI (`node bin/breakwater.js start --config FILE`) as a child process in its own
+// process group, for the behaviours that only a process has: signals, reload from disk, exit
+// codes. Ports are 0; the listening log line tells which ones were bound. Needs `npm run build`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface Cli {
+  readonly child: ChildProcess;
+  readonly proxyPort: number;
+  readonly adminPort: number;
+  /** Parsed JSON log lines so far (stdout). */
+  lines(): Record<string, any>[];
+  stderr(): string;
+  /** Resolves with the exit code (or the signal name) when the process ends. */
+  readonly exited: Promise<number | string>;
+  signal(sig: NodeJS.Signals): void;
+  /** Kills the whole process group; safe to call twice. */
+  kill(): void;
+}
+
+export async function startCli(config: string, env: Record<string, string>): Promise<Cli> {
+  const child = spawn(process.execPath, ['bin/breakwater.js', 'start', '--config', config], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', PROXY_HOST: '127.0.0.1', PROXY_PORT: '0', ADMIN_HOST: '127.0.0.1', ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
+  let alive = true;
+  void exited.then(() => (alive = false));
+  const lines = () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, any>];
+        } catch {
+          return [];
+        }
+      });
+  const kill = () => {
+    if (!alive || child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  const listening = await waitFor(() => lines().find((l) => l.msg === 'breakwater listening'), 15_000, () => (alive ? undefined : `exited early: ${err}`)).catch((e: Error) => {
+    kill();
+    throw e;
+  });
+  const port = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
+  return {
+    child,
+    proxyPort: port(listening.proxy as string),
+    adminPort: port(listening.admin as string),
+    lines,
+    stderr: () => err,
+    exited,
+    signal: (sig) => child.kill(sig),
+    kill,
+  };
+}
+
+/** Polls `probe` every 20 ms until it returns a value; bounded by `ms`. */
+export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, ms = 10_000, fail?: () => string | undefined): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    const why = fail?.();
+    if (why) throw new Error(why);
+    if (Date.now() > deadline) throw new Error('waitFor: condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
