@@ -102,7 +102,7 @@ export const stubSchema = z.strictObject({
   route: routePattern.describe('Method and path pattern; `{name}` segments become template params.'),
   status: z.number().int().min(100).max(599).default(200),
   headers: z.record(z.string(), z.string()).default({}),
-  body: z.unknown().describe('JSON body; strings may hold {{templates}}.'),
+  body: z.unknown().optional().describe('JSON body; strings may hold {{templates}}. Absent: an empty body (e.g. for 204).'),
   delay: z.number().min(0).default(0).describe('Seconds to wait before answering.'),
   errorRate: z.number().min(0).max(1).default(0).describe('Share of requests answered with `errorStatus` instead.'),
   errorStatus: z.number().int().min(400).max(599).default(503),

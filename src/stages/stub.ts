@@ -94,9 +94,10 @@ export function stub(stubs: readonly StubPolicy[], _clock: Clock, random: () => 
       status = s.errorStatus;
       body = JSON.stringify({ code: status, message: 'Injected failure (Breakwater stub errorRate)', status });
     } else {
-      body = JSON.stringify(m.value.render({ ex, params: m.params }));
+      const rendered = m.value.render({ ex, params: m.params });
+      body = rendered === undefined ? '' : JSON.stringify(rendered);
     }
-    const headers = { 'content-type': 'application/json', ...s.headers };
+    const headers: Record<string, string> = body === '' ? { ...s.headers } : { 'content-type': 'application/json', ...s.headers };
     ex.upstreamStatus = status;
     if (ex.capture) {
       ex.capture.status = status;
