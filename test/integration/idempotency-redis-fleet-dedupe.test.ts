@@ -1,0 +1,86 @@
+// With RATE_LIMIT_STORE=redis, idempotency keys are shared by the fleet: a duplicate that lands
+// on another sidecar is replayed, not sent again. If Redis is lost, dedupe falls back to each
+// sidecar's local store and no request fails because of it.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { policyWith } from '../support/policy.js';
+import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+
+const POLICY = policyWith((p) => {
+  p.store.timeout = 0.5; // see rate-limit-redis-shared-budget.test.ts
+});
+
+describe('idempotency across a fleet on one Redis', () => {
+  let redis: RedisServer, vapi: FakeUpstream, a: TestProxy, b: TestProxy;
+  let clients: Set<Redis>;
+  beforeAll(async () => {
+    redis = await startRedis();
+    vapi = await fakeUpstream('vapi');
+    vapi.handler = (_req, res) => {
+      setTimeout(() => {
+        res.writeHead(201, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ id: randomUUID(), status: 'queued' }));
+      }, 200);
+    };
+    const capture = captureRedisClients();
+    try {
+      const env = { VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url };
+      a = await startProxy(env, POLICY);
+      b = await startProxy(env, POLICY);
+    } finally {
+      capture.restore();
+    }
+    clients = capture.clients;
+    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await vapi?.close();
+    await redis?.kill();
+  });
+
+  const create = (p: TestProxy, key: string, number: string) =>
+    request(p.proxyPort, 'POST', '/vapi/call', {
+      headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-client-id': 'fleet-app' },
+      body: JSON.stringify({ assistantId: 'a1', customer: { number } }),
+    });
+  const createsFor = (number: string) => vapi.seen.filter((s) => s.method === 'POST' && s.body.toString().includes(number)).length;
+
+  it('replays on proxy B a create first sent through proxy A', async () => {
+    const first = await create(a, 'fleet-k1', '+15550004001');
+    expect(first.status).toBe(201);
+    const second = await create(b, 'fleet-k1', '+15550004001');
+    expect(second.status).toBe(201);
+    expect(second.headers['idempotent-replayed']).toBe('true');
+    expect(second.text).toBe(first.text);
+    expect(createsFor('+15550004001')).toBe(1);
+  });
+
+  it('sends concurrent duplicates spread over both proxies upstream once', async () => {
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => create(i % 2 === 0 ? a : b, 'fleet-k2', '+15550004002')));
+    expect(createsFor('+15550004002')).toBe(1);
+    const ok = answers.filter((r) => r.status === 201);
+    expect(ok.length).toBeGreaterThanOrEqual(1);
+    for (const r of ok) expect(r.text).toBe(ok[0]!.text);
+    // A duplicate on the other proxy may wait for the original or be told it is still in flight.
+    for (const r of answers) if (r.status !== 201) expect(r.headers['x-breakwater-error']).toBe('idempotency_in_flight');
+  });
+
+  it('falls back to local dedupe when Redis is lost, without failing requests', async () => {
+    await redis.kill();
+    const first = await create(a, 'fleet-k3', '+15550004003');
+    expect(first.status).toBe(201);
+    const again = await create(a, 'fleet-k3', '+15550004003');
+    expect(again.status).toBe(201);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.text).toBe(first.text);
+    expect(createsFor('+15550004003')).toBe(1);
+    const other = await create(b, 'fleet-k4', '+15550004004');
+    expect(other.status).toBe(201);
+    for (const s of vapi.seen) expect(s.headers['idempotency-key']).toBeUndefined();
+  });
+});

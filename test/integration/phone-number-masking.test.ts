@@ -1,0 +1,98 @@
+// Phone numbers used as limit or hold keys never show up whole in logs or metrics: log lines
+// carry the last four digits only (`********5310`), metrics never carry them at all.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { accountSid, form, FORM, policyWith } from '../support/policy.js';
+import { metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
+
+const SENDER = '+15558675310';
+const RECIPIENT = '+15551230042';
+const HELD_SENDER = '+15559990077';
+const MESSAGES = `/twilio/2010-04-01/Accounts/${accountSid('3')}/Messages.json`;
+
+const masked = (n: string) => `${'*'.repeat(n.length - 4)}${n.slice(-4)}`;
+/** Every way a number could leak: as sent, without the +, without the country code, form-encoded. */
+const forms = (n: string) => [n, n.slice(1), n.slice(2), encodeURIComponent(n)];
+
+describe('phone numbers are masked', () => {
+  let twilio: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    const policy = policyWith((pol) => {
+      const route = 'POST /2010-04-01/Accounts/*/Messages.json';
+      pol.upstreams.twilio.rateLimits = [
+        { name: 'per-recipient-trial', route, rate: 1, per: 3600, key: ['body:To'], shadow: true },
+        { name: 'per-sender', route, rate: 2, per: 3600, key: ['body:From'] },
+      ];
+      pol.upstreams.twilio.holdOn429 = { key: ['body:From'] };
+    });
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+  });
+
+  const send = (from: string, to: string) => request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: from, To: to, Body: 'code 1234' }) });
+
+  it('logs a shadow limit on body:To with the masked number', async () => {
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await send(SENDER, RECIPIENT)).status);
+    expect(statuses).toEqual([200, 200, 429]); // per-sender enforces; per-recipient only logs
+    const shadow = p.logLines().filter((l) => l.limit === 'per-recipient-trial');
+    expect(shadow.length).toBe(2);
+    for (const l of shadow) expect(l.key).toBe(masked(RECIPIENT));
+    expect(masked(RECIPIENT)).toMatch(/^\*+0042$/);
+  });
+
+  it('logs an upstream-429 hold on body:From with the masked number', async () => {
+    twilio.mode = '429';
+    twilio.retryAfter = '30';
+    expect((await send(HELD_SENDER, '+15550000001')).status).toBe(429);
+    twilio.mode = 'ok';
+    const held = await send(HELD_SENDER, '+15550000002');
+    expect(held.headers['x-breakwater-error']).toBe('upstream_rate_limited');
+    const holdLine = p.logLines().find((l) => /holding/.test(String(l.msg)));
+    expect(holdLine?.key).toBe(masked(HELD_SENDER));
+  });
+
+  it('never writes a whole number to the logs or the metrics', async () => {
+    const logs = p.logs.join('');
+    const metrics = await metricsText(p.adminPort);
+    expect(logs).toContain(masked(RECIPIENT));
+    for (const n of [SENDER, RECIPIENT, HELD_SENDER]) {
+      for (const f of forms(n)) {
+        expect(logs).not.toContain(f);
+        expect(metrics).not.toContain(f);
+      }
+    }
+  });
+});
+
+describe('phone numbers in composite keys are masked too', () => {
+  let twilio: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    const policy = policyWith((pol) => {
+      const route = 'POST /2010-04-01/Accounts/*/Messages.json';
+      pol.upstreams.twilio.rateLimits = [{ name: 'account-recipient-trial', route, rate: 1, per: 3600, key: ['account', 'body:To'], shadow: true }];
+      pol.upstreams.twilio.holdOn429 = { key: ['account', 'body:From'] };
+    });
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+  });
+
+  it('keeps [account, body:…] keys out of the logs', async () => {
+    const send = () => request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: SENDER, To: RECIPIENT, Body: 'x' }) });
+    expect((await send()).status).toBe(200);
+    twilio.mode = '429';
+    expect((await send()).status).toBe(429); // shadow-logs the recipient key, and starts a hold on the sender key
+    const logs = p.logs.join('');
+    expect(p.logLines().some((l) => l.limit === 'account-recipient-trial')).toBe(true);
+    expect(p.logLines().some((l) => /holding/.test(String(l.msg)))).toBe(true);
+    for (const n of [SENDER, RECIPIENT]) for (const f of forms(n)) expect(logs).not.toContain(f);
+  });
+});
