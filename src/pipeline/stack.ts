@@ -132,7 +132,17 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     // Small bodies are read whole here: limits keyed on body fields, idempotency hashing and
     // retries all need them. Oversized bodies are refused before any upstream work.
     requestBody({ maxBodyBytes: policy.server.maxBodyBytes, bufferBodyBytes: policy.server.bufferBodyBytes }),
-    // Local limits first: the cheapest refusal, and a refused request never costs upstream quota.
+    // Duplicates are answered before any limit: a replay or a joined wait costs the upstream
+    // nothing, so it must not spend the client's tokens (an SDK retrying a create would otherwise
+    // be refused 429 instead of getting its answer). An original still passes every stage below.
+    u.idempotency.enabled
+      ? idempotency(name, u.idempotency, deps.idempotency, {
+          counter: (outcome) => metrics.idempotency.labels(name, outcome),
+          clock,
+        })
+      : undefined,
+    // Local limits before anything upstream-facing: the cheapest refusal, and a refused request
+    // never costs upstream quota.
     rateLimit(name, u.rateLimits, {
       store: deps.store,
       memory: deps.memory,
@@ -150,13 +160,6 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       },
       onHeld: () => heldRequests.inc(),
     }),
-    // Duplicates are answered before retries and the breaker: a replay costs the upstream nothing.
-    u.idempotency.enabled
-      ? idempotency(name, u.idempotency, deps.idempotency, {
-          counter: (outcome) => metrics.idempotency.labels(name, outcome),
-          clock,
-        })
-      : undefined,
     // Retries wrap the breaker so each attempt is admitted (and counted) by it.
     retry(u.retry, budget, {
       onRetry: (reason) => metrics.retries.labels(name, reason).inc(),

@@ -1,4 +1,5 @@
 // Token-bucket maths and a bounded in-memory bucket table. Pure: time comes from the caller.
+import { MapCursor } from './map-cursor.js';
 // A bucket may go negative down to `-maxDelay × rate`: that is a reservation for a request
 // that waits its turn (shaping, nginx `limit_req … delay`) instead of being refused.
 
@@ -48,12 +49,16 @@ export function take(b: Bucket, limit: BucketLimit, now: number): Decision {
 }
 
 /**
- * Buckets by key, bounded: least recently used keys are evicted past `maxKeys`, and keys idle
- * longer than `idleMs` are swept as new keys arrive. An idle bucket has refilled, so dropping
- * it loses nothing; eviction under pressure lets that one client start full (as Traefik does).
+ * Buckets by key, bounded. Past `maxKeys`, a new key evicts one existing bucket: the least
+ * recently used of a small sample taken at a cursor (Redis's sampled LRU), preferring one idle
+ * for `idleMs`. Each new key also checks a couple of entries for idleness, so idle buckets are
+ * swept as traffic flows. An idle bucket has refilled, so dropping it loses nothing; eviction
+ * under pressure lets that one client start full again (as Traefik's capped table does).
+ * Lookups do not reorder the map: a hit costs one `get`.
  */
 export class BucketTable {
   private readonly map = new Map<string, Bucket>();
+  private readonly cursor = new MapCursor(this.map);
 
   constructor(
     private readonly limit: BucketLimit,
@@ -68,22 +73,27 @@ export class BucketTable {
   take(key: string, now: number): Decision {
     let b = this.map.get(key);
     if (b === undefined) {
-      this.sweep(now);
+      this.makeRoom(now);
       b = { tokens: this.limit.burst, last: now };
-    } else {
-      // Re-insert so Map order stays least-recently-used first.
-      this.map.delete(key);
+      this.map.set(key, b);
     }
-    this.map.set(key, b);
     return take(b, this.limit, now);
   }
 
-  private sweep(now: number): void {
-    // Only the head can be idle or over the cap; look at a few entries, O(1) amortised.
-    let budget = 8;
-    for (const [k, b] of this.map) {
-      if (this.map.size < this.maxKeys && (now - b.last < this.idleMs || budget-- <= 0)) break;
-      this.map.delete(k);
+  private makeRoom(now: number): void {
+    // Incremental expiry: look at two entries per new key and drop them if idle.
+    for (let i = 0; i < 2 && this.map.size > 0; i++) {
+      const e = this.cursor.next();
+      if (e && now - e[1].last >= this.idleMs) this.map.delete(e[0]);
     }
+    if (this.map.size < this.maxKeys) return;
+    let victim: [string, Bucket] | undefined;
+    for (let i = 0; i < 8; i++) {
+      const e = this.cursor.next();
+      if (e === undefined) break;
+      if (victim === undefined || e[1].last < victim[1].last) victim = e;
+      if (now - e[1].last >= this.idleMs) break;
+    }
+    if (victim) this.map.delete(victim[0]);
   }
 }

@@ -8,6 +8,7 @@ import type { HoldPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { keyFn } from './keys.js';
+import { MapCursor } from '../resilience/map-cursor.js';
 
 interface HoldEntry {
   until: number;
@@ -42,6 +43,7 @@ export function parseRetryAfter(v: string | undefined, nowMs: number): number | 
 
 export class HoldTable {
   readonly entries = new Map<string, HoldEntry>();
+  private readonly cursor = new MapCursor(this.entries);
   constructor(private readonly maxKeys: number) {}
 
   active(now: number): number {
@@ -55,13 +57,14 @@ export class HoldTable {
   }
 
   set(key: string, e: HoldEntry, now: number): void {
-    this.entries.delete(key);
     this.entries.set(key, e);
-    if (this.entries.size > this.maxKeys) {
-      for (const [k, v] of this.entries) {
-        if (this.entries.size <= this.maxKeys && v.until > now) break;
-        this.entries.delete(k);
-      }
+    // Bounded work per call: drop expired holds at the cursor, then any while over the cap.
+    for (let i = 0; i < 16; i++) {
+      const c = this.cursor.next();
+      if (c === undefined) return;
+      const over = this.entries.size > this.maxKeys;
+      if (c[0] !== key && (over || c[1].until <= now)) this.entries.delete(c[0]);
+      else if (!over && i >= 1) return;
     }
   }
 }

@@ -2,6 +2,7 @@
 // forwarded; duplicates wait on it) or done (a stored answer replayed until it expires).
 // Bounded in count (oldest evicted) and in size (large answers are not stored).
 import type { Clock } from '../resilience/clock.js';
+import { MapCursor } from '../resilience/map-cursor.js';
 
 export interface StoredAnswer {
   status: number;
@@ -32,6 +33,8 @@ interface Flight {
 export class MemoryIdempotencyStore implements IdempotencyStore {
   private readonly flights = new Map<string, Flight>();
   private readonly answers = new Map<string, { fingerprint: string; answer: StoredAnswer; expires: number }>();
+  // Answers share one TTL, so insertion order is expiry order: evict from a cursor at the oldest.
+  private readonly cursor = new MapCursor(this.answers);
 
   constructor(
     private readonly maxEntries: number,
@@ -76,9 +79,12 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
 
   private evict(): void {
     const now = this.clock();
-    for (const [k, v] of this.answers) {
-      if (this.answers.size <= this.maxEntries && v.expires > now) break;
-      this.answers.delete(k);
+    // Bounded work per call: drop expired answers at the cursor, then the oldest while over the cap.
+    for (let i = 0; i < 16; i++) {
+      const e = this.cursor.next();
+      if (e === undefined) return;
+      if (e[1].expires <= now || this.answers.size > this.maxEntries) this.answers.delete(e[0]);
+      else if (this.answers.size <= this.maxEntries) return;
     }
   }
 }

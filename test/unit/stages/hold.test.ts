@@ -1,0 +1,157 @@
+// Holding a key after an upstream 429: Retry-After parsing (seconds or HTTP-date), the bounded
+// hold table, and the stage that answers 429 upstream_rate_limited locally during a hold.
+import { describe, expect, it } from 'vitest';
+import type { ProxyError } from '../../../src/errors.js';
+import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
+import { holdSchema } from '../../../src/policy/schema.js';
+import { manualClock } from '../../../src/resilience/clock.js';
+import { hold, HoldTable, parseRetryAfter } from '../../../src/stages/hold.js';
+import { fakeExchange, SENT_200 } from '../support/exchange.js';
+
+const NOW = Date.parse('2025-01-01T00:00:00Z');
+
+describe('parseRetryAfter', () => {
+  const rows: { desc: string; value: string | undefined; want: number | undefined }[] = [
+    { desc: 'absent', value: undefined, want: undefined },
+    { desc: 'delta-seconds', value: '120', want: 120_000 },
+    { desc: 'zero seconds', value: '0', want: 0 },
+    { desc: 'decimal seconds', value: '1.5', want: 1500 },
+    { desc: 'surrounding whitespace', value: ' 5 ', want: 5000 },
+    { desc: 'IMF-fixdate in the future', value: 'Wed, 01 Jan 2025 00:00:30 GMT', want: 30_000 },
+    { desc: 'IMF-fixdate in the past → 0', value: 'Tue, 31 Dec 2024 23:59:00 GMT', want: 0 },
+    { desc: 'obsolete RFC 850 date', value: 'Wednesday, 01-Jan-25 00:01:00 GMT', want: 60_000 },
+    { desc: 'obsolete asctime date', value: 'Wed Jan  1 00:00:10 2025', want: 10_000 },
+    { desc: 'garbage', value: 'soon', want: undefined },
+    { desc: 'empty', value: '', want: undefined },
+    { desc: 'negative seconds are not a delay', value: '-5', want: undefined },
+    { desc: 'exponent notation is not delta-seconds', value: '1e3', want: undefined },
+    { desc: 'hex is not delta-seconds', value: '0x10', want: undefined },
+    { desc: 'a list of numbers is not a date', value: '1, 2', want: undefined },
+    { desc: 'a word and a number is not a date', value: 'abc 1', want: undefined },
+  ];
+  it.each(rows)('$desc: $value', ({ value, want }) => {
+    expect(parseRetryAfter(value, NOW)).toBe(want);
+  });
+});
+
+describe('HoldTable', () => {
+  it('never holds more than maxKeys, and keeps the hold just set', () => {
+    const t = new HoldTable(2);
+    for (const k of ['a', 'b', 'c', 'd', 'e']) {
+      t.set(k, { until: 1000, strikes: 1 }, 0);
+      expect(t.entries.size).toBeLessThanOrEqual(2);
+      expect(t.get(k)?.until).toBe(1000);
+    }
+  });
+
+  it('re-setting a key refreshes its age', () => {
+    const t = new HoldTable(2);
+    t.set('a', { until: 1000, strikes: 1 }, 0);
+    t.set('b', { until: 1000, strikes: 1 }, 0);
+    t.set('a', { until: 2000, strikes: 2 }, 0);
+    t.set('c', { until: 1000, strikes: 1 }, 0);
+    expect([...t.entries.keys()]).toEqual(['a', 'c']);
+    expect(t.get('a')).toEqual({ until: 2000, strikes: 2 });
+  });
+
+  it('stays bounded under 10 000 keys', () => {
+    const t = new HoldTable(100);
+    for (let i = 0; i < 10_000; i++) t.set(`k${i}`, { until: i + 1000, strikes: 1 }, i);
+    expect(t.entries.size).toBe(100);
+  });
+
+  it('counts only active holds', () => {
+    const t = new HoldTable(10);
+    t.set('old', { until: 500, strikes: 1 }, 0);
+    t.set('new', { until: 5000, strikes: 1 }, 0);
+    expect(t.active(1000)).toBe(1);
+  });
+});
+
+describe('hold stage', () => {
+  function setup(policy: Record<string, unknown> = {}) {
+    const clock = manualClock(0);
+    const table = new HoldTable(100);
+    const holds: [string, number][] = [];
+    let held = 0;
+    const stage = hold(holdSchema.parse({ key: ['account'], jitter: 0, ...policy }), table, {
+      clock,
+      now: () => NOW + clock(),
+      random: () => 0,
+      onHold: (k, ms) => holds.push([k, ms]),
+      onHeld: () => held++,
+    })!;
+    const send = async (upstreamStatus: number, retryAfter?: string, account = 'AC1') => {
+      const ex = fakeExchange({ upstreamPath: `/2010-04-01/Accounts/${account}/Messages.json` });
+      let forwarded = false;
+      const reply = await stage(ex, async (e: Exchange): Promise<Reply> => {
+        forwarded = true;
+        e.upstreamStatus = upstreamStatus;
+        e.upstreamRetryAfter = retryAfter;
+        return { kind: 'sent', status: upstreamStatus, outcome: 'forwarded' };
+      });
+      return { reply, forwarded };
+    };
+    return { clock, send, holds, held: () => held, table };
+  }
+
+  it('after a 429 with Retry-After, the account is answered locally until it passes', async () => {
+    const { send, clock, holds, held } = setup();
+    await send(429, '3');
+    expect(holds).toEqual([['AC1', 3000]]);
+    const during = await send(200);
+    expect(during.forwarded).toBe(false);
+    const err = during.reply as ProxyError;
+    expect(err.code).toBe('upstream_rate_limited');
+    expect(err.headers).toEqual({ 'retry-after': '3' });
+    expect(held()).toBe(1);
+    clock.advance(3000);
+    expect((await send(200)).forwarded).toBe(true);
+  });
+
+  it('other accounts are unaffected', async () => {
+    const { send } = setup();
+    await send(429, '60');
+    expect((await send(200, undefined, 'AC2')).forwarded).toBe(true);
+  });
+
+  it('a 429 without Retry-After holds for the default, doubling on repeats, capped', async () => {
+    const { send, clock, holds } = setup({ defaultHold: 1, maxHold: 3 });
+    for (let i = 0; i < 4; i++) {
+      await send(429);
+      clock.advance(10_000);
+    }
+    expect(holds.map(([, ms]) => ms)).toEqual([1000, 2000, 3000, 3000]);
+  });
+
+  it('a success after the hold clears the strikes', async () => {
+    const { send, clock, holds, table } = setup({ defaultHold: 1 });
+    await send(429);
+    clock.advance(1000);
+    await send(200);
+    expect(table.get('AC1')).toBeUndefined();
+    await send(429);
+    expect(holds.map(([, ms]) => ms)).toEqual([1000, 1000]);
+  });
+
+  it('Retry-After is capped by maxHold', async () => {
+    const { send, holds } = setup({ maxHold: 10 });
+    await send(429, '3600');
+    expect(holds).toEqual([['AC1', 10_000]]);
+  });
+
+  it('a request without a key passes straight through', async () => {
+    const { send } = setup({ key: ['header:X-None'] });
+    await send(429, '60');
+    expect((await send(200)).forwarded).toBe(true);
+  });
+
+  it('disabled: no stage', () => {
+    expect(hold(holdSchema.parse({ enabled: false }), new HoldTable(1), { clock: manualClock(), onHold() {}, onHeld() {} })).toBeUndefined();
+  });
+
+  it('answers with a sent reply it was given', async () => {
+    const { send } = setup();
+    expect((await send(200)).reply).toEqual(SENT_200);
+  });
+});
