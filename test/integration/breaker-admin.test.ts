@@ -1,0 +1,137 @@
+// Forcing a breaker during an incident: POST /breakers/<name>/open|close|reset on the admin
+// listener, with GET /breakers and the metrics reflecting each step. The same paths on the
+// proxy port are just unknown routes: the app can never force a breaker.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+
+const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
+const form = { 'content-type': 'application/x-www-form-urlencoded' };
+
+describe('breaker admin', () => {
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' });
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+    await vapi.close();
+  });
+
+  async function metrics(service = 'twilio') {
+    const text = await metricsText(p.adminPort);
+    const v = (name: string) => metricValue(text, name, { service });
+    return {
+      state: v('circuit_breaker_state'),
+      failures: v('circuit_breaker_failures_total'),
+      opens: v('circuit_breaker_opens_total'),
+      closes: v('circuit_breaker_closes_total'),
+      rejections: v('circuit_breaker_rejections_total'),
+    };
+  }
+  const admin = (action: string, name = 'twilio') => request(p.adminPort, 'POST', `/breakers/${name}/${action}`);
+  const list = async () => (await request(p.adminPort, 'GET', '/breakers')).json.breakers as Record<string, unknown>[];
+
+  it('lists every upstream\'s breaker with state and counts', async () => {
+    const r = await request(p.adminPort, 'GET', '/breakers');
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toMatch(/^application\/json/);
+    const names = (r.json.breakers as { name: string }[]).map((b) => b.name).sort();
+    expect(names).toEqual(['twilio', 'vapi']);
+    for (const b of r.json.breakers as Record<string, unknown>[]) {
+      expect(b).toMatchObject({ state: 'closed', enforcing: true, failures: 0, rejections: 0, forced: false, openForMs: null });
+    }
+  });
+
+  it('forced open: every request is refused with 503 circuit_open and Retry-After, nothing reaches the upstream', async () => {
+    const r = await admin('open');
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ name: 'twilio', state: 'open', forced: true });
+    expect(await metrics()).toEqual({ state: 2, failures: 0, opens: 1, closes: 0, rejections: 0 });
+    const n = twilio.started;
+    for (let i = 0; i < 3; i++) {
+      const a = await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' });
+      expect(a.status).toBe(503);
+      expect(a.headers['x-breakwater-error']).toBe('circuit_open');
+      expect(a.headers['retry-after']).toMatch(/^[1-9]\d*$/);
+    }
+    expect(twilio.started).toBe(n);
+    expect(await metrics()).toEqual({ state: 2, failures: 0, opens: 1, closes: 0, rejections: 3 });
+    // The other upstream is untouched.
+    expect((await request(p.proxyPort, 'GET', '/vapi/call')).status).toBe(200);
+    expect(await metrics('vapi')).toMatchObject({ state: 0, opens: 0, rejections: 0 });
+  });
+
+  it('a forced open does not end by itself (no half-open probe is let through)', async () => {
+    const [tw] = (await list()).filter((b) => b.name === 'twilio');
+    expect(tw).toMatchObject({ state: 'open', forced: true, openForMs: null });
+  });
+
+  it('forced close: traffic flows again and the close is counted', async () => {
+    const r = await admin('close');
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ state: 'closed', forced: false });
+    expect(await metrics()).toEqual({ state: 0, failures: 0, opens: 1, closes: 1, rejections: 3 });
+    const n = twilio.started;
+    expect((await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' })).status).toBe(200);
+    expect(twilio.started).toBe(n + 1);
+  });
+
+  it('forced close of a breaker that tripped on its own', async () => {
+    twilio.mode = 'fail';
+    for (let i = 0; i < 3; i++) await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' });
+    expect(await metrics()).toEqual({ state: 2, failures: 3, opens: 2, closes: 1, rejections: 3 });
+    expect((await list()).find((b) => b.name === 'twilio')).toMatchObject({ state: 'open', forced: false, openForMs: expect.any(Number) });
+    twilio.mode = 'ok';
+    expect((await admin('close')).status).toBe(200);
+    expect(await metrics()).toEqual({ state: 0, failures: 3, opens: 2, closes: 2, rejections: 3 });
+    expect((await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' })).status).toBe(200);
+  });
+
+  it('reset: closed, with the breaker\'s own counts cleared', async () => {
+    expect((await admin('open')).status).toBe(200);
+    await request(p.proxyPort, 'GET', SEND); // one more rejection
+    const r = await admin('reset');
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ state: 'closed', failures: 0, successes: 0, rejections: 0, forced: false });
+    const m = await metrics();
+    expect(m.state).toBe(0);
+    // Prometheus counters never go down: the reset shows as a close, not as lost history.
+    expect(m).toMatchObject({ failures: 3, opens: 3, closes: 3, rejections: 4 });
+    expect((await request(p.proxyPort, 'GET', SEND)).status).toBe(200);
+  });
+
+  it('answers 404 for an unknown breaker and 405 for a GET on an action', async () => {
+    const unknown = await admin('open', 'stripe');
+    expect(unknown.status).toBe(404);
+    const get = await request(p.adminPort, 'GET', '/breakers/twilio/open');
+    expect(get.status).toBe(405);
+    expect((await list()).find((b) => b.name === 'twilio')).toMatchObject({ state: 'closed' });
+  });
+
+  it.each(['open', 'close', 'reset'])('POST /breakers/twilio/%s on the proxy port is 404 no_route and changes nothing', async (action) => {
+    const before = await metrics();
+    const n = twilio.started;
+    const r = await request(p.proxyPort, 'POST', `/breakers/twilio/${action}`);
+    expect(r.status).toBe(404);
+    expect(r.headers['x-breakwater-error']).toBe('no_route');
+    expect(await metrics()).toEqual(before);
+    expect(twilio.started).toBe(n);
+  });
+
+  it('the other admin endpoints are not on the proxy port either', async () => {
+    for (const path of ['/metrics', '/healthz', '/readyz', '/breakers']) {
+      const r = await request(p.proxyPort, 'GET', path);
+      expect(r.status, path).toBe(404);
+      expect(r.headers['x-breakwater-error'], path).toBe('no_route');
+    }
+  });
+
+  it('health and readiness answer on the admin listener', async () => {
+    expect((await request(p.adminPort, 'GET', '/healthz')).status).toBe(200);
+    expect((await request(p.adminPort, 'GET', '/readyz')).status).toBe(200);
+  });
+});

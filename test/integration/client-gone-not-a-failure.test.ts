@@ -1,0 +1,55 @@
+// An app that hangs up before the upstream answers (a client timeout, a load generator ending its
+// run) says nothing about the upstream's health: it must not open the breaker, and nobody is
+// left to read a retry's answer. Found by the benchmark: every wrk run ending mid-request used
+// to count three "resets" and open the Twilio breaker for 30 s.
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { request, startProxy, type TestProxy } from '../support/proxy.js';
+
+const PATH = '/twilio/2010-04-01/Accounts/AC123/Messages.json';
+
+/** Sends a GET and destroys the connection once the upstream has it, before any answer. */
+function hangUpAfterSent(port: number, upstream: FakeUpstream): Promise<void> {
+  return new Promise((resolve) => {
+    const before = upstream.seen.length;
+    const req = http.request({ host: '127.0.0.1', port, method: 'GET', path: PATH, agent: false });
+    req.on('error', () => resolve());
+    req.end();
+    const poll = setInterval(() => {
+      if (upstream.seen.length > before) {
+        clearInterval(poll);
+        req.destroy();
+        setTimeout(resolve, 50);
+      }
+    }, 5);
+  });
+}
+
+describe('a client that hangs up before the answer', () => {
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000' });
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+    await vapi.close();
+  });
+
+  it('is neither a breaker failure nor retried', async () => {
+    twilio.mode = 'hang';
+    const seen = twilio.seen.length;
+    for (let i = 0; i < 4; i++) await hangUpAfterSent(p.proxyPort, twilio);
+    // One upstream request per hang-up: GETs are retried on resets, but not for a gone client.
+    expect(twilio.seen.length - seen).toBe(4);
+    const breakers = await request(p.adminPort, 'GET', '/breakers');
+    const b = breakers.json.breakers.find((x: { name: string }) => x.name === 'twilio');
+    expect(b.state).toBe('closed');
+    expect(b.failures).toBe(0);
+    twilio.mode = 'ok';
+    expect((await request(p.proxyPort, 'GET', PATH)).status).toBe(200);
+  });
+});
