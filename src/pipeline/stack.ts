@@ -154,9 +154,9 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     // After an upstream 429, hold that account locally instead of spending more calls.
     hold(u.holdOn429, holds, {
       clock,
-      onHold: (key, ms) => {
+      onHold: (key, ms, reqId) => {
         holdsStarted.inc();
-        log.warn({ upstream: name, key: isPhoneKey(u.holdOn429.key) || /^\+?\d{6,}$/.test(key) ? maskPhone(key) : key, holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
+        log.warn({ reqId, upstream: name, key: isPhoneKey(u.holdOn429.key) || /^\+?\d{6,}$/.test(key) ? maskPhone(key) : key, holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
       },
       onHeld: () => heldRequests.inc(),
     }),
@@ -170,7 +170,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];
 
-  const terminal = stubbed ? stub(u.stubs, clock) : forward(dispatcher);
+  const terminal = stubbed ? stub(u.stubs, clock) : forward(dispatcher, u.timeout * 1000);
   return {
     name,
     policy: u,

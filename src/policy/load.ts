@@ -25,7 +25,8 @@ export class PolicyError extends Error {
 }
 
 export function formatProblem(file: string, p: PolicyProblem): string {
-  return `${file}:${p.line}:${p.col}${p.path ? ` ${p.path}` : ''}: ${p.message}`;
+  const at = p.line > 0 ? `:${p.line}:${p.col}` : '';
+  return `${file}${at}${p.path ? ` ${p.path}` : ''}: ${p.message}`;
 }
 
 type Env = Record<string, string | undefined>;
@@ -104,19 +105,18 @@ function resolveScalar(source: string, env: Env): unknown {
  * Walks the YAML tree replacing interpolated scalars in place, keeping their source ranges.
  * `typed` remembers the text of each `${…}` that became a number or boolean.
  */
-function interpolateTree(node: unknown, env: Env, problems: { offset: number; message: string }[], typed: Map<Scalar, string>): void {
-  if (isMap(node) || isSeq(node)) {
-    for (const item of node.items as unknown[]) {
-      if (isMap(node)) interpolateTree((item as Pair).value, env, problems, typed);
-      else interpolateTree(item, env, problems, typed);
-    }
+function interpolateTree(node: unknown, env: Env, problems: { offset: number; path: string; message: string }[], typed: Map<Scalar, string>, path: string[] = []): void {
+  if (isMap(node)) {
+    for (const pair of node.items as Pair[]) interpolateTree(pair.value, env, problems, typed, [...path, String(isScalar(pair.key) ? pair.key.value : pair.key)]);
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => interpolateTree(item, env, problems, typed, [...path, String(i)]));
   } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
     try {
       const source = node.value;
       node.value = resolveScalar(source, env);
       if (typeof node.value !== 'string') typed.set(node, interpolate(source, env));
     } catch (err) {
-      problems.push({ offset: node.range?.[0] ?? 0, message: (err as Error).message });
+      problems.push({ offset: node.range?.[0] ?? 0, path: path.join('.'), message: (err as Error).message });
     }
   }
 }
@@ -152,10 +152,10 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
       doc.errors.map((e) => ({ ...pos(e.pos[0]), path: '', message: e.message.split('\n')[0] ?? e.code })),
     );
   }
-  const envProblems: { offset: number; message: string }[] = [];
+  const envProblems: { offset: number; path: string; message: string }[] = [];
   const typed = new Map<Scalar, string>();
   interpolateTree(doc.contents, env, envProblems, typed);
-  if (envProblems.length > 0) throw new PolicyError(file, envProblems.map((e) => ({ ...pos(e.offset), path: '', message: e.message })));
+  if (envProblems.length > 0) throw new PolicyError(file, envProblems.map((e) => ({ ...pos(e.offset), path: e.path, message: e.message })));
   let parsed = policySchema.safeParse(toJS(doc, file, pos) ?? {});
   // A `${VAR}` whose text reads as a number or boolean stays a string where the schema wants one:
   // an all-digit Twilio auth token must be accepted, not refused (and echoed) as "must be string".

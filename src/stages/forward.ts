@@ -29,7 +29,20 @@ export function classify(err: Error & { code?: string }): Failed | ProxyError {
   return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
 }
 
-export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply> {
+/**
+ * undici enforces `headersTimeout` on its coarse timer wheel (about half-second ticks), which is
+ * fine for the 15 s default but makes `UPSTREAM_TIMEOUT=0.3` fire near 1 s. Below this bound a
+ * precise native timer also guards the wait for headers; above it, undici's own is enough and the
+ * hot path stays free of a timer per request.
+ */
+const PRECISE_BELOW_MS = 2000;
+
+class HeadersTimeout extends Error {
+  readonly code = 'UND_ERR_HEADERS_TIMEOUT';
+}
+
+export function forward(dispatcher: Dispatcher, timeoutMs = Number.POSITIVE_INFINITY): (ex: Exchange) => Promise<Reply> {
+  const precise = timeoutMs < PRECISE_BELOW_MS;
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
     return new Promise<Reply>((resolve) => {
       const res = ex.res;
@@ -42,9 +55,11 @@ export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply
       let clientGone = false;
       let resumeUpstream: (() => void) | undefined;
 
+      let timer: NodeJS.Timeout | undefined;
       const finish = (reply: Reply) => {
         if (done) return;
         done = true;
+        if (timer !== undefined) clearTimeout(timer);
         res.off('close', onClientClose);
         ex.upstreamSeconds += (performance.now() - began) / 1000;
         resolve(reply);
@@ -60,9 +75,14 @@ export function forward(dispatcher: Dispatcher): (ex: Exchange) => Promise<Reply
       const handler: Dispatcher.DispatchHandler = {
         onConnect(a) {
           abort = a;
+          if (precise) timer = setTimeout(() => a(new HeadersTimeout('upstream headers timeout')), timeoutMs);
         },
         onHeaders(statusCode, rawHeaders, resume) {
           status = statusCode;
+          if (timer !== undefined && statusCode >= 200) {
+            clearTimeout(timer);
+            timer = undefined;
+          }
           if (statusCode < 200) return true; // 1xx: undici delivers the final answer next
           if (hold?.has(statusCode)) {
             held = { headers: toObject(rawHeaders), chunks: [], bytes: 0 };

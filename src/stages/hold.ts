@@ -20,7 +20,7 @@ export interface HoldDeps {
   /** Wall clock (ms since epoch) for HTTP-date Retry-After. */
   now?: () => number;
   random?: () => number;
-  onHold(key: string, ms: number): void;
+  onHold(key: string, ms: number, reqId: string): void;
   onHeld(): void;
   maxKeys?: number;
 }
@@ -95,7 +95,7 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
       const base = Math.min(maxMs, given ?? defMs * 2 ** (strikes - 1));
       const ms = base * (1 + random() * policy.jitter);
       table.set(k, { until: deps.clock() + ms, strikes }, deps.clock());
-      deps.onHold(k, ms);
+      deps.onHold(k, ms, ex.requestId);
     } else if (entry !== undefined && ex.upstreamStatus !== 0) {
       table.entries.delete(k);
     }
