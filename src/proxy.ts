@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from './errors.js';
 import type { Metrics } from './metrics.js';
-import type { Log } from './log.js';
+import { accessLogger, type Log } from './log.js';
 import type { Policy } from './policy/schema.js';
 import type { Exchange, Reply } from './pipeline/exchange.js';
 import type { UpstreamRuntime } from './pipeline/upstream.js';
@@ -42,6 +42,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     }
   }
   const accessLog = policy.logging.accessLog;
+  const access = accessLogger(log);
   const inFlight = new Map<string, ReturnType<Metrics['inFlight']['labels']>>();
   const inFlightFor = (name: string) => {
     let g = inFlight.get(name);
@@ -75,6 +76,9 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     const h = ex.req.headers;
     if (h['x-original-url'] !== undefined || h['x-rewrite-url'] !== undefined) return proxyError('bad_request', { message: 'Routing headers (X-Original-URL, X-Rewrite-URL) are not accepted.' });
     const hostHeader = ex.req.headers.host;
+    // RFC 9112 §3.2: more than one Host line is a 400. Node keeps the first; a server behind us
+    // might believe another, so neither is trusted for routing.
+    if (hostHeader !== undefined && hostLines(ex.req.rawHeaders) > 1) return proxyError('bad_request', { message: 'More than one Host header.' });
     if (hostHeader !== undefined && hostRules.length > 0) {
       const host = hostHeader.toLowerCase().replace(/:\d+$/, '');
       for (const r of hostRules) {
@@ -171,7 +175,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
     }
     if (accessLog && log.isLevelEnabled('info')) {
-      log.info(
+      access.info(
         {
           reqId: ex.requestId,
           upstream: upstreamName,
@@ -232,6 +236,12 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   return { policy, upstreams, handle, collect };
 }
 
+function hostLines(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') n++;
+  return n;
+}
+
 /**
  * After a 413 the client may still be sending: keep reading and discarding for a bounded time
  * before closing (nginx's lingering close), so it reads our answer instead of an EPIPE.
@@ -240,15 +250,26 @@ function lingerAndClose(ex: Exchange): void {
   const req = ex.req;
   const socket = req.socket;
   if (req.complete) return;
+  // Node ends a `Connection: close` answer with socket.destroySoon(): a full close as soon as
+  // the answer is flushed. Bytes the client is still sending then meet a closed socket, the
+  // kernel answers with a RST, and the client gets EPIPE/ECONNRESET, often before it has read
+  // the 413. Half-close instead: FIN after the answer, then keep reading (and discarding) until
+  // the client stops, or 64 MiB, or 5 s.
+  socket.destroySoon = function lingeringClose() {
+    socket.end();
+  };
   const limit = 64 * 1024 * 1024;
-  let seen = 0;
-  const timer = setTimeout(() => socket.destroy(), 5000);
+  const from = socket.bytesRead;
+  const deadline = Date.now() + 5000;
+  // Counted on the socket: once the answer is done, Node drops the request's 'data' listeners.
+  const timer = setInterval(() => {
+    if (Date.now() >= deadline || socket.bytesRead - from > limit) socket.destroy();
+  }, 100);
   timer.unref();
-  req.on('data', (c: Buffer) => {
-    seen += c.length;
-    if (seen > limit) socket.destroy();
-  });
-  req.on('end', () => clearTimeout(timer));
-  req.on('error', () => clearTimeout(timer));
+  socket.once('close', () => clearInterval(timer));
+  req.on('error', () => {});
+  // A chunked body read through an async iterator left a 'readable' listener behind, which
+  // keeps the stream paused whatever resume() says.
+  req.removeAllListeners('readable');
   req.resume();
 }

@@ -61,12 +61,23 @@ export async function start(opts: StartOptions): Promise<Running> {
   let draining = false;
   const sockets = new Set<Socket>();
   const active = new Map<Socket, number>();
+  const responses = new Set<ServerResponse>();
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
+    // A request read from a connection the drain has already half-closed can never be answered:
+    // never start it, so it cannot reach an upstream (a lost answer to a forwarded POST is a
+    // duplicate SMS when the app retries). The client sees the connection close unanswered, the
+    // keep-alive race every HTTP/1.1 client must be ready to retry.
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
     active.set(socket, (active.get(socket) ?? 0) + 1);
+    responses.add(res);
     if (draining) res.shouldKeepAlive = false;
     res.on('close', () => {
+      responses.delete(res);
       const n = (active.get(socket) ?? 1) - 1;
       if (n <= 0) active.delete(socket);
       else active.set(socket, n);
@@ -88,6 +99,10 @@ export async function start(opts: StartOptions): Promise<Running> {
       headersTimeout: policy.server.headersTimeout * 1000,
       requestTimeout: policy.server.requestTimeout * 1000,
       keepAliveTimeout: policy.server.keepAliveTimeout * 1000,
+      // Node enforces headersTimeout/requestTimeout only when it sweeps its connection list,
+      // every 30 s by default: a 10 s header timeout would really be up to 40 s. Sweep often
+      // enough that the limits mean what they say.
+      connectionsCheckingInterval: Math.min(1000, policy.server.headersTimeout * 500),
       // Node's parser already rejects conflicting Content-Length/Transfer-Encoding; keep it strict.
       insecureHTTPParser: false,
       joinDuplicateHeaders: false,
@@ -167,6 +182,9 @@ export async function start(opts: StartOptions): Promise<Running> {
       metrics.draining.set(1);
       log.info({ inFlight: active.size, drainTimeout: policy.server.drainTimeout }, 'draining: readiness is 503, no new connections');
       server.close();
+      // Answers not yet started go out with Connection: close, so their clients do not send
+      // another request on a connection that is about to close.
+      for (const r of responses) if (!r.headersSent) r.shouldKeepAlive = false;
       // Idle keep-alive connections carry no request: close them now. Busy ones close after
       // their current response (Connection: close is set on it).
       for (const s of sockets) if (!active.has(s)) s.end();

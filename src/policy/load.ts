@@ -24,9 +24,12 @@ export class PolicyError extends Error {
   }
 }
 
+/** One line per problem, whatever a key holds: callers split the message on newlines. */
+const oneLine = (s: string) => s.replace(/\r?\n|\r/g, '\\n');
+
 export function formatProblem(file: string, p: PolicyProblem): string {
   const at = p.line > 0 ? `:${p.line}:${p.col}` : '';
-  return `${file}${at}${p.path ? ` ${p.path}` : ''}: ${p.message}`;
+  return `${file}${at}${p.path ? ` ${oneLine(p.path)}` : ''}: ${oneLine(p.message)}`;
 }
 
 type Env = Record<string, string | undefined>;
@@ -152,6 +155,15 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
       doc.errors.map((e) => ({ ...pos(e.pos[0]), path: '', message: e.message.split('\n')[0] ?? e.code })),
     );
   }
+  // A mapping or list used as a key (`? {a: 1}`) is never a policy key; refused here, it cannot be
+  // echoed whole into a message (or stringified by yaml with a process warning).
+  const keyProblems: PolicyProblem[] = [];
+  visit(doc, {
+    Pair(_, pair) {
+      if (isMap(pair.key) || isSeq(pair.key)) keyProblems.push({ ...pos(pair.key.range?.[0] ?? 0), path: '', message: 'a key must be a plain name, not a mapping or a list' });
+    },
+  });
+  if (keyProblems.length > 0) throw new PolicyError(file, keyProblems);
   const envProblems: { offset: number; path: string; message: string }[] = [];
   const typed = new Map<Scalar, string>();
   interpolateTree(doc.contents, env, envProblems, typed);

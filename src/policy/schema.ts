@@ -12,7 +12,9 @@ const count = (d: string) => z.number().int().min(1).describe(d);
 /** `METHOD /path/*` or `/path/**`: `*` is one segment, `{name}` one named segment, `**` the rest. */
 const routePattern = z
   .string()
-  .regex(/^(?:(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|\*) )?\/\S*$/, 'must look like "POST /2010-04-01/Accounts/*/Messages.json"');
+  .regex(/^(?:(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|\*) )?\/\S*$/, 'must look like "POST /2010-04-01/Accounts/*/Messages.json"')
+  // Anywhere else `**` would silently mean "one segment of two or more characters".
+  .refine((p) => !/\*\*(?!$)|[^/]\*\*$/.test(p), '`**` matches the rest of the path: it must be the whole last segment');
 
 /** An address or a CIDR, as node's BlockList takes them: checked here so `validate` catches a typo, not `start`. */
 const cidr = z.string().refine((s) => {

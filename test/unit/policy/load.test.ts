@@ -197,6 +197,16 @@ describe('parsePolicy: broken policies', () => {
       want: ['policy.yaml:7:14 upstreams.twilio.credentials.token: VAPI_API_KEY_FILE: cannot read /nonexistent/bw-secret (ENOENT)'],
     },
     {
+      desc: 'a mapping used as a key',
+      yaml: `? { a: 1 }\n: x\n${BASE}`,
+      want: ['policy.yaml:1:3: a key must be a plain name, not a mapping or a list'],
+    },
+    {
+      desc: 'a key holding a line break stays on one line',
+      yaml: `"thresh\\nhold": 1\n${BASE}`,
+      want: ['policy.yaml:1:1 thresh\\nhold: unknown key "thresh\\nhold"'],
+    },
+    {
       desc: 'a YAML alias to nothing',
       yaml: `${BASE}    timeout: *nothing\n`,
       want: ['policy.yaml:5:14: Unresolved alias (the anchor must be set before the alias): nothing'],

@@ -1,0 +1,107 @@
+// The label and naming rules of every series Breakwater declares (src/metrics.ts): labels come
+// from one allow-list and never name a client, a phone number, an account or a raw path, and
+// names carry their unit (Prometheus naming practice).
+import { Counter, Gauge, Histogram, Summary } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { ALLOWED_LABELS, createMetrics } from '../../src/metrics.js';
+
+type Declared = Counter | Gauge | Histogram | Summary;
+
+const metrics = createMetrics();
+const json = await metrics.registry.getMetricsAsJSON();
+/** Breakwater's own series: every metric object createMetrics() returns (not the process defaults). */
+const own = (Object.values(metrics) as unknown[]).filter((v): v is Declared => v instanceof Counter || v instanceof Gauge || v instanceof Histogram || v instanceof Summary);
+const ownNames = own.map((m) => (json.find((j) => metrics.registry.getSingleMetric(j.name) === m) ?? { name: '?' }).name);
+const labelsOf = (name: string): string[] => [...((metrics.registry.getSingleMetric(name) as unknown as { labelNames?: readonly string[] }).labelNames ?? [])];
+const typeOf = (name: string) => String(json.find((j) => j.name === name)!.type);
+
+// `from`/`to` are breaker states here, never phone numbers.
+const FORBIDDEN = /client|phone|account|path|url|key|^ip$|number|user|sid|_id$|^id$/i;
+const UNIT = /_(seconds|bytes|ratio)$/;
+
+/**
+ * Gauges that count things have no base unit in Prometheus practice (`process_open_fds`,
+ * `http_requests_in_flight`). Each is listed here by name, so a new unit-less series is a
+ * deliberate decision rather than an accident.
+ */
+const UNITLESS_GAUGES = new Set([
+  'breakwater_requests_in_flight',
+  'breakwater_bulkhead_active',
+  'breakwater_bulkhead_limit',
+  'breakwater_bulkhead_queued',
+  'breakwater_rate_limit_keys',
+  'breakwater_store_fallback_active',
+  'breakwater_upstream_holds_active',
+  'breakwater_idempotency_entries',
+  'breakwater_upstream_pool_connections',
+  'breakwater_upstream_pool_size',
+  'breakwater_policy_last_reload_successful',
+  'breakwater_client_connections',
+  'breakwater_draining',
+]);
+
+describe('metrics', () => {
+  it('every declared metric is registered and found by name', () => {
+    expect(own.length).toBeGreaterThan(20);
+    expect(ownNames).not.toContain('?');
+    expect(new Set(ownNames).size).toBe(ownNames.length);
+  });
+
+  it('includes the series SPEC fixes, labelled by service', () => {
+    for (const name of ['circuit_breaker_state', 'circuit_breaker_failures_total', 'circuit_breaker_opens_total', 'circuit_breaker_closes_total']) {
+      expect(ownNames).toContain(name);
+      expect(labelsOf(name)).toEqual(['service']);
+    }
+  });
+
+  it.each(ownNames)('%s uses only allowed labels', (name) => {
+    for (const l of labelsOf(name)) expect(ALLOWED_LABELS, `${name} label ${l}`).toContain(l);
+  });
+
+  it.each(ownNames)('%s has no label naming a client, phone, account, path, url or key', (name) => {
+    for (const l of labelsOf(name)) expect(l, `${name} label ${l}`).not.toMatch(FORBIDDEN);
+  });
+
+  it('the allow-list itself holds no personal or unbounded label', () => {
+    for (const l of ALLOWED_LABELS) expect(l).not.toMatch(FORBIDDEN);
+  });
+
+  it.each(ownNames)('%s ends with a unit suffix, _total, _info or _state', (name) => {
+    const type = typeOf(name);
+    if (type === 'counter') expect(name).toMatch(/_total$/);
+    else if (type === 'histogram' || type === 'summary') expect(name).toMatch(UNIT);
+    else {
+      const ok = UNIT.test(name) || /_(info|state)$/.test(name) || UNITLESS_GAUGES.has(name);
+      expect(ok, `${name}: add a unit suffix, or list it in UNITLESS_GAUGES if it counts things`).toBe(true);
+      // A gauge is never named like a counter.
+      expect(name).not.toMatch(/_total$/);
+    }
+  });
+
+  it('the unit-less gauge list has no stale entries', () => {
+    for (const name of UNITLESS_GAUGES) {
+      expect(ownNames).toContain(name);
+      expect(typeOf(name)).toBe('gauge');
+    }
+  });
+
+  it('observed label values also stay within the allow-list', async () => {
+    metrics.requests.labels('twilio', 'messages.create', 'POST', '201', 'forwarded').inc();
+    metrics.breakerState.labels('twilio').set(2);
+    const after = await metrics.registry.getMetricsAsJSON();
+    for (const m of after.filter((j) => ownNames.includes(j.name))) {
+      for (const v of m.values) for (const l of Object.keys(v.labels)) {
+        // Histograms add `le` themselves.
+        if (l !== 'le') expect(ALLOWED_LABELS, `${m.name} label ${l}`).toContain(l);
+      }
+    }
+    expect(after.find((j) => j.name === 'circuit_breaker_state')!.values).toEqual([expect.objectContaining({ labels: { service: 'twilio' }, value: 2 })]);
+  });
+
+  it('two registries do not share series (each proxy instance has its own)', async () => {
+    const other = createMetrics();
+    other.breakerOpens.labels('vapi').inc(5);
+    const mine = (await metrics.registry.getSingleMetric('circuit_breaker_opens_total')!.get()).values;
+    expect(mine.find((v) => v.labels['service'] === 'vapi')).toBeUndefined();
+  });
+});

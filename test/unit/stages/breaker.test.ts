@@ -1,0 +1,97 @@
+// The breaker stage: a fast 503 circuit_open with Retry-After while open, and which replies
+// count as failures (5xx, connect, reset, timeout), as neutral (429, 4xx, local refusals, a client
+// that hung up) or as successes.
+import { describe, expect, it } from 'vitest';
+import { proxyError, type ProxyError } from '../../../src/errors.js';
+import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
+import { breakerSchema } from '../../../src/policy/schema.js';
+import { CircuitBreaker } from '../../../src/resilience/circuit-breaker.js';
+import { manualClock } from '../../../src/resilience/clock.js';
+import { breaker } from '../../../src/stages/breaker.js';
+import { fakeExchange } from '../support/exchange.js';
+
+const sent = (status: number): Reply => ({ kind: 'sent', status, outcome: 'forwarded' });
+const failed = (cause: 'connect' | 'timeout' | 'reset' | 'client'): Reply => ({ kind: 'failed', cause, mayHaveReachedUpstream: cause !== 'connect', error: proxyError('upstream_unavailable') });
+
+function setup(policy: Record<string, unknown> = {}) {
+  const clock = manualClock(0);
+  const p = breakerSchema.parse({ threshold: 1, ...policy });
+  const cb = new CircuitBreaker('twilio', {
+    enforce: p.enabled, threshold: p.threshold, recoveryMs: p.recoveryTimeout * 1000, halfOpenProbes: p.halfOpenProbes,
+    failureRatio: p.failureRatio, window: p.window, minCalls: p.minCalls, slowCallMs: null,
+    backoffMultiplier: p.backoffMultiplier, maxRecoveryMs: p.maxRecoveryTimeout * 1000,
+  }, clock);
+  let failures = 0;
+  let rejected = 0;
+  const stage = breaker(cb, p, { onFailure: () => failures++, onRejected: () => rejected++ });
+  let calls = 0;
+  const send = (reply: Reply) => stage(fakeExchange(), async (_ex: Exchange) => {
+    calls++;
+    return reply;
+  });
+  return { cb, clock, send, failures: () => failures, rejected: () => rejected, calls: () => calls };
+}
+
+describe('breaker stage: what counts', () => {
+  const rows: { desc: string; reply: Reply; policy?: Record<string, unknown>; opens: boolean }[] = [
+    { desc: '500 is a failure', reply: sent(500), opens: true },
+    { desc: '503 is a failure', reply: sent(503), opens: true },
+    { desc: 'a held 502 is a failure', reply: { kind: 'held', status: 502, headers: {}, body: Buffer.alloc(0) }, opens: true },
+    { desc: 'connect error is a failure', reply: failed('connect'), opens: true },
+    { desc: 'reset is a failure', reply: failed('reset'), opens: true },
+    { desc: 'timeout is a failure', reply: failed('timeout'), opens: true },
+    { desc: '429 is back-pressure, never a failure', reply: sent(429), opens: false },
+    { desc: '404 is the caller’s fault', reply: sent(404), opens: false },
+    { desc: '200 is a success', reply: sent(200), opens: false },
+    { desc: 'a client that hung up says nothing about the upstream', reply: failed('client'), opens: false },
+    { desc: 'a local refusal further in is neutral', reply: proxyError('bulkhead_full'), opens: false },
+    { desc: '5xx not counted when failOn leaves it out', reply: sent(503), policy: { failOn: ['connect'] }, opens: false },
+    { desc: 'timeouts not counted when failOn leaves them out', reply: failed('timeout'), policy: { failOn: ['connect', '5xx'] }, opens: false },
+  ];
+  it.each(rows)('$desc', async ({ reply, policy, opens }) => {
+    const { cb, send, failures } = setup(policy);
+    expect(await send(reply)).toBe(reply);
+    expect(cb.stateName).toBe(opens ? 'open' : 'closed');
+    expect(failures()).toBe(opens ? 1 : 0);
+  });
+});
+
+describe('breaker stage: open', () => {
+  it('answers 503 circuit_open with Retry-After at once, without calling the upstream', async () => {
+    const { send, clock, calls, rejected } = setup({ recoveryTimeout: 30 });
+    await send(sent(503));
+    clock.advance(12_500);
+    const r = (await send(sent(200))) as ProxyError;
+    expect(r.kind).toBe('error');
+    expect(r.code).toBe('circuit_open');
+    expect(r.status).toBe(503);
+    expect(r.headers).toEqual({ 'retry-after': '18' });
+    expect(calls()).toBe(1);
+    expect(rejected()).toBe(1);
+  });
+
+  it('a forced open still carries a numeric Retry-After', async () => {
+    const { cb, send } = setup({ recoveryTimeout: 30 });
+    cb.forceOpen();
+    const r = (await send(sent(200))) as ProxyError;
+    expect(r.headers!['retry-after']).toMatch(/^[1-9]\d*$/);
+  });
+
+  it('a 429 probe frees the probe slot instead of closing or re-opening', async () => {
+    const { cb, send, clock } = setup({ recoveryTimeout: 1 });
+    await send(sent(500));
+    clock.advance(1000);
+    await send(sent(429));
+    expect(cb.stateName).toBe('half_open');
+    await send(sent(200));
+    expect(cb.stateName).toBe('closed');
+  });
+
+  it('metrics-only mode forwards while open', async () => {
+    const { cb, send, calls } = setup({ enabled: false });
+    await send(sent(500));
+    expect(cb.stateName).toBe('open');
+    await send(sent(200));
+    expect(calls()).toBe(2);
+  });
+});
