@@ -24,6 +24,8 @@ export interface Decision {
   readonly remaining: number;
   /** Rejected: ms until a token is free. Allowed: ms until the bucket is full again. */
   readonly resetMs: number;
+  /** Made on local state because the shared store was unavailable. */
+  readonly local?: boolean;
 }
 
 export function refill(b: Bucket, limit: BucketLimit, now: number): void {
@@ -46,6 +48,11 @@ export function take(b: Bucket, limit: BucketLimit, now: number): Decision {
     return { allowed: true, delayMs: waitMs, remaining: 0, resetMs: (limit.burst - b.tokens) / limit.ratePerMs };
   }
   return { allowed: false, delayMs: 0, remaining: 0, resetMs: waitMs };
+}
+
+/** Gives back a token taken by `take` (another limit refused the same request). */
+export function refund(b: Bucket, limit: BucketLimit): void {
+  b.tokens = Math.min(limit.burst, b.tokens + 1);
 }
 
 /**
@@ -78,6 +85,11 @@ export class BucketTable {
       this.map.set(key, b);
     }
     return take(b, this.limit, now);
+  }
+
+  refund(key: string, _granted?: Decision): void {
+    const b = this.map.get(key);
+    if (b !== undefined) refund(b, this.limit);
   }
 
   private makeRoom(now: number): void {

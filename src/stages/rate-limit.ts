@@ -60,6 +60,9 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
   return async function rateLimitStage(ex: Exchange, next: Next): Promise<Reply> {
     let delayMs = 0;
     let reported: { c: (typeof compiled)[number]; d: Decision } | undefined;
+    // Tokens granted so far: if a later limit refuses, they go back, so a refused request costs
+    // the client nothing (otherwise a tight per-route limit would drain the upstream-wide one).
+    let granted: { c: (typeof compiled)[number]; key: string; d: Decision }[] | undefined;
     for (const c of compiled) {
       if (c.match && !c.match.match(ex.method, ex.routePath)) continue;
       const key = c.key(ex);
@@ -72,11 +75,13 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
           deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : key, retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
           continue;
         }
+        if (granted) for (const g of granted) g.c.buckets.refund(g.key, g.d);
         const t = retryAfterSeconds(d.resetMs);
         ex.rateLimit = `"${c.name}";r=0;t=${t}`;
         ex.rateLimitPolicy = c.policyField;
         return proxyError('rate_limited', { headers: { 'retry-after': t } });
       }
+      if (compiled.length > 1) (granted ??= []).push({ c, key, d });
       if (d.delayMs > 0) {
         c.delayed.inc();
         if (d.delayMs > delayMs) delayMs = d.delayMs;

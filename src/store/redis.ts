@@ -41,6 +41,14 @@ end
 return {allowed, tostring(delay), tostring(math.max(0, math.floor(tokens))), tostring(reset)}
 `;
 
+// Gives a token back (capped at the burst) without touching the refill clock.
+const REFUND = `
+local t = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
+if t == nil then return 0 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(math.min(tonumber(ARGV[1]), t + 1)))
+return 1
+`;
+
 export interface RedisStoreOptions {
   url: string;
   timeoutMs: number;
@@ -51,7 +59,10 @@ export interface RedisStoreOptions {
   prefix?: string;
 }
 
-type WithBucket = Redis & { bwBucket(key: string, rate: number, burst: number, maxDelay: number): Promise<[number, string, string, string]> };
+type WithBucket = Redis & {
+  bwBucket(key: string, rate: number, burst: number, maxDelay: number): Promise<[number, string, string, string]>;
+  bwRefund(key: string, burst: number): Promise<number>;
+};
 
 export interface RedisHealth {
   /** False while Redis is disconnected or inside the back-off after a failure. */
@@ -70,6 +81,7 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
     retryStrategy: (times) => Math.min(times * 200, 2000),
   }) as WithBucket;
   redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: SCRIPT });
+  redis.defineCommand('bwRefund', { numberOfKeys: 1, lua: REFUND });
   const prefix = opts.prefix ?? 'bw:rl:';
   const errors = opts.metrics.storeErrors;
   const fallbackGauge = opts.metrics.storeFallback.labels('redis');
@@ -115,19 +127,26 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
       const local = opts.local.buckets(id, limit);
       const key = `${prefix}${id}:`;
       const { ratePerMs, burst, maxDelayMs } = limit;
+      // A decision made on the fallback says so, and its refund goes back to the same place.
+      // The fallback is the memory store, whose decisions are synchronous.
+      const localTake = (k: string): Decision => ({ ...(local.take(k) as Decision), local: true });
       return {
         size: () => local.size(),
+        refund(k: string, d: Decision) {
+          if (d.local) local.refund(k, d);
+          else if (redis.status === 'ready') redis.bwRefund(key + k, burst).catch(() => {});
+        },
         take(k: string): Decision | Promise<Decision> {
           if (redis.status !== 'ready' || Date.now() < downUntil) {
             if (redis.status !== 'ready' && !fallingBack) markDown('disconnected');
-            return local.take(k);
+            return localTake(k);
           }
           return new Promise<Decision>((resolve) => {
             let settled = false;
             const timer = setTimeout(() => {
               settled = true;
               markDown('timeout');
-              resolve(local.take(k));
+              resolve(localTake(k));
             }, opts.timeoutMs);
             redis.bwBucket(key + k, ratePerMs, burst, maxDelayMs).then(
               (r) => {
@@ -140,7 +159,7 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
                 if (settled) return;
                 clearTimeout(timer);
                 markDown('error');
-                resolve(local.take(k));
+                resolve(localTake(k));
               },
             );
           });

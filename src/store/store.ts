@@ -5,6 +5,8 @@ import type { Clock } from '../resilience/clock.js';
 
 export interface Buckets {
   take(key: string): Decision | Promise<Decision>;
+  /** Returns the token `take` granted, when another limit refused the same request. */
+  refund(key: string, granted: Decision): void;
   /** Keys held in local memory. */
   size(): number;
 }
@@ -40,7 +42,7 @@ export function memoryStore(opts: MemoryOptions): LimiterStore {
       }
       const table = t;
       const clock = opts.clock;
-      return { take: (key) => table.take(key, clock()), size: () => table.size };
+      return { take: (key) => table.take(key, clock()), refund: (key) => table.refund(key), size: () => table.size };
     },
     retain(ids) {
       for (const id of tables.keys()) if (!ids.has(id)) tables.delete(id);

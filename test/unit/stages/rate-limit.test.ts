@@ -192,6 +192,18 @@ describe('rateLimit stage: several limits', () => {
     expect(g.ex.rateLimit).toBe('"upstream";r=1;t=40');
   });
 
+  it('a request one limit refuses gives back the tokens other limits granted it', async () => {
+    // Upstream-wide limit first, so it grants before the route limit refuses.
+    const { send, forwarded } = setup([limits[1]!, limits[0]!]);
+    expect((await send(post)).reply).toBe(SENT_200); // upstream: 2 left; route: 0 left
+    for (let i = 0; i < 3; i++) expect(asError((await send(post)).reply).code).toBe('rate_limited');
+    // The refused POSTs cost nothing upstream-wide: two GETs still pass.
+    expect((await send(get)).reply).toBe(SENT_200);
+    expect((await send(get)).reply).toBe(SENT_200);
+    expect(asError((await send(get)).reply).code).toBe('rate_limited');
+    expect(forwarded()).toBe(3);
+  });
+
   it('a request lacking a key part skips that limit', async () => {
     const { send } = setup([{ name: 'by-tenant', rate: 1, per: 60, key: ['header:X-Tenant'] }]);
     for (let i = 0; i < 3; i++) expect((await send()).reply).toBe(SENT_200);
