@@ -44,6 +44,9 @@ export function createDispatcher(u: UpstreamPolicy): UpstreamRuntime['dispatcher
     keepAliveTimeout: 4000,
     keepAliveTimeoutThreshold: 1000,
     pipelining: 1,
+    // Host routing opens a pool per allowed host (`*.twilio.com` has many): cap them. Twilio's
+    // regional and product hosts number in the tens.
+    maxOrigins: 64,
     // Upstream TLS is verified against the system CAs; there is deliberately no switch to turn it off.
     connect: { rejectUnauthorized: true },
   });
