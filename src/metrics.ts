@@ -2,7 +2,10 @@
 // Label rules: upstream and route are names from the policy, never raw paths; no label ever
 // carries a client id, a phone number or an account SID (unbounded cardinality, personal data).
 // docs/observability.md documents each series; test/unit/metrics.test.ts enforces the label rules.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+// Series updated on every request use HotCounter/HotHistogram (metric-types.ts): same exposition,
+// without prom-client's per-call label hashing.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { HotCounter, HotHistogram } from './metric-types.js';
 
 // API calls: 5 ms to 30 s, so both a 40 ms Twilio send and a 20 s timeout land in a real bucket.
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 15, 20, 30];
@@ -17,27 +20,27 @@ export function createMetrics() {
 
   const m = {
     registry,
-    requests: new Counter({
+    requests: new HotCounter({
       name: 'breakwater_requests_total',
       help: 'Requests answered, by upstream, route pattern, method, status and outcome (forwarded, stub, replayed, or the proxy-made error code).',
       labelNames: ['upstream', 'route', 'method', 'status', 'outcome'] as const,
       registers: [registry],
     }),
-    requestDuration: new Histogram({
+    requestDuration: new HotHistogram({
       name: 'breakwater_request_duration_seconds',
       help: 'Time from request arrival to the end of the response, as the app sees it.',
       labelNames: ['upstream', 'route', 'method'] as const,
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     }),
-    upstreamDuration: new Histogram({
+    upstreamDuration: new HotHistogram({
       name: 'breakwater_upstream_duration_seconds',
       help: 'Time from dispatch to the upstream until its response ended (all attempts).',
       labelNames: ['upstream', 'route', 'method'] as const,
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     }),
-    overhead: new Histogram({
+    overhead: new HotHistogram({
       name: 'breakwater_overhead_seconds',
       help: 'Time the sidecar itself added to forwarded requests (total minus upstream time).',
       labelNames: ['upstream'] as const,
@@ -122,7 +125,7 @@ export function createMetrics() {
       labelNames: ['upstream'] as const,
       registers: [registry],
     }),
-    rateLimitDecisions: new Counter({
+    rateLimitDecisions: new HotCounter({
       name: 'breakwater_rate_limit_decisions_total',
       help: 'Rate-limit decisions by upstream, limit and outcome (allowed, limited, shadow_limited, delayed).',
       labelNames: ['upstream', 'limit', 'outcome'] as const,
@@ -170,7 +173,7 @@ export function createMetrics() {
       labelNames: ['upstream'] as const,
       registers: [registry],
     }),
-    idempotency: new Counter({
+    idempotency: new HotCounter({
       name: 'breakwater_idempotency_total',
       help: 'Idempotency-key outcomes: forwarded, replayed, joined (waited for the original), in_flight (409), mismatch (422), not_stored.',
       labelNames: ['upstream', 'outcome'] as const,
