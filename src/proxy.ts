@@ -11,6 +11,7 @@ import type { UpstreamRuntime } from './pipeline/upstream.js';
 import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
 import { sendBuffered, sendError } from './http/respond.js';
+import { oneByte } from './http/headers.js';
 
 export interface Proxy {
   readonly policy: Policy;
@@ -42,29 +43,49 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     }
   }
   const accessLog = policy.logging.accessLog;
+  // Upstream and route names as one-byte strings (see oneByte): every access line has them.
+  const upstreamNames = new Map<string, string>();
+  const routeNames = new Map<string, string>();
+  for (const [name, u] of Object.entries(policy.upstreams)) {
+    upstreamNames.set(name, oneByte(name));
+    for (const r of u.routes) routeNames.set(r.name, oneByte(r.name));
+  }
   const access = accessLogger(log);
-  const inFlight = new Map<string, ReturnType<Metrics['inFlight']['labels']>>();
+  const inFlight = inFlightCounts(metrics);
   const inFlightFor = (name: string) => {
-    let g = inFlight.get(name);
-    if (!g) inFlight.set(name, (g = metrics.inFlight.labels(name)));
-    return g;
-  };
-  // Metric children are cached by their label tuple: prom-client's labels() hashes on every call.
-  const children = new Map<string, { requests: { inc(): void }; duration: { observe(v: number): void } }>();
-  const child = (upstream: string, route: string, method: string, status: number, outcome: string) => {
-    const k = `${upstream}\u0000${route}\u0000${method}\u0000${status}\u0000${outcome}`;
-    let c = children.get(k);
-    if (!c) {
-      c = {
-        requests: metrics.requests.labels(upstream, route, method, String(status), outcome),
-        duration: metrics.requestDuration.labels(upstream, route, method),
-      };
-      children.set(k, c);
-    }
+    let c = inFlight.get(name);
+    if (!c) inFlight.set(name, (c = { n: 0 }));
     return c;
   };
-  const upstreamTimers = new Map<string, { observe(v: number): void }>();
-  const overheadTimers = new Map<string, { observe(v: number): void }>();
+  // Metric children are resolved once per label tuple (prom-client's labels() hashes on every
+  // call), through nested maps keyed by the strings the request already holds, so no key string
+  // is built per request.
+  const series = new Map<string, Map<string, Map<string, RouteSeries>>>();
+  const seriesFor = (upstream: string, route: string, method: string): RouteSeries => {
+    let byRoute = series.get(upstream);
+    if (!byRoute) series.set(upstream, (byRoute = new Map()));
+    let byMethod = byRoute.get(route);
+    if (!byMethod) byRoute.set(route, (byMethod = new Map()));
+    let s = byMethod.get(method);
+    if (!s) {
+      s = {
+        labels: [upstream, route, method],
+        duration: metrics.requestDuration.labels(upstream, route, method),
+        upstream: metrics.upstreamDuration.labels(upstream, route, method),
+        requests: new Map(),
+      };
+      byMethod.set(method, s);
+    }
+    return s;
+  };
+  const requestsCounter = (s: RouteSeries, status: number, outcome: string): Counter => {
+    let byOutcome = s.requests.get(status);
+    if (!byOutcome) s.requests.set(status, (byOutcome = new Map()));
+    let c = byOutcome.get(outcome);
+    if (!c) byOutcome.set(outcome, (c = metrics.requests.labels(s.labels[0], s.labels[1], s.labels[2], String(status), outcome)));
+    return c;
+  };
+  const overheadTimers = new Map<string, Observer>();
 
   /** Picks the upstream from the Host (allow-listed patterns) or the path prefix. */
   function route(ex: Exchange): ProxyError | undefined {
@@ -144,14 +165,14 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     };
     let reply: Reply;
     const refused = route(ex);
-    const upstreamName = ex.upstream?.name ?? 'none';
-    const gauge = inFlightFor(upstreamName);
-    gauge.inc();
+    const upstreamName = ex.upstream ? upstreamNames.get(ex.upstream.name) ?? ex.upstream.name : 'none';
+    const inFlightNow = inFlightFor(upstreamName);
+    inFlightNow.n++;
     try {
       if (refused) reply = refused;
       else {
         const m = ex.upstream!.routes.match(ex.method, ex.routePath);
-        if (m) ex.route = m.value;
+        if (m) ex.route = routeNames.get(m.value) ?? m.value;
         else ex.route = 'other';
         reply = await ex.upstream!.pipeline(ex);
       }
@@ -160,16 +181,14 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       log.error({ reqId: ex.requestId, upstream: upstreamName, err }, 'unhandled error in pipeline');
       reply = proxyError('upstream_unavailable', { message: 'Internal proxy error.' });
     }
-    gauge.dec();
+    inFlightNow.n--;
     const { status, outcome } = settle(ex, reply);
     const seconds = (performance.now() - ex.start) / 1000;
-    const c = child(upstreamName, ex.route, ex.method, status, outcome);
-    c.requests.inc();
-    c.duration.observe(seconds);
+    const s = seriesFor(upstreamName, ex.route, ex.method);
+    requestsCounter(s, status, outcome).inc();
+    s.duration.observe(seconds);
     if (ex.upstreamSeconds > 0 && ex.upstream) {
-      let ut = upstreamTimers.get(upstreamName);
-      if (!ut) upstreamTimers.set(upstreamName, (ut = metrics.upstreamDuration.labels(upstreamName, ex.route, ex.method)));
-      ut.observe(ex.upstreamSeconds);
+      s.upstream.observe(ex.upstreamSeconds);
       let ot = overheadTimers.get(upstreamName);
       if (!ot) overheadTimers.set(upstreamName, (ot = metrics.overhead.labels(upstreamName)));
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
@@ -217,6 +236,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   }
 
   function collect(): void {
+    for (const [name, c] of inFlight) metrics.inFlight.labels(name).set(c.n);
     for (const [name, u] of upstreams) {
       metrics.breakerState.labels(name).set({ closed: 0, half_open: 1, open: 2 }[u.breaker.stateName]);
       metrics.bulkheadActive.labels(name).set(u.semaphore.active);
@@ -234,6 +254,33 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   }
 
   return { policy, upstreams, handle, collect };
+}
+
+interface Counter {
+  inc(): void;
+}
+interface Observer {
+  observe(v: number): void;
+}
+/** The children of one (upstream, route, method): duration timers and requests by status and outcome. */
+interface RouteSeries {
+  readonly labels: readonly [string, string, string];
+  readonly duration: Observer;
+  readonly upstream: Observer;
+  readonly requests: Map<number, Map<string, Counter>>;
+}
+
+/**
+ * Requests in flight per upstream, counted in plain numbers and published by collect() just
+ * before a scrape: a gauge child's inc()/dec() hashes its labels on every call. The counts belong
+ * to the server's metrics, not to one proxy, so requests still finishing on a proxy that a
+ * reload replaced are counted too.
+ */
+const inFlightByMetrics = new WeakMap<Metrics, Map<string, { n: number }>>();
+function inFlightCounts(metrics: Metrics): Map<string, { n: number }> {
+  let m = inFlightByMetrics.get(metrics);
+  if (!m) inFlightByMetrics.set(metrics, (m = new Map()));
+  return m;
 }
 
 function hostLines(raw: readonly string[]): number {

@@ -2,6 +2,7 @@
 // injected only when the app sent no Authorization (or when the policy says to replace it),
 // and the header value is computed once at build time, never per request.
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { oneByte } from '../http/headers.js';
 
 export interface CredentialConfig {
   type: 'none' | 'basic' | 'bearer';
@@ -18,7 +19,9 @@ export function authorizationValue(c: CredentialConfig): string | undefined {
 }
 
 export function credentials(c: CredentialConfig): Stage {
-  const injected = authorizationValue(c);
+  // A one-byte copy (see oneByte): it is part of every upstream request head.
+  const value = authorizationValue(c);
+  const injected = value === undefined ? undefined : oneByte(value);
   const replace = c.replace;
   return function credentialsStage(ex: Exchange, next: Next): Promise<Reply> {
     const sent = ex.req.headers.authorization;

@@ -44,9 +44,14 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     return { kind: 'sent', status: a.status, outcome: 'replayed' };
   };
 
-  return async function idempotencyStage(ex: Exchange, next: Next): Promise<Reply> {
+  // Most requests carry no key: they pass straight through, without an async frame of our own.
+  return function idempotencyStage(ex: Exchange, next: Next): Promise<Reply> {
     const raw = ex.req.headers[header];
     if (raw === undefined || !methods.has(ex.method)) return next(ex);
+    return keyed(ex, next, raw);
+  };
+
+  async function keyed(ex: Exchange, next: Next, raw: string | string[]): Promise<Reply> {
     if (typeof raw !== 'string' || !KEY.test(raw)) return proxyError('bad_request', { message: `Invalid ${policy.header} header.` });
     if (ex.body === undefined && ex.streamed) {
       // A body too large to buffer cannot be fingerprinted: forward it without the guarantee.
@@ -78,7 +83,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
       return original(ex, next, key, fingerprint);
     }
     return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
-  };
+  }
 
   async function original(ex: Exchange, next: Next, key: string, fingerprint: string): Promise<Reply> {
     ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: policy.maxBodyBytes };

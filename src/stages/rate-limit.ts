@@ -10,6 +10,7 @@ import { limitId } from '../store/store.js';
 import type { Decision } from '../resilience/token-bucket.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { isPhoneKey, keyFn, maskPhone } from './keys.js';
+import { oneByte } from '../http/headers.js';
 
 export interface RateLimitDeps {
   store: LimiterStore;
@@ -38,14 +39,15 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
       match.add(l.route, true);
     }
     const window = Math.round((burst / l.rate) * l.per);
+    // One-byte copies (see oneByte): both go into a response header on every request.
     return {
-      name: l.name,
+      name: oneByte(l.name),
       shadow: l.shadow,
       key: keyFn(l.key),
       mask: isPhoneKey(l.key),
       match,
       buckets: store.buckets(limitId(`${upstream}/${l.name}`, limit), limit),
-      policyField: `"${l.name}";q=${burst};w=${window}`,
+      policyField: oneByte(`"${l.name}";q=${burst};w=${window}`),
       allowed: deps.counter(l.name, 'allowed'),
       limited: deps.counter(l.name, l.shadow ? 'shadow_limited' : 'limited'),
       delayed: deps.counter(l.name, 'delayed'),

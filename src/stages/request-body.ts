@@ -17,11 +17,16 @@ class TooLarge extends Error {
 
 export function requestBody(limits: BodyLimits): Stage {
   const { maxBodyBytes, bufferBodyBytes } = limits;
-  return async function requestBodyStage(ex: Exchange, next: Next): Promise<Reply> {
+  // No body (every GET): pass straight through, without an async frame of our own.
+  return function requestBodyStage(ex: Exchange, next: Next): Promise<Reply> {
     const h = ex.req.headers;
     const cl = h['content-length'];
     const chunked = h['transfer-encoding'] !== undefined;
     if (cl === undefined && !chunked) return next(ex);
+    return withBody(ex, next, cl, chunked);
+  };
+
+  async function withBody(ex: Exchange, next: Next, cl: string | undefined, chunked: boolean): Promise<Reply> {
     const declared = cl === undefined ? -1 : Number(cl);
     if (declared === 0 && !chunked) {
       ex.body = Buffer.alloc(0);
@@ -58,7 +63,7 @@ export function requestBody(limits: BodyLimits): Stage {
     }
     ex.bodyStream = limited(head, iter, bytes, maxBodyBytes);
     return next(ex);
-  };
+  }
 }
 
 async function* limited(head: Buffer[], iter: AsyncIterator<Buffer>, already: number, max: number): AsyncGenerator<Buffer> {
