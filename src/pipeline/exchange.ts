@@ -8,6 +8,8 @@ export interface Sent {
   readonly kind: 'sent';
   readonly status: number;
   readonly outcome: 'forwarded' | 'stub' | 'replayed';
+  /** The response broke after its head was relayed: by the upstream (a reset) or the client. */
+  readonly broken?: 'upstream' | 'client';
 }
 
 /**

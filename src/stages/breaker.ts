@@ -14,6 +14,7 @@ export interface BreakerDeps {
 export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: BreakerDeps): Stage {
   const failOn = new Set(policy.failOn);
   const on5xx = failOn.has('5xx');
+  const onReset = failOn.has('reset');
 
   return async function breakerStage(ex: Exchange, next: Next): Promise<Reply> {
     const admission = breaker.tryAcquire();
@@ -34,6 +35,12 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
         break;
       case 'held':
       case 'sent':
+        // A body the upstream cut off mid-stream is a reset, whatever status went out first.
+        if (reply.kind === 'sent' && reply.broken !== undefined) {
+          failed = reply.broken === 'upstream' && onReset;
+          neutral = !failed;
+          break;
+        }
         // 429 is back-pressure and 4xx the caller's fault: neither says the upstream is unhealthy.
         if (reply.status >= 500) failed = on5xx;
         else if (reply.status === 429 || reply.kind === 'sent' && reply.outcome !== 'forwarded' && reply.outcome !== 'stub') neutral = true;

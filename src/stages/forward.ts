@@ -186,7 +186,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       // truncated response. Destroying it makes the client see the break.
       (this.ex.note ??= {}).aborted = (err as Error & { code?: string }).code ?? err.message;
       this.res.destroy();
-      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded' });
+      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: this.clientGone ? 'client' : 'upstream' });
       return;
     }
     // The app hung up before the answer began: that says nothing about the upstream, so it

@@ -147,6 +147,8 @@ describe('upstream resets mid-response', () => {
     const m = await scrape(p);
     expect(m('breakwater_retries_total', { upstream: 'twilio', reason: 'reset' })).toBe(0);
     expect(m('breakwater_requests_total', { upstream: 'twilio', status: '200', outcome: 'forwarded' })).toBe(1);
+    // A body cut off by the upstream is a reset for the breaker, though a 200 went out first.
+    expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(1);
     // The access log records the abort for the operator.
     expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.aborted !== undefined), 2000)).toBe(true);
 
