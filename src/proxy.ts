@@ -6,7 +6,7 @@ import { proxyError, type ProxyError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { accessLogger, type Log } from './log.js';
 import type { Policy } from './policy/schema.js';
-import type { Exchange, Reply } from './pipeline/exchange.js';
+import { newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
 import type { UpstreamRuntime } from './pipeline/upstream.js';
 import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
@@ -130,39 +130,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
-    const ex: Exchange = {
-      req,
-      res,
-      start: performance.now(),
-      requestId: requestId(req.headers['x-request-id']),
-      method: req.method ?? 'GET',
-      path: q < 0 ? url : url.slice(0, q),
-      query: q < 0 ? '' : url.slice(q),
-      upstream: undefined,
-      route: 'unmatched',
-      params: {},
-      routePath: '',
-      upstreamPath: '',
-      origin: '',
-      host: '',
-      clientKey: '',
-      clientIp: '',
-      body: undefined,
-      bodyStream: undefined,
-      streamed: false,
-      rateLimit: undefined,
-      rateLimitPolicy: undefined,
-      retries: 0,
-      upstreamSeconds: 0,
-      note: undefined,
-      capture: undefined,
-      authorization: undefined,
-      holdStatuses: undefined,
-      outHeaders: undefined,
-      upstreamStatus: 0,
-      upstreamRetryAfter: undefined,
-      fields: undefined,
-    };
+    const ex = newExchange(req, res, performance.now(), requestId(req.headers['x-request-id']), req.method ?? 'GET', q < 0 ? url : url.slice(0, q), q < 0 ? '' : url.slice(q));
     let reply: Reply;
     const refused = route(ex);
     const upstreamName = ex.upstream ? upstreamNames.get(ex.upstream.name) ?? ex.upstream.name : 'none';

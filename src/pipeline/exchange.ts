@@ -98,5 +98,45 @@ export interface Capture {
   readonly maxBytes: number;
 }
 
+/**
+ * A fresh exchange. Every field exists from the start, so all exchanges share one hidden class
+ * and the stages' property reads stay monomorphic.
+ */
+export function newExchange(req: IncomingMessage, res: ServerResponse, start: number, requestId: string, method: string, path: string, query: string): Exchange {
+  return {
+    req,
+    res,
+    start,
+    requestId,
+    method,
+    path,
+    query,
+    upstream: undefined,
+    route: 'unmatched',
+    params: {},
+    routePath: '',
+    upstreamPath: '',
+    origin: '',
+    host: '',
+    clientKey: '',
+    clientIp: '',
+    body: undefined,
+    bodyStream: undefined,
+    streamed: false,
+    rateLimit: undefined,
+    rateLimitPolicy: undefined,
+    retries: 0,
+    upstreamSeconds: 0,
+    note: undefined,
+    capture: undefined,
+    authorization: undefined,
+    holdStatuses: undefined,
+    outHeaders: undefined,
+    upstreamStatus: 0,
+    upstreamRetryAfter: undefined,
+    fields: undefined,
+  };
+}
+
 export type Next = (ex: Exchange) => Promise<Reply>;
 export type Stage = (ex: Exchange, next: Next) => Promise<Reply>;

@@ -1,7 +1,7 @@
 // A fake Exchange for stage unit tests: only plain fields, a request object carrying headers and
 // a peer address, and no sockets. Stages under test read what they need from it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
+import { newExchange, type Exchange, type Reply } from '../../../src/pipeline/exchange.js';
 
 export interface FakeExchangeInit extends Partial<Omit<Exchange, 'req' | 'res'>> {
   headers?: Record<string, string | string[]>;
@@ -12,37 +12,13 @@ export function fakeExchange(init: FakeExchangeInit = {}): Exchange {
   const { headers = {}, remoteAddress = '127.0.0.1', ...rest } = init;
   const req = { headers, rawHeaders: [], socket: { remoteAddress } } as unknown as IncomingMessage;
   return {
-    req,
-    res: {} as ServerResponse,
-    start: 0,
-    requestId: 'req-1',
-    method: 'GET',
-    path: '/',
-    query: '',
-    upstream: undefined,
-    route: 'unmatched',
-    params: {},
+    ...newExchange(req, {} as ServerResponse, 0, 'req-1', 'GET', '/', ''),
     routePath: '/',
     upstreamPath: '/',
     origin: 'https://upstream.test',
     host: 'upstream.test',
     clientKey: 'client-a',
-    body: undefined,
-    streamed: false,
-    rateLimit: undefined,
-    rateLimitPolicy: undefined,
-    retries: 0,
-    upstreamSeconds: 0,
-    note: undefined,
-    capture: undefined,
-    authorization: undefined,
-    bodyStream: undefined,
-    holdStatuses: undefined,
-    outHeaders: undefined,
-    upstreamStatus: 0,
-    upstreamRetryAfter: undefined,
     clientIp: '127.0.0.1',
-    fields: undefined,
     ...rest,
   };
 }
