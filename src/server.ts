@@ -157,6 +157,17 @@ export async function start(opts: StartOptions): Promise<Running> {
     try {
       const built = buildProxy(next, deps);
       const unused = state.sweep();
+      // Listeners, the shared store and the per-client table size are set up once, at start (as
+      // nginx keeps its listen sockets): say so rather than let an edit look applied.
+      const atStart = {
+        server: ['host', 'port', 'adminHost', 'adminPort', 'maxHeaderBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'watch'],
+        clientId: ['maxClients', 'idleTimeout'],
+        store: Object.keys(next.store),
+      } as const;
+      const needRestart = Object.entries(atStart).flatMap(([section, keys]) =>
+        keys.filter((k) => JSON.stringify((next as never)[section][k]) !== JSON.stringify((policy as never)[section][k])).map((k) => `${section}.${k}`),
+      );
+      if (needRestart.length > 0) log.warn({ keys: needRestart }, 'policy reload: these settings take effect only after a restart');
       proxy = built;
       policy = next;
       log.level = next.logging.level;

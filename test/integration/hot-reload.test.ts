@@ -96,5 +96,19 @@ describe('SIGHUP reload of the real process', () => {
     expect(t.headers['x-breakwater-error']).toBe('circuit_open');
     expect(twilio.seen.length).toBe(n);
     expect(await metric('circuit_breaker_state', { service: 'twilio' })).toBe(2);
+    // This reload touched nothing that needs a restart, so no such warning was logged.
+    expect(cli.lines().some((l) => /only after a restart/.test(String(l.msg)))).toBe(false);
+  });
+
+  it('applies a reload but says which edited settings need a restart (listeners, store)', async () => {
+    const edited = readFileSync(file, 'utf8').replace('  drainTimeout: 25', '  drainTimeout: 25\n  maxConnections: 77');
+    expect(edited).not.toBe(readFileSync(file, 'utf8'));
+    writeFileSync(file, edited);
+    const before = (await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0;
+    cli.signal('SIGHUP');
+    await waitFor(async () => ((await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0) > before || undefined);
+    const warned = await waitFor(() => cli.lines().find((l) => /only after a restart/.test(String(l.msg))));
+    expect(warned.keys).toEqual(['server.maxConnections']);
+    expect((await request(cli.proxyPort, 'GET', '/vapi/call', { headers: { 'x-client-id': 'restart-note' } })).status).toBe(200);
   });
 });
