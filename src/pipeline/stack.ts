@@ -70,6 +70,17 @@ export class SharedState {
 
 const BREAKER_STATE = { closed: 0, half_open: 1, open: 2 } as const;
 
+/**
+ * The longest an original request can stay in flight on this upstream: a rate-limit wait, the
+ * bulkhead queue, every attempt with its back-off, plus a margin. A shared idempotency claim must
+ * outlive it, or another replica would forward the duplicate.
+ */
+function originalLifetimeMs(u: UpstreamPolicy): number {
+  const shaping = Math.max(0, ...u.rateLimits.map((l) => l.maxDelay));
+  const attempts = u.retry.attempts + 1;
+  return (shaping + u.bulkhead.queueTimeout + attempts * (u.timeout + u.connectTimeout) + u.retry.attempts * u.retry.backoffMax + 10) * 1000;
+}
+
 export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, deps: StackDeps): UpstreamRuntime {
   const { metrics, log, clock, state } = deps;
   const stubbed = policy.stubMode || u.stub;
@@ -139,6 +150,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       ? idempotency(name, u.idempotency, deps.idempotency, {
           counter: (outcome) => metrics.idempotency.labels(name, outcome),
           clock,
+          claimMs: originalLifetimeMs(u),
         })
       : undefined,
     // Local limits before anything upstream-facing: the cheapest refusal, and a refused request

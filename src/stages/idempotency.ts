@@ -6,11 +6,12 @@
 //
 // What is stored (docs/adr/0003): every answer the upstream gave except 429 and 503, which both
 // say "not processed, try later"; and the proxy's own ambiguous answers (timeout or reset after
-// the request was sent), because re-sending those could duplicate. Proxy refusals that prove
-// nothing was sent (rate limits, open breaker, full bulkhead, connection refused) are not
-// stored: the key is released so a retry really goes through.
+// the request was sent), because re-sending those could duplicate. An upstream answer that cannot
+// be replayed (too large, or cut off) is stored as a proxy 502 that says so, for the same reason.
+// Proxy refusals that prove nothing was sent (rate limits, open breaker, full bulkhead,
+// connection refused) are not stored: the key is released so a retry really goes through.
 import { createHash } from 'node:crypto';
-import { errorBody, proxyError } from '../errors.js';
+import { errorBody, proxyError, type ProxyError } from '../errors.js';
 import type { IdempotencyPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import type { IdempotencyStore, StoredAnswer } from '../store/idempotency-store.js';
@@ -20,6 +21,8 @@ import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 export interface IdempotencyDeps {
   counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored'): { inc(): void };
   clock: Clock;
+  /** The longest an original may stay in flight (all attempts, waits and queues): its claim's life. */
+  claimMs: number;
 }
 
 const REPLAYED = ['idempotent-replayed', 'true'] as const;
@@ -78,7 +81,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         c.joined.inc();
         continue; // the original finished: replay it, or take the key if it was released
       }
-      if (!(await store.claim(key, fingerprint))) continue;
+      if (!(await store.claim(key, fingerprint, deps.claimMs))) continue;
       c.forwarded.inc();
       return original(ex, next, key, fingerprint);
     }
@@ -99,23 +102,32 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     }
   }
 
+  /** A proxy-made answer stored in place of one that may have created something upstream. */
+  function ambiguous(ex: Exchange, error: ProxyError): StoredAnswer {
+    return {
+      status: error.status,
+      headers: { 'content-type': 'application/json', 'x-breakwater-error': error.code },
+      body: Buffer.from(errorBody(error, upstream, ex.requestId)),
+    };
+  }
+
   function toStored(ex: Exchange, reply: Reply): StoredAnswer | undefined {
     const cap = ex.capture!;
     switch (reply.kind) {
       case 'sent':
         if (reply.outcome !== 'forwarded' && reply.outcome !== 'stub') return undefined;
-        if (cap.overflow || cap.status === 0 || ex.note?.aborted !== undefined) return undefined;
-        if (cap.status === 429 || cap.status === 503) return undefined;
+        if (cap.status === 0 || cap.status === 429 || cap.status === 503) return undefined;
+        // The upstream answered, so the create happened; if its answer cannot be replayed (too
+        // large to keep, or cut off mid-body) the key must still never reach the upstream again:
+        // store an ambiguous proxy answer that says so instead of releasing the key.
+        if (cap.overflow || reply.broken !== undefined || ex.note?.aborted !== undefined) {
+          return ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${cap.status} by the upstream, but that answer could not be kept for replay. It is not sent again.` }));
+        }
         return { status: cap.status, headers: cap.headers, body: Buffer.concat(cap.chunks, cap.bytes) };
       case 'held':
         return reply.status === 503 ? undefined : { status: reply.status, headers: reply.headers, body: reply.body };
       case 'failed':
-        if (!reply.mayHaveReachedUpstream) return undefined;
-        return {
-          status: reply.error.status,
-          headers: { 'content-type': 'application/json', 'x-breakwater-error': reply.error.code },
-          body: Buffer.from(errorBody(reply.error, upstream, ex.requestId)),
-        };
+        return reply.mayHaveReachedUpstream ? ambiguous(ex, reply.error) : undefined;
       default:
         return undefined;
     }

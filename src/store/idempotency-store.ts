@@ -17,8 +17,11 @@ export type Lookup =
 
 export interface IdempotencyStore {
   lookup(key: string): Lookup | Promise<Lookup>;
-  /** Claims the key for an original request; false when someone else holds it. */
-  claim(key: string, fingerprint: string): boolean | Promise<boolean>;
+  /**
+   * Claims the key for an original request; false when someone else holds it. `holdMs` bounds
+   * how long a shared claim outlives a replica that died mid-request.
+   */
+  claim(key: string, fingerprint: string, holdMs: number): boolean | Promise<boolean>;
   /** Ends an in-flight claim: stores the answer, or (undefined) releases the key for a new attempt. */
   complete(key: string, fingerprint: string, answer: StoredAnswer | undefined, ttlMs: number): void;
   size(): number;
@@ -53,7 +56,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return { state: 'done', fingerprint: a.fingerprint, answer: a.answer };
   }
 
-  claim(key: string, fingerprint: string): boolean {
+  claim(key: string, fingerprint: string, _holdMs?: number): boolean {
     if (this.flights.has(key)) return false;
     let wake!: () => void;
     const done = new Promise<void>((r) => (wake = r));

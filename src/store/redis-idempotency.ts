@@ -19,7 +19,7 @@ export interface RedisIdempotencyOptions {
   health: RedisHealth;
   local: IdempotencyStore;
   timeoutMs: number;
-  /** How long another replica's claim is honoured (the longest wait for an original). */
+  /** The least time a claim is honoured when the caller asks for less. */
   claimMs: number;
   pollMs?: number;
   prefix?: string;
@@ -89,9 +89,9 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
       if (w.s === 'd' && w.a) return { state: 'done', fingerprint: w.fp, answer: { status: w.a.status, headers: w.a.headers, body: Buffer.from(w.a.body, 'base64') } };
       return { state: 'in_flight', fingerprint: w.fp, done: remoteDone(k) };
     },
-    async claim(key, fingerprint) {
-      if (!(await o.local.claim(key, fingerprint))) return false;
-      const ok = await call(() => o.redis.set(rkey(key), JSON.stringify({ s: 'f', fp: fingerprint } satisfies Wire), 'PX', o.claimMs, 'NX'));
+    async claim(key, fingerprint, holdMs) {
+      if (!(await o.local.claim(key, fingerprint, holdMs))) return false;
+      const ok = await call(() => o.redis.set(rkey(key), JSON.stringify({ s: 'f', fp: fingerprint } satisfies Wire), 'PX', Math.max(holdMs, o.claimMs), 'NX'));
       if (ok === null) {
         // Another replica holds it: give our local claim back and let the caller look again.
         o.local.complete(key, fingerprint, undefined, 0);
@@ -102,11 +102,18 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
     complete(key, fingerprint, answer: StoredAnswer | undefined, ttlMs) {
       o.local.complete(key, fingerprint, answer, ttlMs);
       const k = rkey(key);
-      if (answer === undefined) void call(() => o.redis.del(k));
-      else {
-        const wire: Wire = { s: 'd', fp: fingerprint, a: { status: answer.status, headers: answer.headers, body: answer.body.toString('base64') } };
-        void call(() => o.redis.set(k, JSON.stringify(wire), 'PX', ttlMs));
+      if (answer === undefined) {
+        void call(() => o.redis.del(k));
+        return;
       }
+      // Losing this write would leave other replicas free to forward the duplicate once the
+      // claim expires: it is not bound by the short decision timeout, and is tried twice.
+      const wire = JSON.stringify({ s: 'd', fp: fingerprint, a: { status: answer.status, headers: answer.headers, body: answer.body.toString('base64') } } satisfies Wire);
+      const write = () => o.redis.set(k, wire, 'PX', ttlMs);
+      write().catch(() => {
+        o.health.failed('error');
+        setTimeout(() => void write().catch(() => o.health.failed('error')), 500).unref();
+      });
     },
     size: () => o.local.size(),
   };
