@@ -83,6 +83,12 @@ export function createMetrics() {
       labelNames: ['service', 'from', 'to'] as const,
       registers: [registry],
     }),
+    breakerOpenSeconds: new Counter({
+      name: 'circuit_breaker_open_seconds_total',
+      help: 'Seconds the breaker has spent open: counted to the moment it leaves open (noticed at the next request or scrape), and brought up to date at each scrape.',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
     breakerRejections: new Counter({
       name: 'circuit_breaker_rejections_total',
       help: 'Requests answered 503 circuit_open without contacting the upstream.',

@@ -70,6 +70,27 @@ export class SharedState {
 
 const BREAKER_STATE = { closed: 0, half_open: 1, open: 2 } as const;
 
+/** Accumulates seconds spent open: on leaving open, and at each scrape while still open. */
+function openTimer(clock: Clock, counter: { inc(n: number): void }) {
+  let since: number | undefined;
+  const settle = (now: number) => {
+    if (since !== undefined) counter.inc((now - since) / 1000);
+  };
+  return {
+    transition(from: string, to: string) {
+      const now = clock();
+      if (from === 'open') settle(now);
+      since = to === 'open' ? now : undefined;
+    },
+    flush(open: boolean) {
+      if (!open || since === undefined) return;
+      const now = clock();
+      settle(now);
+      since = now;
+    },
+  };
+}
+
 /**
  * The longest an original request can stay in flight on this upstream: a rate-limit wait, the
  * bulkhead queue, every attempt with its back-off, plus a margin. A shared idempotency claim must
@@ -86,6 +107,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
   const stubbed = policy.stubMode || u.stub;
   const b = u.breaker;
 
+  // Exact time open, per upstream, kept across reloads with the breaker it measures.
+  const openTime = state.get(`${name}/open-time`, b, () => openTimer(clock, metrics.breakerOpenSeconds.labels(name)));
   const breakerSm = state.get(`${name}/breaker`, b, () => {
     const cb = new CircuitBreaker(
       name,
@@ -103,6 +126,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       },
       clock,
       (from, to, cause) => {
+        openTime.transition(from, to);
         metrics.breakerState.labels(name).set(BREAKER_STATE[to]);
         metrics.breakerTransitions.labels(name, from, to).inc();
         if (to === 'open') metrics.breakerOpens.labels(name).inc();
@@ -116,6 +140,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     metrics.breakerOpens.labels(name).inc(0);
     metrics.breakerCloses.labels(name).inc(0);
     metrics.breakerRejections.labels(name).inc(0);
+    metrics.breakerOpenSeconds.labels(name).inc(0);
     return cb;
   });
   const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout * 1000));
@@ -199,6 +224,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     stubbed,
     pipeline: compose(stages.filter((s): s is Stage => s !== undefined), terminal),
     collect: () => {
+      openTime.flush(breakerSm.stateName === 'open');
       for (const read of collectors) read();
     },
   };
