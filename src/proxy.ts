@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from './errors.js';
 import type { Metrics } from './metrics.js';
-import { accessLogger, type Log } from './log.js';
+import { accessLogger } from './log.js';
 import type { Policy } from './policy/schema.js';
 import { newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
 import type { UpstreamRuntime } from './pipeline/upstream.js';

@@ -32,11 +32,6 @@ const DROP_REQUEST = new Set([
   'x-original-url', 'x-rewrite-url', 'authorization', 'content-length', 'expect',
 ]);
 
-export interface RequestHeaderOptions {
-  /** Lower-case names also dropped for this upstream (client id header, idempotency header). */
-  readonly drop: ReadonlySet<string>;
-}
-
 /** The flat [name, value, …] list sent upstream; built once, reused by every retry attempt. */
 export function upstreamRequestHeaders(ex: Exchange): string[] {
   if (ex.outHeaders) return ex.outHeaders;

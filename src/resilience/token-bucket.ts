@@ -87,7 +87,7 @@ export class BucketTable {
     return take(b, this.limit, now);
   }
 
-  refund(key: string, _granted?: Decision): void {
+  refund(key: string): void {
     const b = this.map.get(key);
     if (b !== undefined) refund(b, this.limit);
   }

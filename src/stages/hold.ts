@@ -22,7 +22,6 @@ export interface HoldDeps {
   random?: () => number;
   onHold(key: string, ms: number, reqId: string): void;
   onHeld(): void;
-  maxKeys?: number;
 }
 
 // The three HTTP-date forms (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850, asctime. Date.parse

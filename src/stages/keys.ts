@@ -50,7 +50,20 @@ function part(spec: string): KeyFn {
   if (spec === 'basic-user') return (ex) => basicUser(ex.authorization);
   if (spec === 'account') return (ex) => ACCOUNT_IN_PATH.exec(ex.upstreamPath)?.[1] ?? basicUser(ex.authorization);
   // The key is stored and logged; a hash keeps the credential itself out of both.
-  if (spec === 'authorization') return (ex) => (ex.authorization === undefined ? '' : createHash('sha256').update(ex.authorization).digest('base64url').slice(0, 16));
+  if (spec === 'authorization') {
+    // Nearly every request carries the same credential (often the injected one): hash it once.
+    let lastAuth: string | undefined;
+    let lastHash = '';
+    return (ex) => {
+      const auth = ex.authorization;
+      if (auth === undefined) return '';
+      if (auth !== lastAuth) {
+        lastHash = createHash('sha256').update(auth).digest('base64url').slice(0, 16);
+        lastAuth = auth;
+      }
+      return lastHash;
+    };
+  }
   if (spec.startsWith('header:')) {
     const name = spec.slice(7).toLowerCase();
     return (ex) => {

@@ -5,7 +5,6 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { proxyError } from '../errors.js';
 import type { StubPolicy } from '../policy/schema.js';
 import { RouteTable } from '../routing/route-table.js';
-import type { Clock } from '../resilience/clock.js';
 import { sendBuffered } from '../http/respond.js';
 import type { Exchange, Reply } from '../pipeline/exchange.js';
 import { bodyField } from './keys.js';
@@ -79,7 +78,7 @@ export function compileTemplate(value: unknown): Render {
 
 const STUB_HEADER = ['x-breakwater-stub', 'true'] as const;
 
-export function stub(stubs: readonly StubPolicy[], _clock: Clock, random: () => number = Math.random): (ex: Exchange) => Promise<Reply> {
+export function stub(stubs: readonly StubPolicy[], random: () => number = Math.random): (ex: Exchange) => Promise<Reply> {
   const table = new RouteTable<{ policy: StubPolicy; render: Render }>();
   for (const s of stubs) table.add(s.route, { policy: s, render: compileTemplate(s.body) });
 

@@ -56,7 +56,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return { state: 'done', fingerprint: a.fingerprint, answer: a.answer };
   }
 
-  claim(key: string, fingerprint: string, _holdMs?: number): boolean {
+  claim(key: string, fingerprint: string): boolean {
     if (this.flights.has(key)) return false;
     let wake!: () => void;
     const done = new Promise<void>((r) => (wake = r));

@@ -2,7 +2,6 @@
 // (a coded reply with X-Breakwater-Error, or the upstream's own answer), what the breaker and
 // retry metrics do, and that the proxy keeps serving afterwards.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
