@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { metricsText, metricValue, request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { metricsText, metricValue, request, sleep, type TestProxy } from '../support/proxy.js';
+import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
 
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5; // see rate-limit-redis-shared-budget.test.ts
@@ -18,15 +18,7 @@ describe('Redis outage: local fallback, then shared again', () => {
   beforeAll(async () => {
     redis = await startRedis();
     up = await fakeUpstream('vapi');
-    const capture = captureRedisClients();
-    try {
-      const env = { VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url };
-      a = await startProxy(env, POLICY);
-      b = await startProxy(env, POLICY);
-    } finally {
-      capture.restore();
-    }
-    clients = capture.clients;
+    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
     expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
   });
   afterAll(async () => {

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
 
 // Redis answers in well under a millisecond here, but this file runs beside others on two
 // cores: a 0.5 s bound keeps a scheduling stall from turning into a local decision.
@@ -19,15 +19,7 @@ describe('rate limits shared through Redis', () => {
   beforeAll(async () => {
     redis = await startRedis();
     up = await fakeUpstream('vapi');
-    const capture = captureRedisClients();
-    try {
-      const env = { VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url };
-      a = await startProxy(env, POLICY);
-      b = await startProxy(env, POLICY);
-    } finally {
-      capture.restore();
-    }
-    clients = capture.clients;
+    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
     expect(clients.size).toBeGreaterThanOrEqual(2);
     expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
   });

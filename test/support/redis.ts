@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { Redis } from 'ioredis';
+import { startProxy, type TestProxy } from './proxy.js';
 
 export interface RedisServer {
   readonly port: number;
@@ -149,5 +150,20 @@ export async function connectedClients(port: number): Promise<number> {
     return list.split('\n').filter(Boolean).length - 1; // minus this connection
   } finally {
     r.disconnect();
+  }
+}
+
+/**
+ * Two proxy replicas on one policy and environment (a shared Redis store), with the ioredis
+ * clients they created, so a test can wait for them to be ready or count their listeners.
+ */
+export async function startReplicas(env: Record<string, string>, policyText: string): Promise<{ a: TestProxy; b: TestProxy; clients: Set<Redis> }> {
+  const capture = captureRedisClients();
+  try {
+    const a = await startProxy(env, policyText);
+    const b = await startProxy(env, policyText);
+    return { a, b, clients: capture.clients };
+  } finally {
+    capture.restore();
   }
 }
