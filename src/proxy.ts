@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from './errors.js';
 import type { Metrics } from './metrics.js';
-import { accessLogger } from './log.js';
+import { accessLog as accessLine } from './access-log.js';
 import type { Policy } from './policy/schema.js';
 import { newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
 import type { UpstreamRuntime } from './pipeline/upstream.js';
@@ -50,7 +50,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     upstreamNames.set(name, oneByte(name));
     for (const r of u.routes) routeNames.set(r.name, oneByte(r.name));
   }
-  const access = accessLogger(log);
+  const access = accessLine(log);
   const inFlight = inFlightCounts(metrics);
   const inFlightFor = (name: string) => {
     let c = inFlight.get(name);
@@ -161,26 +161,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       if (!ot) overheadTimers.set(upstreamName, (ot = metrics.overhead.labels(upstreamName)));
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
     }
-    if (accessLog && log.isLevelEnabled('info')) {
-      access.info(
-        {
-          reqId: ex.requestId,
-          upstream: upstreamName,
-          route: ex.route,
-          method: ex.method,
-          status,
-          outcome,
-          durationMs: Math.round(seconds * 1e4) / 10,
-          upstreamMs: Math.round(ex.upstreamSeconds * 1e4) / 10,
-          bytesIn: ex.body?.length ?? Number(req.headers['content-length'] ?? 0),
-          bytesOut: Number(res.getHeader('content-length') ?? 0) || undefined,
-          client: ex.clientKey || undefined,
-          retries: ex.retries || undefined,
-          ...ex.note,
-        },
-        'request',
-      );
-    }
+    if (accessLog && log.isLevelEnabled('info')) access(ex, upstreamName, status, outcome, seconds);
   }
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */
@@ -192,11 +173,11 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
         sendBuffered(ex, reply.status, reply.headers, reply.body);
         return { status: reply.status, outcome: 'forwarded' };
       case 'failed':
-        (ex.note ??= {}).cause = reply.error.detail;
+        ex.cause = reply.error.detail;
         sendError(ex, reply.error);
         return { status: reply.error.status, outcome: reply.error.code };
       default:
-        if (reply.detail) (ex.note ??= {}).cause = reply.detail;
+        if (reply.detail) ex.cause = reply.detail;
         sendError(ex, reply);
         if (reply.status === 413) lingerAndClose(ex);
         return { status: reply.status, outcome: reply.code };

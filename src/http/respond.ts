@@ -12,7 +12,8 @@ export function sendError(ex: Exchange, err: ProxyError): void {
   }
   const body = errorBody(err, ex.upstream?.name, ex.requestId);
   const headers = responseHeaderPrelude(ex);
-  headers.push('content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-breakwater-error', err.code);
+  ex.bytesOut = Buffer.byteLength(body);
+  headers.push('content-type', 'application/json', 'content-length', String(ex.bytesOut), 'x-breakwater-error', err.code);
   if (err.headers) for (const k in err.headers) headers.push(k, err.headers[k]!);
   if (err.status === 413 || err.status === 431 || err.status === 400) headers.push('connection', 'close');
   res.writeHead(err.status, headers);
@@ -30,7 +31,8 @@ export function sendBuffered(ex: Exchange, status: number, headers: Readonly<Rec
     else out.push(k, v);
   }
   if (extra) out.push(...extra);
-  out.push('content-length', String(Buffer.byteLength(body)));
+  ex.bytesOut = Buffer.byteLength(body);
+  out.push('content-length', String(ex.bytesOut));
   res.writeHead(status, out);
   res.end(body);
 }

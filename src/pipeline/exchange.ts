@@ -68,8 +68,14 @@ export interface Exchange {
   retries: number;
   /** Seconds spent waiting on the upstream (all attempts). */
   upstreamSeconds: number;
-  /** Extra fields for the access log line. */
-  note: Record<string, unknown> | undefined;
+  /** Why a proxy-made error happened (an undici error code, say), for the access line. */
+  cause: string | undefined;
+  /** The upstream's own request id (Twilio-Request-Id), for the access line. */
+  upstreamRequestId: string | undefined;
+  /** Set when the response broke after its head was relayed: the error code. */
+  aborted: string | undefined;
+  /** Response body bytes relayed to the client. */
+  bytesOut: number;
   /** Set by the idempotency stage to receive a copy of the forwarded answer. */
   capture: Capture | undefined;
   /** The Authorization header as sent upstream (after injection); undefined: none. */
@@ -127,7 +133,10 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     rateLimitPolicy: undefined,
     retries: 0,
     upstreamSeconds: 0,
-    note: undefined,
+    cause: undefined,
+    upstreamRequestId: undefined,
+    aborted: undefined,
+    bytesOut: 0,
     capture: undefined,
     authorization: undefined,
     holdStatuses: undefined,

@@ -136,7 +136,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       const value = rawHeaders[i + 1]!.toString('latin1');
       out.push(key, value);
       if (statusCode === 429 && key.length === 11 && key.toLowerCase() === 'retry-after') ex.upstreamRetryAfter = value;
-      else if (key.length === 17 && key.toLowerCase() === 'twilio-request-id') (ex.note ??= {}).twilioRequestId = value;
+      else if (key.length === 17 && key.toLowerCase() === 'twilio-request-id') ex.upstreamRequestId = value;
     }
     ex.upstreamStatus = statusCode;
     if (capture) {
@@ -163,6 +163,7 @@ class Attempt implements Dispatcher.DispatchHandler {
         capture.bytes += chunk.length;
       }
     }
+    this.ex.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
     this.onDrain ??= () => this.resumeUpstream?.();
@@ -184,7 +185,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.res.headersSent) {
       // Mid-stream failure: the status is already out, so the only honest signal left is a
       // truncated response. Destroying it makes the client see the break.
-      (this.ex.note ??= {}).aborted = (err as Error & { code?: string }).code ?? err.message;
+      this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
       this.res.destroy();
       this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: this.clientGone ? 'client' : 'upstream' });
       return;

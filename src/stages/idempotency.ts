@@ -120,7 +120,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         // The upstream answered, so the create happened; if its answer cannot be replayed (too
         // large to keep, or cut off mid-body) the key must still never reach the upstream again:
         // store an ambiguous proxy answer that says so instead of releasing the key.
-        if (cap.overflow || reply.broken !== undefined || ex.note?.aborted !== undefined) {
+        if (cap.overflow || reply.broken !== undefined || ex.aborted !== undefined) {
           return ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${cap.status} by the upstream, but that answer could not be kept for replay. It is not sent again.` }));
         }
         return { status: cap.status, headers: cap.headers, body: Buffer.concat(cap.chunks, cap.bytes) };

@@ -2,7 +2,7 @@
 // and an upstream-wide one, say). Rejections carry Retry-After equal to the real wait for a
 // token and the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers); allowed requests
 // carry RateLimit too. A shadow limit only counts and logs what it would have refused.
-import { proxyError, retryAfterSeconds } from '../errors.js';
+import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { RateLimitPolicy } from '../policy/schema.js';
 import { RouteTable } from '../routing/route-table.js';
 import type { LimiterStore } from '../store/store.js';
@@ -59,42 +59,69 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
     for (const c of compiled) c.keysGauge.set(c.buckets.size());
   });
 
-  return async function rateLimitStage(ex: Exchange, next: Next): Promise<Reply> {
-    let delayMs = 0;
-    let reported: { c: (typeof compiled)[number]; d: Decision } | undefined;
-    // Tokens granted so far: if a later limit refuses, they go back, so a refused request costs
-    // the client nothing (otherwise a tight per-route limit would drain the upstream-wide one).
-    let granted: { c: (typeof compiled)[number]; key: string; d: Decision }[] | undefined;
-    for (const c of compiled) {
+  type Compiled = (typeof compiled)[number];
+  /** What the limits decided so far for one request. */
+  interface Tally {
+    delayMs: number;
+    /** The non-shadow limit with the fewest tokens left: the one the RateLimit field reports. */
+    best: Compiled | undefined;
+    bestD: Decision | undefined;
+    /** Tokens granted so far: if a later limit refuses, they go back, so a refused request costs
+     * the client nothing (otherwise a tight per-route limit would drain the upstream-wide one). */
+    granted: { c: Compiled; key: string; d: Decision }[] | undefined;
+  }
+
+  /** Applies one limit's decision; returns the refusal if it refuses. */
+  function apply(ex: Exchange, c: Compiled, key: string, d: Decision, tally: Tally): ProxyError | undefined {
+    if (!d.allowed) {
+      c.limited.inc();
+      if (c.shadow) {
+        deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : key, retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
+        return undefined;
+      }
+      if (tally.granted) for (const g of tally.granted) g.c.buckets.refund(g.key, g.d);
+      const t = retryAfterSeconds(d.resetMs);
+      ex.rateLimit = `"${c.name}";r=0;t=${t}`;
+      ex.rateLimitPolicy = c.policyField;
+      return proxyError('rate_limited', { headers: { 'retry-after': t } });
+    }
+    if (compiled.length > 1) (tally.granted ??= []).push({ c, key, d });
+    if (d.delayMs > 0) {
+      c.delayed.inc();
+      if (d.delayMs > tally.delayMs) tally.delayMs = d.delayMs;
+    } else c.allowed.inc();
+    if (!c.shadow && (tally.bestD === undefined || d.remaining < tally.bestD.remaining)) {
+      tally.best = c;
+      tally.bestD = d;
+    }
+    return undefined;
+  }
+
+  /**
+   * Runs the limits from `from` on. Synchronous while the decisions are (the memory store), so
+   * the common case, a memory-store allow, costs no promise of its own; a decision that is a
+   * promise (Redis) continues the loop once it settles.
+   */
+  function evaluate(ex: Exchange, next: Next, from: number, tally: Tally): Promise<Reply> {
+    for (let i = from; i < compiled.length; i++) {
+      const c = compiled[i]!;
       if (c.match && !c.match.match(ex.method, ex.routePath)) continue;
       const key = c.key(ex);
       if (key === undefined) continue;
-      let d = c.buckets.take(key);
-      if (d instanceof Promise) d = await d;
-      if (!d.allowed) {
-        c.limited.inc();
-        if (c.shadow) {
-          deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : key, retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
-          continue;
-        }
-        if (granted) for (const g of granted) g.c.buckets.refund(g.key, g.d);
-        const t = retryAfterSeconds(d.resetMs);
-        ex.rateLimit = `"${c.name}";r=0;t=${t}`;
-        ex.rateLimitPolicy = c.policyField;
-        return proxyError('rate_limited', { headers: { 'retry-after': t } });
-      }
-      if (compiled.length > 1) (granted ??= []).push({ c, key, d });
-      if (d.delayMs > 0) {
-        c.delayed.inc();
-        if (d.delayMs > delayMs) delayMs = d.delayMs;
-      } else c.allowed.inc();
-      if (!c.shadow && (reported === undefined || d.remaining < reported.d.remaining)) reported = { c, d };
+      const d = c.buckets.take(key);
+      if (d instanceof Promise) return d.then((settled) => apply(ex, c, key, settled, tally) ?? evaluate(ex, next, i + 1, tally));
+      const refused = apply(ex, c, key, d, tally);
+      if (refused) return Promise.resolve(refused);
     }
-    if (reported) {
-      ex.rateLimit = `"${reported.c.name}";r=${reported.d.remaining};t=${Math.ceil(reported.d.resetMs / 1000)}`;
-      ex.rateLimitPolicy = reported.c.policyField;
+    const { best, bestD } = tally;
+    if (best !== undefined && bestD !== undefined) {
+      ex.rateLimit = `"${best.name}";r=${bestD.remaining};t=${Math.ceil(bestD.resetMs / 1000)}`;
+      ex.rateLimitPolicy = best.policyField;
     }
-    if (delayMs > 0) await sleep(delayMs);
-    return next(ex);
+    return tally.delayMs > 0 ? sleep(tally.delayMs).then(() => next(ex)) : next(ex);
+  }
+
+  return function rateLimitStage(ex: Exchange, next: Next): Promise<Reply> {
+    return evaluate(ex, next, 0, { delayMs: 0, best: undefined, bestD: undefined, granted: undefined });
   };
 }

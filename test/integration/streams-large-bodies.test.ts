@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, request, sleep } from '../support/proxy.js';
-import { rssBytes, startCli, type CliProxy } from '../support/processes.js';
+import { rssBytes, startCli, waitFor, type CliProxy } from '../support/processes.js';
 
 const GC_TICKER = fileURLToPath(new URL('../support/gc-ticker.cjs', import.meta.url));
 
@@ -254,8 +254,11 @@ describe('streamed request and response bodies', () => {
     expect(proxy.child.exitCode).toBeNull();
     const r = await request(proxy.adminPort, 'GET', '/healthz');
     expect(r.status).toBe(200);
-    // No request was cut short or failed along the way.
-    const statuses = proxy.logLines().filter((l) => l.msg === 'request').map((l) => l.status);
+    // No request was cut short or failed along the way. Access lines are written in batches
+    // (at most 50 ms late), so wait for all of them.
+    const requestLines = () => proxy.logLines().filter((l) => l.msg === 'request');
+    await waitFor(() => requestLines().length >= 7, { timeoutMs: 2000 });
+    const statuses = requestLines().map((l) => l.status);
     expect(statuses.length).toBeGreaterThanOrEqual(7);
     expect(statuses.filter((s) => s !== 200 && s !== 201)).toEqual([]);
     expect(proxy.logLines().filter((l) => l.aborted !== undefined)).toEqual([]);

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { BatchedStdout, type BufferSink } from '../../src/log.js';
+
+function sink() {
+  const writes: Buffer[] = [];
+  const s: BufferSink = { write: (c) => writes.push(c), flush: (cb) => cb?.(), flushSync: () => {} };
+  return { s, writes };
+}
+
+describe('batched stdout', () => {
+  it('holds lines briefly and writes them in order, in one write', async () => {
+    const { s, writes } = sink();
+    const out = new BatchedStdout(s);
+    out.write('{"a":1}\n');
+    out.write('{"b":"é→"}\n');
+    expect(writes).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(writes).toHaveLength(1);
+    expect(writes[0]!.toString('utf8')).toBe('{"a":1}\n{"b":"é→"}\n');
+  });
+
+  it('writes at once when the batch would overflow, keeping order', () => {
+    const { s, writes } = sink();
+    const out = new BatchedStdout(s);
+    const line = `${'x'.repeat(1000)}\n`;
+    for (let i = 0; i < 100; i++) out.write(line);
+    expect(writes.length).toBeGreaterThan(0);
+    out.flushSync();
+    expect(Buffer.concat(writes).toString()).toBe(line.repeat(100));
+  });
+
+  it('passes a line larger than the batch straight through', () => {
+    const { s, writes } = sink();
+    const out = new BatchedStdout(s);
+    out.write('first\n');
+    out.write(`${'y'.repeat(100_000)}\n`);
+    out.flushSync();
+    expect(Buffer.concat(writes).toString()).toBe(`first\n${'y'.repeat(100_000)}\n`);
+  });
+});
