@@ -13,9 +13,7 @@ import { buildProxy, type Proxy } from './proxy.js';
 import { SharedState, type StackDeps } from './pipeline/stack.js';
 import { monotonic } from './resilience/clock.js';
 import { memoryStore, type LimiterStore } from './store/store.js';
-import { redisStore } from './store/redis.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempotency-store.js';
-import { redisIdempotencyStore } from './store/redis-idempotency.js';
 import { adminHandler } from './admin.js';
 import { VERSION } from './version.js';
 
@@ -48,6 +46,9 @@ export async function start(opts: StartOptions): Promise<Running> {
   let store: LimiterStore = memory;
   let idem: IdempotencyStore = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock);
   if (policy.store.type === 'redis') {
+    // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
+    // code that a single-replica sidecar never uses.
+    const [{ redisStore }, { redisIdempotencyStore }] = await Promise.all([import('./store/redis.js'), import('./store/redis-idempotency.js')]);
     const shared = redisStore({ url: policy.store.redisUrl, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
     store = shared;
     // One connection for both: idempotency claims ride the rate limiter's client and health.
