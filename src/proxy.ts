@@ -21,6 +21,13 @@ export interface Proxy {
   collect(): void;
 }
 
+interface HostMatch {
+  upstream: UpstreamRuntime;
+  /** Lower-cased, without the port. */
+  host: string;
+  origin: string;
+}
+
 interface HostRule {
   suffix: string | undefined;
   exact: string | undefined;
@@ -87,11 +94,31 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   };
   const overheadTimers = new Map<string, Observer>();
 
+  /** The allow-listed rule a Host header matches, if any. */
+  function hostRule(hostHeader: string): HostMatch | undefined {
+    const host = hostHeader.toLowerCase().replace(/:\d+$/, '');
+    let found: HostMatch | undefined;
+    for (const r of hostRules) {
+      if (r.exact === host || (r.suffix !== undefined && host.endsWith(r.suffix) && /^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(host))) {
+        found = { upstream: r.upstream, host, origin: r.upstream.policy.hostTarget ?? `https://${host}` };
+        break;
+      }
+    }
+    // Nearly every request from one app carries the same Host: remember the last answer.
+    lastHostHeader = hostHeader;
+    lastHostRule = found;
+    return found;
+  }
+  let lastHostHeader: string | undefined;
+  let lastHostRule: HostMatch | undefined;
+
   /** Picks the upstream from the Host (allow-listed patterns) or the path prefix. */
   function route(ex: Exchange): ProxyError | undefined {
     const url = ex.req.url!;
     if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
-    if (TRAVERSAL.test(ex.path)) return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
+    // Every dot-segment or encoded slash needs a "/.", a "%" or a "\\": most paths have none.
+    const path = ex.path;
+    if ((path.includes('/.') || path.includes('%') || path.includes('\\')) && TRAVERSAL.test(path)) return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
     // Rewrite headers some servers honour (IIS, Symfony) would let a client pick another path
     // behind us: refuse rather than strip, so a probing client learns nothing passes.
     const h = ex.req.headers;
@@ -101,17 +128,15 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     // might believe another, so neither is trusted for routing.
     if (hostHeader !== undefined && hostLines(ex.req.rawHeaders) > 1) return proxyError('bad_request', { message: 'More than one Host header.' });
     if (hostHeader !== undefined && hostRules.length > 0) {
-      const host = hostHeader.toLowerCase().replace(/:\d+$/, '');
-      for (const r of hostRules) {
-        if (r.exact === host || (r.suffix !== undefined && host.endsWith(r.suffix) && /^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(host))) {
-          const u = r.upstream;
-          ex.upstream = u;
-          ex.host = host;
-          ex.origin = u.policy.hostTarget ?? `https://${host}`;
-          ex.routePath = ex.path;
-          ex.upstreamPath = ex.path + ex.query;
-          return undefined;
-        }
+      const rule = hostHeader === lastHostHeader ? lastHostRule : hostRule(hostHeader);
+      if (rule !== undefined) {
+        const u = rule.upstream;
+        ex.upstream = u;
+        ex.host = rule.host;
+        ex.origin = rule.origin;
+        ex.routePath = ex.path;
+        ex.upstreamPath = ex.path + ex.query;
+        return undefined;
       }
     }
     const slash = ex.path.indexOf('/', 1);

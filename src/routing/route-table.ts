@@ -17,6 +17,8 @@ interface Leaf<T> {
 interface PatternChild<T> {
   re: RegExp;
   names: string[];
+  /** A bare `*`: any non-empty segment, no regex needed. */
+  anySegment: boolean;
   node: TrieNode<T>;
 }
 
@@ -38,7 +40,7 @@ export function parsePattern(pattern: string): { method: string; segments: strin
   return { method, segments: path.split('/').slice(1) };
 }
 
-function segmentRegex(seg: string): { re: RegExp; names: string[] } | undefined {
+function segmentRegex(seg: string): { re: RegExp; names: string[]; anySegment: boolean } | undefined {
   if (!seg.includes('*') && !seg.includes('{')) return undefined;
   const names: string[] = [];
   let src = '';
@@ -49,7 +51,7 @@ function segmentRegex(seg: string): { re: RegExp; names: string[] } | undefined 
       src += '([^/]+)';
     } else src += part.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
   }
-  return { re: new RegExp(`^${src}$`), names };
+  return { re: new RegExp(`^${src}$`), names, anySegment: seg === '*' };
 }
 
 export class RouteTable<T> {
@@ -120,10 +122,13 @@ function walk<T>(node: TrieNode<T>, method: string, path: string, from: number, 
     if (m) return m;
   }
   for (const p of node.patterns) {
-    const mm = p.re.exec(seg);
-    if (!mm) continue;
     let next = params;
-    if (p.names.length > 0) {
+    if (p.names.length === 0) {
+      // Nothing to capture: a test, or for a bare `*` not even that (a segment holds no '/').
+      if (p.anySegment ? seg.length === 0 : !p.re.test(seg)) continue;
+    } else {
+      const mm = p.re.exec(seg);
+      if (!mm) continue;
       next = { ...params };
       for (let i = 0; i < p.names.length; i++) next[p.names[i]!] = decodeSafe(mm[i + 1]!);
     }

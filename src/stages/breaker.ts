@@ -16,15 +16,8 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
   const on5xx = failOn.has('5xx');
   const onReset = failOn.has('reset');
 
-  return async function breakerStage(ex: Exchange, next: Next): Promise<Reply> {
-    const admission = breaker.tryAcquire();
-    if (!admission.ok) {
-      deps.onRejected();
-      return proxyError('circuit_open', { headers: { 'retry-after': retryAfterSeconds(admission.retryAfterMs) } });
-    }
-    const began = performance.now();
-    const reply = await next(ex);
-    const ms = performance.now() - began;
+  /** Feeds one attempt's outcome back to the state machine. */
+  function record(reply: Reply, probe: boolean, ms: number): void {
     let failed = false;
     let neutral = false;
     switch (reply.kind) {
@@ -50,9 +43,23 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
     }
     if (failed) {
       deps.onFailure();
-      breaker.onFailure(admission.probe);
-    } else if (neutral) breaker.onNeutral(admission.probe);
-    else breaker.onSuccess(ms, admission.probe);
-    return reply;
+      breaker.onFailure(probe);
+    } else if (neutral) breaker.onNeutral(probe);
+    else breaker.onSuccess(ms, probe);
+  }
+
+  return function breakerStage(ex: Exchange, next: Next): Promise<Reply> {
+    const admission = breaker.tryAcquire();
+    if (!admission.ok) {
+      deps.onRejected();
+      return Promise.resolve(proxyError('circuit_open', { headers: { 'retry-after': retryAfterSeconds(admission.retryAfterMs) } }));
+    }
+    const probe = admission.probe;
+    const began = performance.now();
+    // A continuation rather than an async frame: this stage is on every request.
+    return next(ex).then((reply) => {
+      record(reply, probe, performance.now() - began);
+      return reply;
+    });
   };
 }

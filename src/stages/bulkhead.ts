@@ -7,18 +7,29 @@ import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 
 export function bulkhead(sem: Semaphore, onRejected: () => void): Stage {
   const full = proxyError('bulkhead_full', { headers: { 'retry-after': '1' } });
+  const release = (): void => sem.release();
+  const refuse = (): Reply => {
+    onRejected();
+    return full;
+  };
 
-  return async function bulkheadStage(ex: Exchange, next: Next): Promise<Reply> {
-    if (!sem.tryAcquire()) {
-      if (!sem.canQueue() || !(await sem.wait())) {
-        onRejected();
-        return full;
-      }
-    }
+  /** One attempt holding a slot; the slot is given back however the attempt ends. */
+  function holding(ex: Exchange, next: Next): Promise<Reply> {
+    let attempt: Promise<Reply>;
     try {
-      return await next(ex);
-    } finally {
-      sem.release();
+      attempt = next(ex);
+    } catch (err) {
+      release();
+      return Promise.reject(err as Error);
     }
+    // A continuation rather than an async frame: this stage is on every request.
+    attempt.then(release, release);
+    return attempt;
+  }
+
+  return function bulkheadStage(ex: Exchange, next: Next): Promise<Reply> {
+    if (sem.tryAcquire()) return holding(ex, next);
+    if (!sem.canQueue()) return Promise.resolve(refuse());
+    return sem.wait().then((admitted) => (admitted ? holding(ex, next) : refuse()));
   };
 }

@@ -76,18 +76,8 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   const maxMs = policy.maxHold * 1000;
   const defMs = policy.defaultHold * 1000;
 
-  return async function holdStage(ex: Exchange, next: Next): Promise<Reply> {
-    const k = key(ex);
-    if (k === undefined) return next(ex);
-    const entry = table.get(k);
-    if (entry !== undefined) {
-      const left = entry.until - deps.clock();
-      if (left > 0) {
-        deps.onHeld();
-        return proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } });
-      }
-    }
-    const reply = await next(ex);
+  /** After the answer: start (or extend) a hold on an upstream 429, end one on anything else. */
+  function learn(ex: Exchange, k: string, entry: HoldEntry | undefined): void {
     if (ex.upstreamStatus === 429) {
       const strikes = (entry?.strikes ?? 0) + 1;
       const given = parseRetryAfter(ex.upstreamRetryAfter, wall());
@@ -98,6 +88,23 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     } else if (entry !== undefined && ex.upstreamStatus !== 0) {
       table.entries.delete(k);
     }
-    return reply;
+  }
+
+  return function holdStage(ex: Exchange, next: Next): Promise<Reply> {
+    const k = key(ex);
+    if (k === undefined) return next(ex);
+    const entry = table.get(k);
+    if (entry !== undefined) {
+      const left = entry.until - deps.clock();
+      if (left > 0) {
+        deps.onHeld();
+        return Promise.resolve(proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } }));
+      }
+    }
+    // A continuation rather than an async frame: this stage is on every request.
+    return next(ex).then((reply) => {
+      learn(ex, k, entry);
+      return reply;
+    });
   };
 }

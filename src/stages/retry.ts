@@ -27,30 +27,35 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   const baseMs = policy.backoffBase * 1000;
   const maxMs = policy.backoffMax * 1000;
 
-  return async function retryStage(ex: Exchange, next: Next): Promise<Reply> {
-    budget.recordRequest();
-    const idempotent = IDEMPOTENT.has(ex.method);
-    // A streamed body has been consumed by the first attempt and cannot be replayed.
-    const replayable = !ex.streamed;
+  /** Why this answer may be tried again, or undefined when it stands. */
+  function reasonFor(reply: Reply, idempotent: boolean): string | undefined {
+    if (reply.kind === 'held') return String(reply.status);
+    // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
+    // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
+    // Nobody is left to read the answer when the client itself went away.
+    if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) return reply.cause;
+    return undefined;
+  }
+
+  /** Attempts after the first, once `first` turned out retryable. */
+  async function again(ex: Exchange, next: Next, first: Reply, idempotent: boolean): Promise<Reply> {
+    let reply = first;
     let previous: Reply | undefined;
     for (let attempt = 0; ; attempt++) {
-      const mayRetry = replayable && attempt < policy.attempts;
-      ex.holdStatuses = mayRetry && idempotent ? statuses : undefined;
-      const reply = await next(ex);
-      if (previous && reply.kind === 'error' && (reply.code === 'circuit_open' || reply.code === 'bulkhead_full')) {
-        // The retry was refused locally: answer with what the upstream last said.
-        ex.retries--;
-        deps.onSkipped('breaker');
-        return previous;
+      if (attempt > 0) {
+        const mayRetry = attempt < policy.attempts;
+        ex.holdStatuses = mayRetry && idempotent ? statuses : undefined;
+        reply = await next(ex);
+        if (previous && reply.kind === 'error' && (reply.code === 'circuit_open' || reply.code === 'bulkhead_full')) {
+          // The retry was refused locally: answer with what the upstream last said.
+          ex.retries--;
+          deps.onSkipped('breaker');
+          return previous;
+        }
+        if (!mayRetry) return reply;
       }
-      if (!mayRetry) return reply;
-      let reason: string;
-      if (reply.kind === 'held') reason = String(reply.status);
-      // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
-      // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
-      // Nobody is left to read the answer when the client itself went away.
-      else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
-      else return reply;
+      const reason = reasonFor(reply, idempotent);
+      if (reason === undefined) return reply;
       if (!budget.tryRetry()) {
         deps.onSkipped('budget');
         return reply;
@@ -62,5 +67,18 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
       // clients instead of synchronising them.
       await sleep(random() * Math.min(maxMs, baseMs * 2 ** attempt));
     }
+  }
+
+  return function retryStage(ex: Exchange, next: Next): Promise<Reply> {
+    budget.recordRequest();
+    // A streamed body has been consumed by the first attempt and cannot be replayed.
+    if (ex.streamed || policy.attempts === 0) {
+      ex.holdStatuses = undefined;
+      return next(ex);
+    }
+    const idempotent = IDEMPOTENT.has(ex.method);
+    ex.holdStatuses = idempotent ? statuses : undefined;
+    // The first attempt needs no frame of its own: most answers stand as they are.
+    return next(ex).then((reply) => (reasonFor(reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent)));
   };
 }
