@@ -25,7 +25,9 @@ export function accessLog(log: Logger): AccessLine {
   return function writeAccessLine(ex, upstream, status, outcome, seconds) {
     // Every field is a value Breakwater produced or validated (ids, names, numbers): none can
     // carry a credential, so there is nothing to redact (a test keeps it that way).
-    let line = `${levelPrefix}${time()}${bindings},"reqId":${str(ex.requestId)},"upstream":${str(upstream)},"route":${str(ex.route)},"method":${str(ex.method)},"status":${status},"outcome":${str(outcome)},"durationMs":${Math.round(seconds * 1e4) / 10},"upstreamMs":${Math.round(ex.upstreamSeconds * 1e4) / 10},"bytesIn":${ex.body?.length ?? (Number(ex.req.headers['content-length']) || 0)}`;
+    // reqId (validated or a UUID), upstream and route (policy names), method (an HTTP token)
+    // and outcome (a catalog code) cannot hold a quote, backslash or control character.
+    let line = `${levelPrefix}${time()}${bindings},"reqId":"${ex.requestId}","upstream":"${upstream}","route":"${ex.route}","method":"${ex.method}","status":${status},"outcome":"${outcome}","durationMs":${Math.round(seconds * 1e4) / 10},"upstreamMs":${Math.round(ex.upstreamSeconds * 1e4) / 10},"bytesIn":${ex.body?.length ?? (Number(ex.req.headers['content-length']) || 0)}`;
     if (ex.bytesOut > 0) line += `,"bytesOut":${ex.bytesOut}`;
     if (ex.clientKey !== '') line += `,"client":${str(ex.clientKey)}`;
     if (ex.retries > 0) line += `,"retries":${ex.retries}`;
