@@ -76,15 +76,35 @@ export class BatchedStdout implements pino.DestinationStream {
   }
 
   write(line: string): void {
-    // UTF-8 takes at most 3 bytes per UTF-16 unit: if that might not fit, flush first.
-    if (line.length * 3 > BATCH_BYTES - this.len) {
-      this.flushPending();
-      if (line.length * 3 > BATCH_BYTES) {
-        this.out.write(Buffer.from(line));
-        return;
-      }
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    const at = this.claim(line.length * 3);
+    if (at < 0) {
+      this.out.write(Buffer.from(line));
+      return;
     }
-    this.len += this.buf.write(line, this.len);
+    this.commit(at + this.buf.write(line, at));
+  }
+
+  /** The batch buffer, for a writer that encodes its line in place (see claim). */
+  get buffer(): Buffer {
+    return this.buf;
+  }
+
+  /**
+   * Makes room for a line of at most `bytes` and returns the offset to encode it at, or -1 when
+   * no batch can hold it (write it some other way). Pair with `commit`.
+   */
+  claim(bytes: number): number {
+    if (bytes > BATCH_BYTES - this.len) {
+      this.flushPending();
+      if (bytes > BATCH_BYTES) return -1;
+    }
+    return this.len;
+  }
+
+  /** Ends a line encoded in place: `end` is the offset just past it. */
+  commit(end: number): void {
+    this.len = end;
     if (this.timer === undefined) {
       this.timer = setTimeout(this.flushPending, FLUSH_MS);
       this.timer.unref();

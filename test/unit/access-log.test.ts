@@ -1,9 +1,10 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { accessLog, str } from '../../src/access-log.js';
-import { createLogger } from '../../src/log.js';
+import { BatchedStdout, createLogger } from '../../src/log.js';
 import { fakeExchange } from './support/exchange.js';
 
+/** A logger on a generic stream (the line is built as a string). */
 function capture() {
   const lines: string[] = [];
   const sink = new Writable({
@@ -15,12 +16,31 @@ function capture() {
   return { log: createLogger('info', sink), lines };
 }
 
-describe('access line', () => {
+/** A logger on Breakwater's own batched stdout (the line is encoded in place). */
+function captureBatched() {
+  const chunks: Buffer[] = [];
+  const out = new BatchedStdout({ write: (c) => chunks.push(c), flush: (cb) => cb?.(), flushSync: () => {} });
+  const log = createLogger('info', out);
+  return {
+    log,
+    get lines() {
+      out.flushSync();
+      return Buffer.concat(chunks).toString('utf8').split('\n').filter(Boolean);
+    },
+  };
+}
+
+describe.each([
+  ['a generic stream', capture],
+  ['the batched stdout', captureBatched],
+])('access line on %s', (_name, capture) => {
   it('is the line pino would write for the same fields', () => {
-    const { log, lines } = capture();
+    const c = capture();
+    const log = c.log;
     const ex = fakeExchange({ requestId: 'req-42', route: 'messages.create', method: 'POST', clientKey: 'app-1', retries: 1, upstreamSeconds: 0.0123, cause: 'ECONNRESET', upstreamRequestId: 'RQabc', bytesOut: 228 });
     accessLog(log)(ex, 'twilio', 201, 'forwarded', 0.0456);
     log.info({ reqId: 'req-42', upstream: 'twilio', route: 'messages.create', method: 'POST', status: 201, outcome: 'forwarded', durationMs: 45.6, upstreamMs: 12.3, bytesIn: 0, bytesOut: 228, client: 'app-1', retries: 1, twilioRequestId: 'RQabc', cause: 'ECONNRESET' }, 'request');
+    const lines = c.lines;
     expect(lines).toHaveLength(2);
     const [ours, pinos] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     delete ours!.time;
@@ -32,9 +52,9 @@ describe('access line', () => {
   });
 
   it('leaves out empty optional fields', () => {
-    const { log, lines } = capture();
-    accessLog(log)(fakeExchange({ clientKey: '' }), 'none', 404, 'no_route', 0.0001);
-    const line = JSON.parse(lines[0]!) as Record<string, unknown>;
+    const c = capture();
+    accessLog(c.log)(fakeExchange({ clientKey: '' }), 'none', 404, 'no_route', 0.0001);
+    const line = JSON.parse(c.lines[0]!) as Record<string, unknown>;
     for (const k of ['client', 'retries', 'bytesOut', 'cause', 'aborted', 'twilioRequestId']) expect(line).not.toHaveProperty(k);
     expect(line).toMatchObject({ upstream: 'none', status: 404, outcome: 'no_route' });
   });
@@ -43,9 +63,37 @@ describe('access line', () => {
     for (const v of ['plain', 'quo"te', 'back\\slash', 'new\nline', 'tab\t', '\u0000', 'é→🌊', '\ud800', '</script>']) {
       expect(JSON.parse(str(v))).toBe(JSON.parse(JSON.stringify(v)));
     }
-    const { log, lines } = capture();
-    accessLog(log)(fakeExchange({ clientKey: 'a"b\\c\n{"level":"error"}' }), 'twilio', 200, 'forwarded', 0.001);
+    const c = capture();
+    accessLog(c.log)(fakeExchange({ clientKey: 'a"b\\c\n{"level":"error"}', cause: 'é→🌊 \u0000', upstreamRequestId: 'x'.repeat(5000) }), 'twilio', 200, 'forwarded', 0.001);
+    const lines = c.lines;
     expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ cause: 'é→🌊 \u0000', twilioRequestId: 'x'.repeat(5000) });
     expect((JSON.parse(lines[0]!) as { client: string }).client).toBe('a"b\\c\n{"level":"error"}');
+  });
+});
+
+describe('access line numbers', () => {
+  it('prints durations and counts exactly as JavaScript does', () => {
+    const c = captureBatched();
+    const write = accessLog(c.log);
+    const samples: [number, number, number][] = [];
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    for (let i = 0; i < 300; i++) {
+      const seconds = i < 5 ? [0, 0.00004, 0.00005, 1e-9, 1234.56789][i]! : rnd() * 10 ** (rnd() * 6 - 4);
+      const bytesOut = Math.floor(rnd() * 10 ** (rnd() * 9));
+      const retries = Math.floor(rnd() * 12);
+      samples.push([seconds, bytesOut, retries]);
+      write(fakeExchange({ bytesOut, retries, upstreamSeconds: seconds / 2 }), 'twilio', 200, 'forwarded', seconds);
+    }
+    const lines = c.lines.map((l) => JSON.parse(l) as Record<string, number>);
+    expect(lines).toHaveLength(samples.length);
+    lines.forEach((l, i) => {
+      const [seconds, bytesOut, retries] = samples[i]!;
+      expect(l.durationMs).toBe(Math.round(seconds * 1e4) / 10);
+      expect(l.upstreamMs).toBe(Math.round((seconds / 2) * 1e4) / 10);
+      if (bytesOut > 0) expect(l.bytesOut).toBe(bytesOut);
+      if (retries > 0) expect(l.retries).toBe(retries);
+    });
   });
 });
