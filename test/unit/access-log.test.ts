@@ -19,7 +19,8 @@ function capture() {
 /** A logger on Breakwater's own batched stdout (the line is encoded in place). */
 function captureBatched() {
   const chunks: Buffer[] = [];
-  const out = new BatchedStdout({ write: (c) => chunks.push(c), flush: (cb) => cb?.(), flushSync: () => {} });
+  // The batch buffer is reused after each write: a sink that keeps data must copy it.
+  const out = new BatchedStdout({ write: (c) => chunks.push(Buffer.from(c)), flush: (cb) => cb?.(), flushSync: () => {} });
   const log = createLogger('info', out);
   return {
     log,

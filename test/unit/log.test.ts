@@ -3,7 +3,8 @@ import { BatchedStdout, type BufferSink } from '../../src/log.js';
 
 function sink() {
   const writes: Buffer[] = [];
-  const s: BufferSink = { write: (c) => writes.push(c), flush: (cb) => cb?.(), flushSync: () => {} };
+  // The batch buffer is reused after each write: a sink that keeps data must copy it.
+  const s: BufferSink = { write: (c) => writes.push(Buffer.from(c)), flush: (cb) => cb?.(), flushSync: () => {} };
   return { s, writes };
 }
 
@@ -27,6 +28,19 @@ describe('batched stdout', () => {
     expect(writes.length).toBeGreaterThan(0);
     out.flushSync();
     expect(Buffer.concat(writes).toString()).toBe(line.repeat(100));
+  });
+
+  it('reuses its buffer: what a sink was handed is overwritten by the next batch', () => {
+    const seen: Buffer[] = [];
+    const copies: string[] = [];
+    const out = new BatchedStdout({ write: (c) => { seen.push(c); copies.push(c.toString()); }, flush: (cb) => cb?.(), flushSync: () => {} });
+    out.write('first\n');
+    out.flushSync();
+    out.write('again\n');
+    out.flushSync();
+    expect(copies).toEqual(['first\n', 'again\n']);
+    // No allocation per flush: both writes were views of the same memory.
+    expect(seen[0]!.buffer).toBe(seen[1]!.buffer);
   });
 
   it('passes a line larger than the batch straight through', () => {
