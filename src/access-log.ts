@@ -129,9 +129,10 @@ function jsonString(buf: Buffer, at: number, v: string): number {
   return o + 1;
 }
 
-/** A JSON string literal (the escaping `jsonString` encodes). */
+/** A JSON string literal exactly as the access line encodes it (for tests and one-off use). */
 export function str(v: string): string {
-  return PLAIN.test(v) ? `"${v}"` : JSON.stringify(v);
+  const buf = Buffer.allocUnsafe(6 * v.length + 2);
+  return buf.toString('utf8', 0, jsonString(buf, 0, v));
 }
 
 /** A number as JavaScript prints it; the digits written directly for the usual non-negative integers. */

@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from './errors.js';
 import type { Metrics } from './metrics.js';
-import { accessLog as accessLine } from './access-log.js';
+import { accessLog } from './access-log.js';
 import type { Policy } from './policy/schema.js';
 import { newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
 import type { UpstreamRuntime } from './pipeline/upstream.js';
@@ -49,7 +49,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       hostRules.push(h.startsWith('*.') ? { suffix: h.slice(1), exact: undefined, upstream: rt } : { suffix: undefined, exact: h, upstream: rt });
     }
   }
-  const accessLog = policy.logging.accessLog;
+  const accessLogOn = policy.logging.accessLog;
   // Upstream and route names as one-byte strings (see oneByte): every access line has them.
   const upstreamNames = new Map<string, string>();
   const routeNames = new Map<string, string>();
@@ -57,7 +57,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     upstreamNames.set(name, oneByte(name));
     for (const r of u.routes) routeNames.set(r.name, oneByte(r.name));
   }
-  const access = accessLine(log);
+  const access = accessLog(log);
   const inFlight = inFlightCounts(metrics);
   const inFlightFor = (name: string) => {
     let c = inFlight.get(name);
@@ -94,6 +94,10 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   };
   const overheadTimers = new Map<string, Observer>();
 
+  // Nearly every request from one app carries the same Host: the last answer is remembered.
+  let lastHostHeader: string | undefined;
+  let lastHostRule: HostMatch | undefined;
+
   /** The allow-listed rule a Host header matches, if any. */
   function hostRule(hostHeader: string): HostMatch | undefined {
     const host = hostHeader.toLowerCase().replace(/:\d+$/, '');
@@ -104,13 +108,10 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
         break;
       }
     }
-    // Nearly every request from one app carries the same Host: remember the last answer.
     lastHostHeader = hostHeader;
     lastHostRule = found;
     return found;
   }
-  let lastHostHeader: string | undefined;
-  let lastHostRule: HostMatch | undefined;
 
   /** Picks the upstream from the Host (allow-listed patterns) or the path prefix. */
   function route(ex: Exchange): ProxyError | undefined {
@@ -186,7 +187,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       if (!ot) overheadTimers.set(upstreamName, (ot = metrics.overhead.labels(upstreamName)));
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
     }
-    if (accessLog && log.isLevelEnabled('info')) access(ex, upstreamName, status, outcome, seconds);
+    if (accessLogOn && log.isLevelEnabled('info')) access(ex, upstreamName, status, outcome, seconds);
   }
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */

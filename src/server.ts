@@ -210,11 +210,10 @@ export async function start(opts: StartOptions): Promise<Running> {
       metrics.draining.set(1);
       log.info({ inFlight: busy, drainTimeout: policy.server.drainTimeout }, 'draining: readiness is 503, no new connections');
       server.close();
-      // Answers not yet started go out with Connection: close, so their clients do not send
-      // another request on a connection that is about to close.
-      // Idle keep-alive connections carry no request: close them now. Busy ones close after
-      // their current response (Connection: close is set on it). With HTTP pipelining only the
-      // newest response is marked, which is enough: it is the last one sent on that connection.
+      // Idle keep-alive connections carry no request: close them now. On a busy one, an answer
+      // not yet started goes out with Connection: close, so its client sends nothing more on a
+      // connection about to close. With HTTP pipelining only the newest response is marked, which
+      // is enough: it is the last one sent on that connection.
       for (const s of sockets) {
         const conn = (s as TrackedSocket)[kConn];
         if (conn === undefined || conn.inFlight === 0) s.end();
