@@ -26,16 +26,26 @@ export function createLogger(level: string, dest?: pino.DestinationStream): Logg
 }
 
 /**
- * pino's isoTime, formatted once per millisecond: under load many lines share one, and building
- * the Date and its ISO string was a visible share of each access line. Same output.
+ * pino's isoTime, cheaper: the date and time up to the second is formatted once per second and
+ * only the milliseconds are appended, and the result is kept for the millisecond. Under load
+ * many lines share one millisecond, and `toISOString` (a printf-style formatter inside V8, about
+ * 7k instructions) once per millisecond was still a visible share of each access line. Same output.
  */
 let lastMs = Number.NaN;
 let lastTime = '';
-function isoTime(): string {
+let secondStart = Number.NaN;
+let secondPrefix = '';
+export function isoTime(): string {
   const now = Date.now();
   if (now !== lastMs) {
     lastMs = now;
-    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+    let ms = now - secondStart;
+    if (!(ms >= 0 && ms < 1000)) {
+      ms = now % 1000;
+      secondStart = now - ms;
+      secondPrefix = `,"time":"${new Date(secondStart).toISOString().slice(0, -4)}`; // …T06:15:40.
+    }
+    lastTime = `${secondPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z"`;
   }
   return lastTime;
 }

@@ -79,18 +79,22 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
         labels: [upstream, route, method],
         duration: metrics.requestDuration.labels(upstream, route, method),
         upstream: metrics.upstreamDuration.labels(upstream, route, method),
-        requests: new Map(),
+        outcomes: new Map(),
       };
       byMethod.set(method, s);
     }
     return s;
   };
-  const requestsCounter = (s: RouteSeries, status: number, outcome: string): Counter => {
-    let byOutcome = s.requests.get(status);
-    if (!byOutcome) s.requests.set(status, (byOutcome = new Map()));
-    let c = byOutcome.get(outcome);
-    if (!c) byOutcome.set(outcome, (c = metrics.requests.labels(s.labels[0], s.labels[1], s.labels[2], String(status), outcome)));
-    return c;
+  const outcomeSeries = (s: RouteSeries, status: number, outcome: string): OutcomeSeries => {
+    let byOutcome = s.outcomes.get(status);
+    if (!byOutcome) s.outcomes.set(status, (byOutcome = new Map()));
+    let o = byOutcome.get(outcome);
+    if (!o) {
+      const [upstream, route, method] = s.labels;
+      o = { requests: metrics.requests.labels(upstream, route, method, String(status), outcome), line: access.segment(upstream, route, method, status, outcome) };
+      byOutcome.set(outcome, o);
+    }
+    return o;
   };
   const overheadTimers = new Map<string, Observer>();
 
@@ -179,7 +183,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     const { status, outcome } = settle(ex, reply);
     const seconds = (performance.now() - ex.start) / 1000;
     const s = seriesFor(upstreamName, ex.route, ex.method);
-    requestsCounter(s, status, outcome).inc();
+    const o = outcomeSeries(s, status, outcome);
+    o.requests.inc();
     s.duration.observe(seconds);
     if (ex.upstreamSeconds > 0 && ex.upstream) {
       s.upstream.observe(ex.upstreamSeconds);
@@ -187,7 +192,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       if (!ot) overheadTimers.set(upstreamName, (ot = metrics.overhead.labels(upstreamName)));
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
     }
-    if (accessLogOn && log.isLevelEnabled('info')) access(ex, upstreamName, status, outcome, seconds);
+    if (accessLogOn && log.isLevelEnabled('info')) access.write(ex, o.line, seconds);
   }
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */
@@ -242,7 +247,12 @@ interface RouteSeries {
   readonly labels: readonly [string, string, string];
   readonly duration: Observer;
   readonly upstream: Observer;
-  readonly requests: Map<number, Map<string, Counter>>;
+  readonly outcomes: Map<number, Map<string, OutcomeSeries>>;
+}
+/** One (status, outcome) of a RouteSeries: its request counter and its access lines' fixed middle. */
+interface OutcomeSeries {
+  readonly requests: Counter;
+  readonly line: Buffer;
 }
 
 /**

@@ -15,6 +15,7 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
   const failOn = new Set(policy.failOn);
   const on5xx = failOn.has('5xx');
   const onReset = failOn.has('reset');
+  const timed = policy.slowCall !== null;
 
   /** Feeds one attempt's outcome back to the state machine. */
   function record(reply: Reply, probe: boolean, ms: number): void {
@@ -55,10 +56,11 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
       return Promise.resolve(proxyError('circuit_open', { headers: { 'retry-after': retryAfterSeconds(admission.retryAfterMs) } }));
     }
     const probe = admission.probe;
-    const began = performance.now();
+    // The duration only matters to slow-call detection: without it, no clock reads.
+    const began = timed ? performance.now() : 0;
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
-      record(reply, probe, performance.now() - began);
+      record(reply, probe, timed ? performance.now() - began : 0);
       return reply;
     });
   };

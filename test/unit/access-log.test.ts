@@ -3,6 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { accessLog, str } from '../../src/access-log.js';
 import { BatchedStdout, createLogger } from '../../src/log.js';
 import { fakeExchange } from './support/exchange.js';
+import type { Logger } from 'pino';
+import type { Exchange } from '../../src/pipeline/exchange.js';
+
+/** The access log as proxy.ts drives it: the series' fixed middle, then the line. */
+function writer(log: Logger) {
+  const a = accessLog(log);
+  return (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) => a.write(ex, a.segment(upstream, ex.route, ex.method, status, outcome), seconds);
+}
 
 /** A logger on a generic stream (the line is built as a string). */
 function capture() {
@@ -39,7 +47,7 @@ describe.each([
     const c = capture();
     const log = c.log;
     const ex = fakeExchange({ requestId: 'req-42', route: 'messages.create', method: 'POST', clientKey: 'app-1', retries: 1, upstreamSeconds: 0.0123, cause: 'ECONNRESET', upstreamRequestId: 'RQabc', bytesOut: 228 });
-    accessLog(log)(ex, 'twilio', 201, 'forwarded', 0.0456);
+    writer(log)(ex, 'twilio', 201, 'forwarded', 0.0456);
     log.info({ reqId: 'req-42', upstream: 'twilio', route: 'messages.create', method: 'POST', status: 201, outcome: 'forwarded', durationMs: 45.6, upstreamMs: 12.3, bytesIn: 0, bytesOut: 228, client: 'app-1', retries: 1, twilioRequestId: 'RQabc', cause: 'ECONNRESET' }, 'request');
     const lines = c.lines;
     expect(lines).toHaveLength(2);
@@ -54,7 +62,7 @@ describe.each([
 
   it('leaves out empty optional fields', () => {
     const c = capture();
-    accessLog(c.log)(fakeExchange({ clientKey: '' }), 'none', 404, 'no_route', 0.0001);
+    writer(c.log)(fakeExchange({ clientKey: '' }), 'none', 404, 'no_route', 0.0001);
     const line = JSON.parse(c.lines[0]!) as Record<string, unknown>;
     for (const k of ['client', 'retries', 'bytesOut', 'cause', 'aborted', 'twilioRequestId']) expect(line).not.toHaveProperty(k);
     expect(line).toMatchObject({ upstream: 'none', status: 404, outcome: 'no_route' });
@@ -65,7 +73,7 @@ describe.each([
       expect(JSON.parse(str(v))).toBe(JSON.parse(JSON.stringify(v)));
     }
     const c = capture();
-    accessLog(c.log)(fakeExchange({ clientKey: 'a"b\\c\n{"level":"error"}', cause: 'é→🌊 \u0000', upstreamRequestId: 'x'.repeat(5000) }), 'twilio', 200, 'forwarded', 0.001);
+    writer(c.log)(fakeExchange({ clientKey: 'a"b\\c\n{"level":"error"}', cause: 'é→🌊 \u0000', upstreamRequestId: 'x'.repeat(5000) }), 'twilio', 200, 'forwarded', 0.001);
     const lines = c.lines;
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]!)).toMatchObject({ cause: 'é→🌊 \u0000', twilioRequestId: 'x'.repeat(5000) });
@@ -76,7 +84,7 @@ describe.each([
 describe('access line numbers', () => {
   it('prints durations and counts exactly as JavaScript does', () => {
     const c = captureBatched();
-    const write = accessLog(c.log);
+    const write = writer(c.log);
     const samples: [number, number, number][] = [];
     let seed = 7;
     const rnd = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);

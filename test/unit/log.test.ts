@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { BatchedStdout, type BufferSink } from '../../src/log.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { BatchedStdout, isoTime, type BufferSink } from '../../src/log.js';
 
 function sink() {
   const writes: Buffer[] = [];
@@ -50,5 +50,24 @@ describe('batched stdout', () => {
     out.write(`${'y'.repeat(100_000)}\n`);
     out.flushSync();
     expect(Buffer.concat(writes).toString()).toBe(`first\n${'y'.repeat(100_000)}\n`);
+  });
+});
+
+describe('log timestamps', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('are what toISOString prints, across milliseconds, seconds, days and clock steps back', () => {
+    let seed = 11;
+    const rnd = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    const times: number[] = [Date.UTC(2026, 11, 31, 23, 59, 59, 998)];
+    for (let i = 0; i < 2000; i++) {
+      const last = times[times.length - 1]!;
+      const r = rnd();
+      // Mostly small steps (same or next millisecond), some jumps forward and back (an NTP step).
+      times.push(r < 0.3 ? last : r < 0.8 ? last + Math.floor(rnd() * 5) : r < 0.95 ? last + Math.floor(rnd() * 5000) : last - Math.floor(rnd() * 3000));
+    }
+    let i = 0;
+    vi.spyOn(Date, 'now').mockImplementation(() => times[i]!);
+    for (; i < times.length; i++) expect(isoTime()).toBe(`,"time":"${new Date(times[i]!).toISOString()}"`);
   });
 });
