@@ -69,7 +69,8 @@ describe('SIGHUP reload of the real process', () => {
     cli.signal('SIGHUP');
     await waitFor(async () => (await metric('breakwater_policy_reloads_total', { result: 'success' })) === 1 || undefined);
     expect(await metric('breakwater_policy_last_reload_successful')).toBe(1);
-    expect(cli.lines().some((l) => l.msg === 'policy reloaded')).toBe(true);
+    // Log lines reach stdout in batches (up to 50 ms later): wait for it rather than race it.
+    await waitFor(() => cli.lines().find((l) => l.msg === 'policy reloaded'));
 
     // The request that started before the reload finishes normally.
     vapi.handler = undefined;
