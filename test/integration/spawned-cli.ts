@@ -31,7 +31,9 @@ export async function startCli(config: string, env: Record<string, string>): Pro
   let err = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
+  // 'close', not 'exit': 'exit' can come before the last of stdout has been read, and tests read
+  // the log lines a process wrote on its way out.
+  const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
   let alive = true;
   void exited.then(() => (alive = false));
   const lines = () =>
