@@ -48,6 +48,8 @@ export function accessLog(log: Logger): AccessLog {
   let lastTime = '';
   let head = Buffer.alloc(0);
   let scratch = Buffer.allocUnsafe(4096);
+  // Everything a line can take besides the time and its per-request strings, summed once.
+  const fixed = FIXED_BYTES + levelPrefix.length + 64 + bindingsAndId.length + end.length;
 
   function encode(buf: Buffer, at: number, ex: Exchange, segment: Buffer, seconds: number): number {
     const t = time();
@@ -103,7 +105,7 @@ export function accessLog(log: Logger): AccessLog {
     },
     write(ex, segment, seconds) {
       // The most the line can take: escaping turns a character into at most 6 bytes.
-      const max = FIXED_BYTES + levelPrefix.length + 64 + lastTime.length * 3 + bindingsAndId.length + end.length + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
+      const max = fixed + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
       const at = batched ? batched.claim(max) : -1;
       if (batched && at >= 0) {
         batched.commit(encode(batched.buffer, at, ex, segment, seconds));
