@@ -2,7 +2,10 @@
 // resilience state, the route table and the composed stage chain. State objects (breaker,
 // budget, bulkhead, holds, buckets) come from SharedState so a reload that leaves an upstream's
 // settings unchanged keeps its state.
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+// The Agent alone: undici's index also loads fetch, WebSocket, the cache and the mocks (about
+// 7 MB resident) that the proxy never uses. test/unit/pipeline/upstream.test.ts guards it.
+import Agent from 'undici/lib/dispatcher/agent.js';
 import type { UpstreamPolicy } from '../policy/schema.js';
 import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Semaphore } from '../resilience/semaphore.js';
