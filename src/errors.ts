@@ -36,8 +36,24 @@ export function proxyError(code: ErrorCode, opts: { headers?: Record<string, str
   return { kind: 'error', code, status: def.status, message: opts.message ?? def.message, headers: opts.headers, detail: opts.detail };
 }
 
+/**
+ * Everything before the request id is the same for every catalog reply of one code and upstream
+ * (an open breaker or a limit answers thousands a second), so that part is built once per pair.
+ * The bytes equal JSON.stringify of the whole object; a custom message or status takes that path.
+ */
+const heads = new Map<ErrorCode, Map<string | undefined, string>>();
+
 export function errorBody(err: ProxyError, upstream: string | undefined, requestId: string): string {
-  return JSON.stringify({ code: err.code, message: err.message, status: err.status, upstream: upstream ?? null, requestId });
+  const def = ERRORS[err.code];
+  if (err.message !== def.message || err.status !== def.status) return JSON.stringify({ code: err.code, message: err.message, status: err.status, upstream: upstream ?? null, requestId });
+  let byUpstream = heads.get(err.code);
+  if (byUpstream === undefined) heads.set(err.code, (byUpstream = new Map()));
+  let head = byUpstream.get(upstream);
+  if (head === undefined) {
+    const whole = JSON.stringify({ code: err.code, message: def.message, status: def.status, upstream: upstream ?? null, requestId: '' });
+    byUpstream.set(upstream, (head = whole.slice(0, whole.length - '""}'.length)));
+  }
+  return head + JSON.stringify(requestId) + '}';
 }
 
 /** Seconds for Retry-After: never 0 (clients would spin), rounded up. */

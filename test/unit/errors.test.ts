@@ -34,6 +34,25 @@ describe('catalog', () => {
     expect(body).toEqual({ code: 'circuit_open', message: ERRORS.circuit_open.message, status: 503, upstream: 'twilio', requestId: 'req-1' });
   });
 
+  it('every catalog body is byte-for-byte the JSON of the whole object, first call and cached', () => {
+    const ids = ['req-1', '5f0c6a9e-1b2c-4d3e-8f90-a1b2c3d4e5f6', 'a/b:c=d+e@f', '-', 'odd "quote" \\ \u2028'];
+    for (const code of Object.keys(ERRORS) as (keyof typeof ERRORS)[]) {
+      for (const upstream of [undefined, 'twilio', 'vapi', 'needs "escaping"']) {
+        for (const requestId of ids) {
+          const want = JSON.stringify({ code, message: ERRORS[code].message, status: ERRORS[code].status, upstream: upstream ?? null, requestId });
+          expect(errorBody(proxyError(code), upstream, requestId)).toBe(want);
+          expect(errorBody(proxyError(code), upstream, requestId)).toBe(want);
+        }
+      }
+    }
+  });
+
+  it('a custom message or status is not served from the cached head', () => {
+    errorBody(proxyError('bad_request'), 'twilio', 'r');
+    expect(JSON.parse(errorBody(proxyError('bad_request', { message: 'Only origin-form.' }), 'twilio', 'r')).message).toBe('Only origin-form.');
+    expect(JSON.parse(errorBody({ ...proxyError('bad_request'), status: 431 }, 'twilio', 'r')).status).toBe(431);
+  });
+
   it('upstream is null before routing', () => {
     expect(JSON.parse(errorBody(proxyError('no_route'), undefined, 'r')).upstream).toBeNull();
   });
