@@ -30,6 +30,10 @@ export function classify(err: Error & { code?: string }): Failed | ProxyError {
   return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
 }
 
+function clientGoneBeforeForwarding(): Failed {
+  return { kind: 'failed', cause: 'client', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: 'client closed before forwarding' }) };
+}
+
 /**
  * undici enforces `headersTimeout` on its coarse timer wheel (about half-second ticks), which is
  * fine for the 15 s default but makes `UPSTREAM_TIMEOUT=0.3` fire near 1 s. Below this bound a
@@ -45,6 +49,11 @@ class HeadersTimeout extends Error {
 export function forward(dispatcher: Dispatcher, timeoutMs = Number.POSITIVE_INFINITY): (ex: Exchange) => Promise<Reply> {
   const precise = timeoutMs < PRECISE_BELOW_MS ? timeoutMs : 0;
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
+    // The app hung up while the request waited in an earlier stage (its pacing turn, a Redis
+    // round trip, a retry's backoff). Nobody is left to read the answer and the app will retry,
+    // so sending it now could only duplicate it; and the close it would have signalled has
+    // already happened, so an attempt started now would never hear of it.
+    if (ex.res.destroyed) return Promise.resolve(clientGoneBeforeForwarding());
     return new Promise<Reply>((resolve) => {
       const attempt = new Attempt(ex, resolve, precise);
       try {

@@ -1,0 +1,80 @@
+// An app that gives up while its request still waits inside the proxy (its turn under sender
+// pacing, a Redis limiter round trip, a bulkhead queue) must not have that request sent on: the
+// app will retry, and the abandoned copy reaching Twilio is the duplicate SMS. Nor may it count
+// against the upstream. Found by the benchmark: with the Redis limiter, requests whose client had
+// left during the limiter's round trip were forwarded anyway, sat 5 s with nobody to read the
+// answer until the upstream closed the idle connection, and counted as upstream resets: three of
+// them opened the Twilio breaker for 30 s. nginx answers such a request with 499 and never
+// sends it; Envoy resets it before it leaves.
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { accountSid, form, FORM, policyWith } from '../support/policy.js';
+import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/processes.js';
+
+const SENDER = '+15558675310';
+const MESSAGES = `/twilio/2010-04-01/Accounts/${accountSid('7')}/Messages.json`;
+
+/** Sends a paced POST and hangs up after `afterMs`, while it still waits for its turn. */
+function sendThenHangUp(port: number, requestId: string, to: string, afterMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const body = form({ From: SENDER, To: to, Body: 'hello' });
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: MESSAGES, agent: false, headers: { ...FORM, 'content-length': String(Buffer.byteLength(body)), 'x-request-id': requestId } });
+    req.on('error', () => resolve());
+    req.on('response', (res) => {
+      res.resume();
+      resolve();
+    });
+    req.end(body);
+    setTimeout(() => {
+      req.destroy();
+      resolve();
+    }, afterMs);
+  });
+}
+
+describe('a client that hangs up while its request waits in the proxy', () => {
+  let twilio: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    const policy = policyWith((pol) => {
+      pol.upstreams.twilio.rateLimits = [
+        { name: 'sender-pacing', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 1, per: 1, burst: 1, key: ['body:From'], maxDelay: 5 },
+      ];
+    });
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+  });
+
+  const toSender = () => twilio.seen.filter((s) => s.body.toString().includes(encodeURIComponent(SENDER)));
+
+  it('is never forwarded, is not a breaker failure, and leaves the sender free', async () => {
+    // The first takes the sender's one token; the next two wait about 1 s and 2 s for theirs.
+    const first = await request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: SENDER, To: '+15550000001', Body: 'hello' }) });
+    expect(first.status).toBe(200);
+    await Promise.all([sendThenHangUp(p.proxyPort, 'gone-1', '+15550000002', 200), sendThenHangUp(p.proxyPort, 'gone-2', '+15550000003', 200)]);
+
+    // Each waiter's access line is written when its turn comes and it finds its client gone;
+    // with the fault, the abandoned requests reach the upstream instead.
+    const abandonedLines = () => p.logLines().filter((x) => x.msg === 'request' && (x.reqId === 'gone-1' || x.reqId === 'gone-2'));
+    await waitFor(() => abandonedLines().length === 2 || toSender().length > 1, { timeoutMs: 8000, everyMs: 50 });
+    expect(toSender().length, 'abandoned requests sent on to Twilio').toBe(1);
+    const lines = abandonedLines();
+    expect(lines.length, 'an access line for each abandoned request').toBe(2);
+    for (const l of lines) expect(l.cause).toBe('client closed before forwarding');
+
+    const breakers = await request(p.adminPort, 'GET', '/breakers');
+    const b = breakers.json.breakers.find((x: { name: string }) => x.name === 'twilio');
+    expect(b.state).toBe('closed');
+    expect(b.failures).toBe(0);
+
+    // The sender's next message goes through (nothing left hanging on an upstream connection).
+    const next = await request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: SENDER, To: '+15550000004', Body: 'hello' }), timeoutMs: 8000 });
+    expect(next.status).toBe(200);
+    expect(toSender().length).toBe(2);
+  }, 20_000);
+});
