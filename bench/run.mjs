@@ -718,7 +718,19 @@ function evaluateGoals(summary, wrkSummary, bodies) {
   }
   if (d) goal('default ≤ 45 µs CPU per request', round(d.cpuUsPerReq, 1), 45, d.cpuUsPerReq <= 45);
   if (d && get.undici) goal('default p99 ≤ 1.5× minimal undici proxy', round(d.p99 / get.undici.p99, 2), 1.5, d.p99 <= 1.5 * get.undici.p99, `${round(d.p99, 2)} vs ${round(get.undici.p99, 2)} ms`);
-  if (d) goal('default RSS under load ≤ 120 MB', round(Math.max(...Object.values(summary).map((s) => s.rows['bw-default']?.rssPeakMb ?? 0)), 0), 120, Math.max(...Object.values(summary).map((s) => s.rows['bw-default']?.rssPeakMb ?? 0)) <= 120);
+  if (d) {
+    // bw-default serves every shape, the 64 KiB responses too, and memory once resident stays so:
+    // its peak is the worst of all of them. The stage-off instances run the same code and only
+    // ever see small GETs, and the minimal undici proxy serves the same mix as bw-default, so
+    // both are named beside it.
+    const peak = (name) => Math.max(...Object.values(summary).map((s) => s.rows[name]?.rssPeakMb ?? 0));
+    const worst = peak('bw-default');
+    const getOnly = Object.keys(get).filter((n) => n.startsWith('bw-no-') || n === 'bw-retries-0' || n === 'bw-breaker-disabled').map((n) => get[n].rssPeakMb);
+    const notes = [];
+    if (getOnly.length) notes.push(`instances that only serve small GETs: ${round(Math.min(...getOnly), 0)}–${round(Math.max(...getOnly), 0)} MB`);
+    if (get.undici) notes.push(`minimal undici proxy, same mix: ${round(peak('undici'), 0)} MB`);
+    goal('default RSS under load ≤ 120 MB', round(worst, 0), 120, worst <= 120, notes.join('; ') || undefined);
+  }
   for (const [id, label] of [['fastfail:open', 'open breaker'], ['fastfail:429', '429']]) {
     const r = summary[id]?.rows;
     const row = r && Object.values(r)[0];
