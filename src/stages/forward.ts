@@ -46,14 +46,15 @@ class HeadersTimeout extends Error {
   readonly code = 'UND_ERR_HEADERS_TIMEOUT';
 }
 
-export function forward(dispatcher: Dispatcher, timeoutMs = Number.POSITIVE_INFINITY): (ex: Exchange) => Promise<Reply> {
+export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY): (ex: Exchange) => Promise<Reply> {
   const precise = timeoutMs < PRECISE_BELOW_MS ? timeoutMs : 0;
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
     // The app hung up while the request waited in an earlier stage (its pacing turn, a Redis
     // round trip, a retry's backoff). Nobody is left to read the answer and the app will retry,
     // so sending it now could only duplicate it; and the close it would have signalled has
     // already happened, so an attempt started now would never hear of it.
-    if (ex.res.destroyed) return Promise.resolve(clientGoneBeforeForwarding());
+    // A pipelined request's response is not marked destroyed, only its socket.
+    if (ex.res.destroyed || ex.req.socket?.destroyed === true) return Promise.resolve(clientGoneBeforeForwarding());
     return new Promise<Reply>((resolve) => {
       const attempt = new Attempt(ex, resolve, precise);
       try {
@@ -121,6 +122,13 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abort = abort;
+    // undici calls this only when the request is written to a connection, which can be later
+    // (a new connection, a busy pool): a client that left meanwhile must not be sent on.
+    if (this.clientGone) {
+      this.finish(clientGoneBeforeForwarding());
+      abort(new Error('client closed'));
+      return;
+    }
     if (this.precise > 0) this.timer = setTimeout(() => abort(new HeadersTimeout('upstream headers timeout')), this.precise);
   }
 

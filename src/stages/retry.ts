@@ -52,6 +52,12 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
           deps.onSkipped('breaker');
           return previous;
         }
+        if (previous && reply.kind === 'failed' && reply.cause === 'client' && !reply.mayHaveReachedUpstream) {
+          // The app left during the back-off, so this attempt was never sent. What the upstream
+          // last said stands: it may have been reached, which an idempotency key must remember.
+          ex.retries--;
+          return previous;
+        }
         if (!mayRetry) return reply;
       }
       const reason = reasonFor(reply, idempotent);

@@ -78,3 +78,35 @@ describe('a client that hangs up while its request waits in the proxy', () => {
     expect(toSender().length).toBe(2);
   }, 20_000);
 });
+
+describe('a client that hangs up while its request waits for an upstream connection', () => {
+  let twilio: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    // One connection: the second request queues in undici's pool behind the first.
+    const policy = policyWith((pol) => {
+      pol.upstreams.twilio.connections = 1;
+    });
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000' }, policy);
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+  });
+
+  it('is never sent once the connection frees up', async () => {
+    twilio.mode = 'slow';
+    twilio.delayMs = 600;
+    const seen = twilio.seen.length;
+    const first = request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: SENDER, To: '+15550000011', Body: 'first' }), timeoutMs: 5000 });
+    await waitFor(() => twilio.seen.length > seen, { timeoutMs: 3000, everyMs: 5 });
+    // The second is dispatched now but waits for the only connection; its app gives up at 150 ms.
+    await sendThenHangUp(p.proxyPort, 'queued-1', '+15550000012', 150);
+    expect((await first).status).toBe(200);
+    const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'queued-1'), { timeoutMs: 5000, everyMs: 20 });
+    expect(twilio.seen.slice(seen).map((s) => s.body.toString()).filter((b) => b.includes('%2B15550000012')), 'the abandoned request reached the upstream').toEqual([]);
+    expect(line?.cause).toBe('client closed before forwarding');
+    const breakers = await request(p.adminPort, 'GET', '/breakers');
+    expect(breakers.json.breakers.find((x: { name: string }) => x.name === 'twilio').failures).toBe(0);
+  }, 15_000);
+});

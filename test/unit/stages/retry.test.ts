@@ -174,6 +174,17 @@ describe('retry stage: budget and breaker', () => {
     expect(reply).toBe(first);
   });
 
+  it('a retry never sent because the client left during the back-off answers with the previous reply', async () => {
+    // A PUT with an idempotency key: the reset may have reached the upstream, so the reply the
+    // stage returns must still say so, or the key would be released for a second attempt.
+    const first = failed('reset', true);
+    const { run, calls } = setup([first, failed('client', false)]);
+    const { reply, ex } = await run({ method: 'PUT' });
+    expect(calls).toHaveLength(2);
+    expect(reply).toBe(first);
+    expect(ex.retries).toBe(0);
+  });
+
   it('a second retry refused by the breaker keeps the count of the retry that happened', async () => {
     const second = held(502);
     const { run } = setup([held(503), second, circuitOpen], { policy: { attempts: 3 } });
