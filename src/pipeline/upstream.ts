@@ -2,10 +2,9 @@
 // resilience state, the route table and the composed stage chain. State objects (breaker,
 // budget, bulkhead, holds, buckets) come from SharedState so a reload that leaves an upstream's
 // settings unchanged keeps its state.
-import type { Dispatcher } from 'undici';
 // The Agent alone: undici's index also loads fetch, WebSocket, the cache and the mocks (about
 // 7 MB resident) that the proxy never uses. test/unit/pipeline/upstream.test.ts guards it.
-import Agent from 'undici/lib/dispatcher/agent.js';
+import Agent, { type PoolAgent } from 'undici/lib/dispatcher/agent.js';
 import type { UpstreamPolicy } from '../policy/schema.js';
 import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Semaphore } from '../resilience/semaphore.js';
@@ -17,7 +16,7 @@ import type { Next } from './exchange.js';
 export interface UpstreamRuntime {
   readonly name: string;
   readonly policy: UpstreamPolicy;
-  readonly dispatcher: Dispatcher & { stats?: unknown; close(): Promise<void> };
+  readonly dispatcher: PoolAgent;
   readonly origin: string;
   readonly host: string;
   /** Base path of baseUrl without the trailing slash ('' for most). */
