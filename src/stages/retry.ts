@@ -37,6 +37,12 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
     return undefined;
   }
 
+  /** A retry that never left: refused locally, or its app hung up during the back-off. */
+  function neverLeft(reply: Reply): boolean {
+    if (reply.kind === 'error') return reply.code === 'circuit_open' || reply.code === 'bulkhead_full';
+    return reply.kind === 'failed' && reply.cause === 'client' && !reply.mayHaveReachedUpstream;
+  }
+
   /** Attempts after the first, once `first` turned out retryable. */
   async function again(ex: Exchange, next: Next, first: Reply, idempotent: boolean): Promise<Reply> {
     let reply = first;
@@ -46,16 +52,11 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
         const mayRetry = attempt < policy.attempts;
         ex.holdStatuses = mayRetry && idempotent ? statuses : undefined;
         reply = await next(ex);
-        if (previous && reply.kind === 'error' && (reply.code === 'circuit_open' || reply.code === 'bulkhead_full')) {
-          // The retry was refused locally: answer with what the upstream last said.
+        if (previous && neverLeft(reply)) {
+          // What the upstream last said stands: it may have been reached, which an idempotency
+          // key must remember.
           ex.retries--;
-          deps.onSkipped('breaker');
-          return previous;
-        }
-        if (previous && reply.kind === 'failed' && reply.cause === 'client' && !reply.mayHaveReachedUpstream) {
-          // The app left during the back-off, so this attempt was never sent. What the upstream
-          // last said stands: it may have been reached, which an idempotency key must remember.
-          ex.retries--;
+          if (reply.kind === 'error') deps.onSkipped('breaker');
           return previous;
         }
         if (!mayRetry) return reply;
