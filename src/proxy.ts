@@ -197,6 +197,15 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */
   function settle(ex: Exchange, reply: Reply): { status: number; outcome: string } {
+    if (reply.kind !== 'sent' && clientClosed(ex, reply)) {
+      // The app hung up before any answer began (its own timeout, a cancelled call): nothing can
+      // be sent, and the outcome is the app's, not the upstream's. nginx logs 499 and Envoy a
+      // downstream disconnect for this; as a 502 it would charge the upstream's error budget and
+      // wake the 5xx alerts for every app-side timeout. What the proxy would have answered stays
+      // in the access line's cause.
+      ex.cause = reply.kind === 'failed' ? reply.error.detail : reply.kind === 'held' ? `upstream answered ${reply.status}` : (reply.detail ?? reply.code);
+      return CLIENT_CLOSED;
+    }
     switch (reply.kind) {
       case 'sent':
         return { status: reply.status, outcome: reply.outcome };
@@ -234,6 +243,15 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   }
 
   return { policy, upstreams, handle, collect };
+}
+
+/** Status and outcome of a request whose client left before its answer began (nginx's 499). */
+const CLIENT_CLOSED = { status: 499, outcome: 'client_closed' } as const;
+
+function clientClosed(ex: Exchange, reply: Exclude<Reply, { kind: 'sent' }>): boolean {
+  if (reply.kind === 'failed' && reply.cause === 'client') return true;
+  // A pipelined request's response is not marked destroyed, only its socket.
+  return !ex.res.headersSent && (ex.res.destroyed || ex.req.socket?.destroyed === true);
 }
 
 interface Counter {

@@ -65,7 +65,10 @@ describe('a client that hangs up while its request waits in the proxy', () => {
     expect(toSender().length, 'abandoned requests sent on to Twilio').toBe(1);
     const lines = abandonedLines();
     expect(lines.length, 'an access line for each abandoned request').toBe(2);
-    for (const l of lines) expect(l.cause).toBe('client closed before forwarding');
+    for (const l of lines) {
+      expect(l.cause).toBe('client closed before forwarding');
+      expect([l.status, l.outcome]).toEqual([499, 'client_closed']);
+    }
 
     const breakers = await request(p.adminPort, 'GET', '/breakers');
     const b = breakers.json.breakers.find((x: { name: string }) => x.name === 'twilio');
@@ -106,6 +109,7 @@ describe('a client that hangs up while its request waits for an upstream connect
     const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'queued-1'), { timeoutMs: 5000, everyMs: 20 });
     expect(twilio.seen.slice(seen).map((s) => s.body.toString()).filter((b) => b.includes('%2B15550000012')), 'the abandoned request reached the upstream').toEqual([]);
     expect(line?.cause).toBe('client closed before forwarding');
+    expect([line?.status, line?.outcome]).toEqual([499, 'client_closed']);
     const breakers = await request(p.adminPort, 'GET', '/breakers');
     expect(breakers.json.breakers.find((x: { name: string }) => x.name === 'twilio').failures).toBe(0);
   }, 15_000);
