@@ -22,7 +22,7 @@ export function createMetrics() {
     registry,
     requests: new HotCounter({
       name: 'breakwater_requests_total',
-      help: 'Requests answered, by upstream, route pattern, method, status and outcome (forwarded, stub, replayed, or the proxy-made error code).',
+      help: 'Requests answered, by upstream, route pattern, method, status and outcome (forwarded, stub, replayed, the proxy-made error code, or client_closed with status 499).',
       labelNames: ['upstream', 'route', 'method', 'status', 'outcome'] as const,
       registers: [registry],
     }),

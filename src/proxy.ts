@@ -6,7 +6,7 @@ import { proxyError, type ProxyError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { accessLog } from './access-log.js';
 import type { Policy } from './policy/schema.js';
-import { newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
+import { clientGone, newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
 import type { UpstreamRuntime } from './pipeline/upstream.js';
 import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
@@ -197,13 +197,13 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */
   function settle(ex: Exchange, reply: Reply): { status: number; outcome: string } {
-    if (reply.kind !== 'sent' && clientClosed(ex, reply)) {
+    if (clientClosed(ex, reply)) {
       // The app hung up before any answer began (its own timeout, a cancelled call): nothing can
       // be sent, and the outcome is the app's, not the upstream's. nginx logs 499 and Envoy a
       // downstream disconnect for this; as a 502 it would charge the upstream's error budget and
       // wake the 5xx alerts for every app-side timeout. What the proxy would have answered stays
       // in the access line's cause.
-      ex.cause = reply.kind === 'failed' ? reply.error.detail : reply.kind === 'held' ? `upstream answered ${reply.status}` : (reply.detail ?? reply.code);
+      ex.cause = reply.kind === 'failed' ? reply.error.detail : reply.kind === 'error' ? (reply.detail ?? reply.code) : `client closed; the upstream answered ${reply.status}`;
       return CLIENT_CLOSED;
     }
     switch (reply.kind) {
@@ -248,10 +248,10 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
 /** Status and outcome of a request whose client left before its answer began (nginx's 499). */
 const CLIENT_CLOSED = { status: 499, outcome: 'client_closed' } as const;
 
-function clientClosed(ex: Exchange, reply: Exclude<Reply, { kind: 'sent' }>): boolean {
+function clientClosed(ex: Exchange, reply: Reply): boolean {
   if (reply.kind === 'failed' && reply.cause === 'client') return true;
-  // A pipelined request's response is not marked destroyed, only its socket.
-  return !ex.res.headersSent && (ex.res.destroyed || ex.req.socket?.destroyed === true);
+  if (reply.kind === 'sent') return reply.unread === true && !ex.res.headersSent;
+  return !ex.res.headersSent && clientGone(ex);
 }
 
 interface Counter {

@@ -1,6 +1,6 @@
 // The per-request state that flows through the stages, and the Reply a stage returns.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ProxyError } from '../errors.js';
+import { proxyError, type ProxyError } from '../errors.js';
 import type { UpstreamRuntime } from './upstream.js';
 
 /** The response has been written to the client by the stage that produced it. */
@@ -10,6 +10,11 @@ export interface Sent {
   readonly outcome: 'forwarded' | 'stub' | 'replayed';
   /** The response broke after its head was relayed: by the upstream (a reset) or the client. */
   readonly broken?: 'upstream' | 'client';
+  /**
+   * The app left before this answer (or its end) reached it, and the upstream's answer was read
+   * whole anyway, for the idempotency store to give the app's retry.
+   */
+  readonly unread?: true;
 }
 
 /**
@@ -145,6 +150,20 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     upstreamRetryAfter: undefined,
     fields: undefined,
   };
+}
+
+/**
+ * Nothing written now would reach the app: it hung up (its response or, pipelined, its socket is
+ * destroyed), or the server already ended the connection (a raw 408 or 400 from Node's parser).
+ */
+export function clientGone(ex: Exchange): boolean {
+  const socket = ex.req.socket as IncomingMessage['socket'] | null;
+  return ex.res.destroyed || socket === null || socket.destroyed || !socket.writable;
+}
+
+/** A reply for a request whose app left before anything was sent for it (not upstream, not to the app). */
+export function goneBeforeSending(ex: Exchange, where: string): Failed {
+  return { kind: 'failed', cause: 'client', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: `client closed before ${where}` }) };
 }
 
 export type Next = (ex: Exchange) => Promise<Reply>;

@@ -3,7 +3,7 @@
 // object parsing). Response bytes go straight from the upstream socket into the client's.
 import type { Dispatcher } from 'undici';
 import { proxyError, type ProxyError } from '../errors.js';
-import type { Exchange, Failed, Held, Reply } from '../pipeline/exchange.js';
+import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
 import { isHopByHop, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
 
 /** The largest upstream answer held back for a retry decision (5xx bodies are small). */
@@ -30,9 +30,6 @@ export function classify(err: Error & { code?: string }): Failed | ProxyError {
   return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
 }
 
-function clientGoneBeforeForwarding(): Failed {
-  return { kind: 'failed', cause: 'client', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: 'client closed before forwarding' }) };
-}
 
 /**
  * undici enforces `headersTimeout` on its coarse timer wheel (about half-second ticks), which is
@@ -53,8 +50,7 @@ export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Nu
     // round trip, a retry's backoff). Nobody is left to read the answer and the app will retry,
     // so sending it now could only duplicate it; and the close it would have signalled has
     // already happened, so an attempt started now would never hear of it.
-    // A pipelined request's response is not marked destroyed, only its socket.
-    if (ex.res.destroyed || ex.req.socket?.destroyed === true) return Promise.resolve(clientGoneBeforeForwarding());
+    if (clientGone(ex)) return Promise.resolve(goneBeforeSending(ex, 'forwarding'));
     return new Promise<Reply>((resolve) => {
       const attempt = new Attempt(ex, resolve, precise);
       try {
@@ -96,6 +92,15 @@ class Attempt implements Dispatcher.DispatchHandler {
   private readonly onClientClose = (): void => {
     if (this.res.writableFinished) return;
     this.clientGone = true;
+    // An original whose answer the idempotency stage keeps (it carried an Idempotency-Key): read
+    // that answer to its end, as nginx does with proxy_ignore_client_abort, so that the app's
+    // retry with the same key is given what the upstream really did (the call it created) rather
+    // than "outcome unknown". The upstream timeouts still bound the wait. Any other attempt has
+    // nobody left to answer: stop it.
+    if (this.ex.capture !== undefined && this.abort !== undefined) {
+      this.resumeUpstream?.(); // it may be paused on the departed client's back-pressure
+      return;
+    }
     this.abort?.(new Error('client closed'));
   };
   private onDrain: (() => void) | undefined = undefined;
@@ -125,7 +130,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     // undici calls this only when the request is written to a connection, which can be later
     // (a new connection, a busy pool): a client that left meanwhile must not be sent on.
     if (this.clientGone) {
-      this.finish(clientGoneBeforeForwarding());
+      this.finish(goneBeforeSending(this.ex, 'forwarding'));
       abort(new Error('client closed'));
       return;
     }
@@ -160,7 +165,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       capture.status = statusCode;
       capture.headers = toObject(rawHeaders);
     }
-    this.res.writeHead(statusCode, out);
+    if (!this.clientGone) this.res.writeHead(statusCode, out);
     return true;
   }
 
@@ -180,6 +185,7 @@ class Attempt implements Dispatcher.DispatchHandler {
         capture.bytes += chunk.length;
       }
     }
+    if (this.clientGone) return true; // read on for the idempotency store only
     this.ex.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
@@ -192,6 +198,12 @@ class Attempt implements Dispatcher.DispatchHandler {
     const held = this.held;
     if (held) {
       this.finish({ kind: 'held', status: this.status, headers: held.headers, body: Buffer.concat(held.chunks, held.bytes) } satisfies Held);
+      return;
+    }
+    if (this.clientGone) {
+      // Left mid-body: what it got was cut short, like any client that stops reading.
+      if (this.res.headersSent) this.ex.aborted = 'client closed';
+      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', unread: true });
       return;
     }
     this.res.end();
@@ -210,8 +222,12 @@ class Attempt implements Dispatcher.DispatchHandler {
     // The app hung up before the answer began: that says nothing about the upstream, so it
     // must not count as a breaker failure or be retried (cause 'client'). The request may
     // still have reached the upstream, which idempotency needs to know.
-    if (this.clientGone) this.finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
-    else this.finish(classify(err));
+    if (this.clientGone) {
+      // Kept reading for the idempotency store and the upstream then timed out: the stored
+      // answer is the ambiguous-create 504, as for any other request it timed out on.
+      const timedOut = this.ex.capture !== undefined && (err as Error & { code?: string }).code?.endsWith('_TIMEOUT') === true;
+      this.finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError(timedOut ? 'upstream_timeout' : 'upstream_unavailable', { detail: 'client closed' }) });
+    } else this.finish(classify(err));
   }
 }
 

@@ -16,7 +16,7 @@ import type { IdempotencyPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import type { IdempotencyStore, StoredAnswer } from '../store/idempotency-store.js';
 import { sendBuffered } from '../http/respond.js';
-import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
 export interface IdempotencyDeps {
   counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored'): { inc(): void };
@@ -43,6 +43,8 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
   };
 
   const replay = (ex: Exchange, a: StoredAnswer): Reply => {
+    // A duplicate that waited for its original may find its own app gone by then.
+    if (clientGone(ex)) return goneBeforeSending(ex, 'the replay');
     sendBuffered(ex, a.status, a.headers, a.body, REPLAYED);
     return { kind: 'sent', status: a.status, outcome: 'replayed' };
   };
@@ -120,14 +122,21 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         // The upstream answered, so the create happened; if its answer cannot be replayed (too
         // large to keep, or cut off mid-body) the key must still never reach the upstream again:
         // store an ambiguous proxy answer that says so instead of releasing the key.
-        if (cap.overflow || reply.broken !== undefined || ex.aborted !== undefined) {
+        // An answer read whole after the app left (`unread`) is kept: it is what the retry needs.
+        if (cap.overflow || reply.broken !== undefined || (ex.aborted !== undefined && reply.unread !== true)) {
           return ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${cap.status} by the upstream, but that answer could not be kept for replay. It is not sent again.` }));
         }
         return { status: cap.status, headers: cap.headers, body: Buffer.concat(cap.chunks, cap.bytes) };
       case 'held':
         return reply.status === 503 ? undefined : { status: reply.status, headers: reply.headers, body: reply.body };
       case 'failed':
-        return reply.mayHaveReachedUpstream ? ambiguous(ex, reply.error) : undefined;
+        if (!reply.mayHaveReachedUpstream) return undefined;
+        // The app left and the upstream then failed or never answered in time: say that, not
+        // "could not be reached", which would send the operator looking at the upstream.
+        if (reply.cause === 'client') {
+          return ambiguous(ex, proxyError(reply.error.code, { message: 'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.' }));
+        }
+        return ambiguous(ex, reply.error);
       default:
         return undefined;
     }

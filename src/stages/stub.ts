@@ -6,7 +6,7 @@ import { proxyError } from '../errors.js';
 import type { StubPolicy } from '../policy/schema.js';
 import { RouteTable } from '../routing/route-table.js';
 import { sendBuffered } from '../http/respond.js';
-import type { Exchange, Reply } from '../pipeline/exchange.js';
+import { clientGone, goneBeforeSending, type Exchange, type Reply } from '../pipeline/exchange.js';
 import { bodyField } from './keys.js';
 
 interface Scope {
@@ -86,7 +86,12 @@ export function stub(stubs: readonly StubPolicy[], random: () => number = Math.r
     const m = table.match(ex.method, ex.routePath);
     if (!m) return proxyError('stub_missing', { message: `Stub mode is on and no stub matches ${ex.method} ${ex.routePath}.` });
     const s = m.value.policy;
-    if (s.delay > 0) await new Promise((r) => setTimeout(r, s.delay * 1000));
+    if (s.delay > 0) {
+      await new Promise((r) => setTimeout(r, s.delay * 1000));
+      // A delayed stub stands in for a slow upstream: an app that gave up meanwhile is answered
+      // nothing, as it would be by the real one.
+      if (clientGone(ex)) return goneBeforeSending(ex, 'the stub answered');
+    }
     let status = s.status;
     let body: string;
     if (s.errorRate > 0 && random() < s.errorRate) {

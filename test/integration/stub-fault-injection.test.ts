@@ -1,8 +1,10 @@
 // Stub fault injection: a stub can add a fixed delay and answer a share of requests with an
 // error status, so a team can rehearse a slow or failing Twilio/Vapi in dev. Injected 5xx are
 // real to the resilience stages: the breaker counts them like an upstream's.
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/processes.js';
 
 const POLICY = `
 server: { host: 127.0.0.1, port: 0, adminHost: 127.0.0.1, adminPort: 0 }
@@ -78,5 +80,48 @@ describe('stub delay and error rate', () => {
       else expect(r.json).toMatchObject({ status: 500 });
     }
     expect([...seen.keys()].sort()).toEqual([200, 500]);
+  });
+});
+
+describe('a delayed stub whose app gives up first', () => {
+  let p: TestProxy;
+  beforeAll(async () => {
+    p = await startProxy(
+      {},
+      `
+server: { host: 127.0.0.1, port: 0, adminHost: 127.0.0.1, adminPort: 0 }
+logging: { level: info }
+stubMode: true
+upstreams:
+  slow:
+    baseUrl: http://127.0.0.1:9
+    prefix: /slow
+    stubs:
+      - route: "POST /call"
+        status: 201
+        body: { id: "call-1" }
+        delay: 0.3
+`,
+    );
+  });
+  afterAll(async () => {
+    await p?.close();
+  });
+
+  it('answers nothing and counts a 499, as a slow real upstream would leave it', async () => {
+    await new Promise<void>((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: '/slow/call', agent: false, headers: { 'content-type': 'application/json', 'content-length': '2', 'x-request-id': 'stub-gone' } });
+      req.on('error', () => {});
+      req.end('{}');
+      setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 50);
+    });
+    const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'stub-gone'), { timeoutMs: 5000, everyMs: 20 });
+    expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before the stub answered']);
+    const m = await metricsText(p.adminPort);
+    expect(metricValue(m, 'breakwater_requests_total', { upstream: 'slow', status: '499', outcome: 'client_closed' })).toBe(1);
+    expect(metricValue(m, 'breakwater_requests_total', { upstream: 'slow', outcome: 'stub' })).toBeUndefined();
   });
 });

@@ -1,0 +1,117 @@
+// An app that gives up on a keyed create (its own timeout) and retries it with the same
+// Idempotency-Key must be given what the upstream really did: the call it created, not a second
+// create and not "outcome unknown". So Breakwater reads a keyed original's answer to the end after
+// its app has left (nginx's proxy_ignore_client_abort) and replays it to the retry. Without a key
+// nobody is left to answer, and the attempt stops at once.
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/processes.js';
+
+const HEADERS = { 'content-type': 'application/json', authorization: 'Bearer sk-test' };
+const CALL = JSON.stringify({ assistantId: 'a1', customer: { number: '+15550004000' } });
+
+/** Sends POST /vapi/call and hangs up once the upstream has the whole request, before any answer. */
+function createThenHangUp(port: number, upstream: FakeUpstream, requestId: string, key: string | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const before = upstream.seen.length;
+    const headers: Record<string, string> = { ...HEADERS, 'content-length': String(Buffer.byteLength(CALL)), 'x-request-id': requestId };
+    if (key !== undefined) headers['idempotency-key'] = key;
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/vapi/call', agent: false, headers });
+    req.on('error', () => {});
+    req.on('response', () => resolve()); // would be a failure of the test's premise; the assertions catch it
+    req.end(CALL);
+    let polls = 0;
+    const poll = setInterval(() => {
+      if (upstream.seen.length > before || ++polls > 400) {
+        clearInterval(poll);
+        req.destroy();
+        setTimeout(resolve, 20);
+      }
+    }, 5);
+  });
+}
+
+describe('a keyed create whose app hangs up before the answer', () => {
+  let vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', UPSTREAM_TIMEOUT: '1.5' });
+  });
+  afterAll(async () => {
+    await p.close();
+    await vapi.close();
+  });
+
+  const lineOf = (reqId: string) => p.logLines().find((x) => x.msg === 'request' && x.reqId === reqId);
+  const retry = (key: string) => request(p.proxyPort, 'POST', '/vapi/call', { headers: { ...HEADERS, 'idempotency-key': key }, body: CALL });
+
+  it('is read to the end, and the retry with the same key gets the call the upstream created', async () => {
+    vapi.mode = 'slow';
+    vapi.delayMs = 300;
+    vapi.status = 201;
+    vapi.body = JSON.stringify({ id: 'call-0001', status: 'queued' });
+    const seen = vapi.seen.length;
+    await createThenHangUp(p.proxyPort, vapi, 'gone-keyed-1', 'call-key-1');
+    // Its access line is written once the upstream's answer has been read whole.
+    const line = await waitFor(() => lineOf('gone-keyed-1'), { timeoutMs: 5000, everyMs: 20 });
+    expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed; the upstream answered 201']);
+
+    const again = await retry('call-key-1');
+    expect(again.status).toBe(201);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.json).toEqual({ id: 'call-0001', status: 'queued' });
+    expect(vapi.seen.length - seen, 'creates that reached the upstream').toBe(1);
+    const breakers = await request(p.adminPort, 'GET', '/breakers');
+    expect(breakers.json.breakers.find((x: { name: string }) => x.name === 'vapi').failures).toBe(0);
+  });
+
+  it('when the upstream then never answers, the retry gets the ambiguous 504, and no second create', async () => {
+    vapi.mode = 'hang';
+    const seen = vapi.seen.length;
+    await createThenHangUp(p.proxyPort, vapi, 'gone-keyed-2', 'call-key-2');
+    await waitFor(() => lineOf('gone-keyed-2'), { timeoutMs: 5000, everyMs: 20 });
+    const again = await retry('call-key-2');
+    expect(again.status).toBe(504);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.headers['x-breakwater-error']).toBe('upstream_timeout');
+    expect(again.json.message).toMatch(/client disconnected/);
+    expect(vapi.seen.length - seen).toBe(1);
+  });
+
+  it('a duplicate whose app leaves while it waits for the original is answered nothing and counted 499', async () => {
+    vapi.mode = 'slow';
+    vapi.delayMs = 300;
+    vapi.status = 201;
+    vapi.body = JSON.stringify({ id: 'call-0003', status: 'queued' });
+    const started = vapi.started;
+    const original = retry('call-key-3');
+    await waitFor(() => vapi.started > started, { timeoutMs: 3000, everyMs: 5 });
+    // The duplicate joins the original's wait, then its app gives up.
+    await new Promise<void>((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: '/vapi/call', agent: false, headers: { ...HEADERS, 'content-length': String(Buffer.byteLength(CALL)), 'x-request-id': 'dup-gone', 'idempotency-key': 'call-key-3' } });
+      req.on('error', () => {});
+      req.end(CALL);
+      setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 80);
+    });
+    expect((await original).status).toBe(201);
+    const line = await waitFor(() => lineOf('dup-gone'), { timeoutMs: 5000, everyMs: 20 });
+    expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before the replay']);
+  });
+
+  it('without a key, the attempt stops at once: nobody is left to answer', async () => {
+    vapi.mode = 'hang';
+    const seen = vapi.seen.length;
+    await createThenHangUp(p.proxyPort, vapi, 'gone-unkeyed', undefined);
+    expect(vapi.seen.length - seen).toBe(1);
+    const line = await waitFor(() => lineOf('gone-unkeyed'), { timeoutMs: 5000, everyMs: 10 });
+    expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed']);
+    // Not a speed claim: kept reading, it would have ended only at UPSTREAM_TIMEOUT (1.5 s), as
+    // the keyed one above did.
+    expect(Number(line?.durationMs)).toBeLessThan(1500);
+  });
+});
