@@ -5,7 +5,8 @@
 //
 //   npm run bench              3 rounds, 5 s per run, wrk cross-check when wrk is installed
 //   npm run bench:quick        small GET and fast fail only, the headline targets, 2 rounds × 2 s,
-//                              no wrk (a before/after check, < 60 s)
+//                              no wrk (a before/after check, < 60 s); --only picks other
+//                              scenarios, but a quick run never starts the stage-off variants
 //   node bench/run.mjs --only=get,post --rounds=2 --duration=3 --wrk --no-nginx --keep
 //   node bench/run.mjs --render=bench/results/<date>.json   re-derive goals and markdown of a run
 // Scenario ids for --only: get post large fastfail redis clients routes bodies.
