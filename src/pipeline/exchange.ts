@@ -157,8 +157,8 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
  * destroyed), or the server already ended the connection (a raw 408 or 400 from Node's parser).
  */
 export function clientGone(ex: Exchange): boolean {
-  const socket = ex.req.socket as IncomingMessage['socket'] | null;
-  return ex.res.destroyed || socket === null || socket.destroyed || !socket.writable;
+  const socket = ex.req.socket as IncomingMessage['socket'] | null | undefined;
+  return ex.res.destroyed || socket?.destroyed === true || socket?.writable === false;
 }
 
 /** A reply for a request whose app left before anything was sent for it (not upstream, not to the app). */

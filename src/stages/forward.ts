@@ -86,11 +86,13 @@ class Attempt implements Dispatcher.DispatchHandler {
   private abort: ((err?: Error) => void) | undefined = undefined;
   private done = false;
   private clientGone = false;
+  /** The app left but the answer is read on for the idempotency store: its failures are the upstream's. */
+  private readingOn = false;
   private resumeUpstream: (() => void) | undefined = undefined;
   private timer: NodeJS.Timeout | undefined = undefined;
   /** Bound once: res.on/off need the same function. */
   private readonly onClientClose = (): void => {
-    if (this.res.writableFinished) return;
+    if (this.res.writableFinished || this.clientGone) return;
     this.clientGone = true;
     // An original whose answer the idempotency stage keeps (it carried an Idempotency-Key): read
     // that answer to its end, as nginx does with proxy_ignore_client_abort, so that the app's
@@ -98,6 +100,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     // than "outcome unknown". The upstream timeouts still bound the wait. Any other attempt has
     // nobody left to answer: stop it.
     if (this.ex.capture !== undefined && this.abort !== undefined) {
+      this.readingOn = true;
       this.resumeUpstream?.(); // it may be paused on the departed client's back-pressure
       return;
     }
@@ -139,6 +142,9 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     const ex = this.ex;
+    // The socket can be gone a tick before the response's 'close' says so.
+    if (!this.clientGone && clientGone(ex)) this.onClientClose();
+    if (this.done) return false;
     this.status = statusCode;
     if (this.timer !== undefined && statusCode >= 200) {
       clearTimeout(this.timer);
@@ -185,7 +191,11 @@ class Attempt implements Dispatcher.DispatchHandler {
         capture.bytes += chunk.length;
       }
     }
-    if (this.clientGone) return true; // read on for the idempotency store only
+    if (this.clientGone) {
+      // Read on for the idempotency store only, and only while the answer still fits in it.
+      if (capture?.overflow === true) this.stopReading();
+      return true;
+    }
     this.ex.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
@@ -210,24 +220,32 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded' });
   }
 
+  /** Ends an attempt that was reading on for a departed app, as if stopped when it left. */
+  private stopReading(): void {
+    this.readingOn = false;
+    this.abort?.(new Error('client closed'));
+  }
+
   onError(err: Error): void {
+    // After the app left, a failure while reading on is the upstream's own (a reset, a timeout):
+    // the breaker should count it; one the proxy caused by stopping the attempt is not.
+    const byUs = this.clientGone && !this.readingOn;
     if (this.res.headersSent) {
       // Mid-stream failure: the status is already out, so the only honest signal left is a
       // truncated response. Destroying it makes the client see the break.
       this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
       this.res.destroy();
-      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: this.clientGone ? 'client' : 'upstream' });
+      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: byUs ? 'client' : 'upstream' });
       return;
     }
+    // undici reports the attempt (onConnect) just before it writes the request: without that, a
+    // failure (a refused or timed-out connect) means the request never left.
+    if (this.clientGone && this.abort === undefined) this.finish(goneBeforeSending(this.ex, 'forwarding'));
     // The app hung up before the answer began: that says nothing about the upstream, so it
     // must not count as a breaker failure or be retried (cause 'client'). The request may
     // still have reached the upstream, which idempotency needs to know.
-    if (this.clientGone) {
-      // Kept reading for the idempotency store and the upstream then timed out: the stored
-      // answer is the ambiguous-create 504, as for any other request it timed out on.
-      const timedOut = this.ex.capture !== undefined && (err as Error & { code?: string }).code?.endsWith('_TIMEOUT') === true;
-      this.finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError(timedOut ? 'upstream_timeout' : 'upstream_unavailable', { detail: 'client closed' }) });
-    } else this.finish(classify(err));
+    else if (byUs) this.finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
+    else this.finish(classify(err));
   }
 }
 

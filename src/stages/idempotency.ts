@@ -45,6 +45,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
   const replay = (ex: Exchange, a: StoredAnswer): Reply => {
     // A duplicate that waited for its original may find its own app gone by then.
     if (clientGone(ex)) return goneBeforeSending(ex, 'the replay');
+    c.replayed.inc();
     sendBuffered(ex, a.status, a.headers, a.body, REPLAYED);
     return { kind: 'sent', status: a.status, outcome: 'replayed' };
   };
@@ -70,7 +71,6 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
       const found = await store.lookup(key);
       if (found.state === 'done') {
         if (found.fingerprint !== fingerprint) return mismatch(c.mismatch);
-        c.replayed.inc();
         return replay(ex, found.answer);
       }
       if (found.state === 'in_flight') {
@@ -133,7 +133,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         if (!reply.mayHaveReachedUpstream) return undefined;
         // The app left and the upstream then failed or never answered in time: say that, not
         // "could not be reached", which would send the operator looking at the upstream.
-        if (reply.cause === 'client') {
+        if (reply.cause === 'client' || clientGone(ex)) {
           return ambiguous(ex, proxyError(reply.error.code, { message: 'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.' }));
         }
         return ambiguous(ex, reply.error);

@@ -7,7 +7,7 @@
 // Every retry spends from a per-upstream budget and passes the breaker again.
 import type { RetryPolicy } from '../policy/schema.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
-import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { clientGone, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
@@ -62,7 +62,8 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
         if (!mayRetry) return reply;
       }
       const reason = reasonFor(reply, idempotent);
-      if (reason === undefined) return reply;
+      // An answer read on after the app left (for the idempotency store) is final: nobody waits.
+      if (reason === undefined || clientGone(ex)) return reply;
       if (!budget.tryRetry()) {
         deps.onSkipped('budget');
         return reply;
@@ -86,6 +87,6 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
     const idempotent = IDEMPOTENT.has(ex.method);
     ex.holdStatuses = idempotent ? statuses : undefined;
     // The first attempt needs no frame of its own: most answers stand as they are.
-    return next(ex).then((reply) => (reasonFor(reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent)));
+    return next(ex).then((reply) => (reasonFor(reply, idempotent) === undefined || clientGone(ex) ? reply : again(ex, next, reply, idempotent)));
   };
 }

@@ -6,8 +6,9 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
 import { waitFor } from '../support/processes.js';
+import { policyWith } from '../support/policy.js';
 
 const HEADERS = { 'content-type': 'application/json', authorization: 'Bearer sk-test' };
 const CALL = JSON.stringify({ assistantId: 'a1', customer: { number: '+15550004000' } });
@@ -31,6 +32,24 @@ function createThenHangUp(port: number, upstream: FakeUpstream, requestId: strin
       }
     }, 5);
   });
+}
+
+/** Sends a keyed POST /vapi/call and hangs up once `inside()` says the proxy holds it. */
+function createThenHangUpWhen(port: number, requestId: string, key: string, inside: () => Promise<boolean>): Promise<void> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/vapi/call', agent: false, headers: { ...HEADERS, 'content-length': String(Buffer.byteLength(CALL)), 'x-request-id': requestId, 'idempotency-key': key } });
+    req.on('error', () => {});
+    req.end(CALL);
+    void waitFor(inside, { timeoutMs: 3000, everyMs: 5 }).then(() => {
+      req.destroy();
+      setTimeout(resolve, 20);
+    });
+  });
+}
+
+/** Requests the proxy is handling for an upstream (the in-flight gauge, read at scrape time). */
+async function inFlight(adminPort: number, upstream: string): Promise<number> {
+  return metricValue(await metricsText(adminPort), 'breakwater_requests_in_flight', { upstream }) ?? 0;
 }
 
 describe('a keyed create whose app hangs up before the answer', () => {
@@ -89,15 +108,7 @@ describe('a keyed create whose app hangs up before the answer', () => {
     const original = retry('call-key-3');
     await waitFor(() => vapi.started > started, { timeoutMs: 3000, everyMs: 5 });
     // The duplicate joins the original's wait, then its app gives up.
-    await new Promise<void>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: '/vapi/call', agent: false, headers: { ...HEADERS, 'content-length': String(Buffer.byteLength(CALL)), 'x-request-id': 'dup-gone', 'idempotency-key': 'call-key-3' } });
-      req.on('error', () => {});
-      req.end(CALL);
-      setTimeout(() => {
-        req.destroy();
-        resolve();
-      }, 80);
-    });
+    await createThenHangUpWhen(p.proxyPort, 'dup-gone', 'call-key-3', async () => (await inFlight(p.adminPort, 'vapi')) >= 2);
     expect((await original).status).toBe(201);
     const line = await waitFor(() => lineOf('dup-gone'), { timeoutMs: 5000, everyMs: 20 });
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before the replay']);
@@ -113,5 +124,42 @@ describe('a keyed create whose app hangs up before the answer', () => {
     // Not a speed claim: kept reading, it would have ended only at UPSTREAM_TIMEOUT (1.5 s), as
     // the keyed one above did.
     expect(Number(line?.durationMs)).toBeLessThan(1500);
+  });
+});
+
+describe('a keyed create whose app hangs up while it waits for an upstream connection', () => {
+  let vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    vapi = await fakeUpstream('vapi');
+    // One connection: the keyed create queues in undici's pool behind a slow request.
+    p = await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000' }, policyWith((pol) => (pol.upstreams.vapi.connections = 1)));
+  });
+  afterAll(async () => {
+    await p.close();
+    await vapi.close();
+  });
+
+  it('never left, so nothing is stored: the retry with the same key really goes through', async () => {
+    // The slow request ends its connection, and the upstream stops listening first: the queued
+    // create's own connect is then refused, a failure undici reports without ever writing it.
+    vapi.handler = (_req, res) => {
+      setTimeout(() => {
+        vapi.stopListening();
+        res.writeHead(200, { 'content-type': 'application/json', connection: 'close' });
+        res.end('{"ok":true}');
+      }, 400);
+    };
+    const started = vapi.started;
+    const slow = request(p.proxyPort, 'GET', '/vapi/call', { headers: HEADERS, timeoutMs: 5000 });
+    await waitFor(() => vapi.started > started, { timeoutMs: 3000, everyMs: 5 });
+    await createThenHangUpWhen(p.proxyPort, 'queued-keyed', 'call-key-q', async () => (await inFlight(p.adminPort, 'vapi')) >= 2);
+    expect((await slow).status).toBe(200);
+    const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'queued-keyed'), { timeoutMs: 5000, everyMs: 20 });
+    expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before forwarding']);
+    expect(vapi.seen.filter((s) => s.method === 'POST').length, 'the create never reached the upstream').toBe(0);
+    // Not replayed: a fresh attempt, refused now that the upstream is gone.
+    const again = await request(p.proxyPort, 'POST', '/vapi/call', { headers: { ...HEADERS, 'idempotency-key': 'call-key-q' }, body: CALL });
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
+    expect([again.status, again.headers['x-breakwater-error']]).toEqual([502, 'upstream_unavailable']);
   });
 });

@@ -113,10 +113,12 @@ upstreams:
       const req = http.request({ host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: '/slow/call', agent: false, headers: { 'content-type': 'application/json', 'content-length': '2', 'x-request-id': 'stub-gone' } });
       req.on('error', () => {});
       req.end('{}');
-      setTimeout(() => {
+      // Hang up once the proxy holds it (inside the stub's delay).
+      const inside = async () => (metricValue(await metricsText(p.adminPort), 'breakwater_requests_in_flight', { upstream: 'slow' }) ?? 0) >= 1;
+      void waitFor(inside, { timeoutMs: 3000, everyMs: 5 }).then(() => {
         req.destroy();
         resolve();
-      }, 50);
+      });
     });
     const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'stub-gone'), { timeoutMs: 5000, everyMs: 20 });
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before the stub answered']);

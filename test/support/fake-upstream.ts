@@ -40,6 +40,8 @@ export interface FakeUpstream {
   /** Requests whose headers arrived (including ones whose body never finished). */
   started: number;
   sockets: Set<Socket>;
+  /** Stops listening (new connections are refused) and leaves open connections alone. */
+  stopListening(): void;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export async function fakeUpstream(name = 'upstream'): Promise<FakeUpstream> {
     handler: undefined,
     started: 0,
     sockets,
+    stopListening: () => {},
     close: async () => {},
   };
   const server = http.createServer((req, res) => {
@@ -130,6 +133,9 @@ export async function fakeUpstream(name = 'upstream'): Promise<FakeUpstream> {
   Object.assign(state, {
     port,
     url: `http://127.0.0.1:${port}`,
+    stopListening: () => {
+      if (server.listening) server.close();
+    },
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
