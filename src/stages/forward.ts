@@ -107,6 +107,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.abort?.(new Error('client closed'));
   };
   private onDrain: (() => void) | undefined = undefined;
+  /** The client socket's 'close' is watched too (see onData). */
+  private socketWatched = false;
 
   constructor(
     private readonly ex: Exchange,
@@ -124,6 +126,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.done = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.res.off('close', this.onClientClose);
+    if (this.socketWatched) this.ex.req.socket.off('close', this.onClientClose);
     this.ex.upstreamSeconds += (performance.now() - this.began) / 1000;
     this.resolve(reply);
   }
@@ -201,6 +204,13 @@ class Attempt implements Dispatcher.DispatchHandler {
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
     this.onDrain ??= () => this.resumeUpstream?.();
     this.res.once('drain', this.onDrain);
+    // A pipelined response queued behind an earlier one hears neither 'drain' nor 'close' from
+    // its connection, and undici's body timeout does not run while paused: if the client left,
+    // only the socket says so. Watched only here, on the rare paused path.
+    if (!this.socketWatched) {
+      this.socketWatched = true;
+      this.ex.req.socket.once('close', this.onClientClose);
+    }
     return false;
   }
 
