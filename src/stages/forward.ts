@@ -30,7 +30,6 @@ export function classify(err: Error & { code?: string }): Failed | ProxyError {
   return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
 }
 
-
 /**
  * undici enforces `headersTimeout` on its coarse timer wheel (about half-second ticks), which is
  * fine for the 15 s default but makes `UPSTREAM_TIMEOUT=0.3` fire near 1 s. Below this bound a
@@ -196,7 +195,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     }
     if (this.clientGone) {
       // Read on for the idempotency store only, and only while the answer still fits in it.
-      if (capture?.overflow === true) this.stopReading();
+      if (capture?.overflow === true && this.readingOn) this.stopReading();
       return true;
     }
     this.ex.bytesOut += chunk.length;

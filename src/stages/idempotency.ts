@@ -134,6 +134,11 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         // The app left and the upstream then failed or never answered in time: say that, not
         // "could not be reached", which would send the operator looking at the upstream.
         if (reply.cause === 'client' || clientGone(ex)) {
+          // Its head may have come (and was too large to keep, or broke off): the status says what
+          // the upstream did.
+          if (cap.status !== 0) {
+            return ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${cap.status} by the upstream after its client disconnected, but that answer could not be kept for replay. It is not sent again.` }));
+          }
           return ambiguous(ex, proxyError(reply.error.code, { message: 'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.' }));
         }
         return ambiguous(ex, reply.error);

@@ -114,6 +114,29 @@ describe('a keyed create whose app hangs up before the answer', () => {
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before the replay']);
   });
 
+  it('stops reading once the answer outgrows the store, and keeps the key spent', async () => {
+    // Headers after 300 ms (the app has left by then), then 1 MiB, over the 64 KiB the store keeps.
+    const big = Buffer.alloc(1024 * 1024, 'x');
+    vapi.handler = (_req, res) => {
+      setTimeout(() => {
+        res.writeHead(201, { 'content-type': 'application/json', 'content-length': String(big.length) });
+        res.end(big);
+      }, 300);
+    };
+    const seen = vapi.seen.length;
+    await createThenHangUp(p.proxyPort, vapi, 'gone-keyed-big', 'call-key-big');
+    const line = await waitFor(() => lineOf('gone-keyed-big'), { timeoutMs: 5000, everyMs: 20 });
+    vapi.handler = undefined;
+    expect([line?.status, line?.outcome]).toEqual([499, 'client_closed']);
+    const again = await retry('call-key-big');
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.status).toBe(502);
+    // Stopped when the answer outgrew the store (read to its end, the line would say only that it
+    // could not be kept): what is known, the upstream's 201, is kept.
+    expect(again.json.message).toBe('The original request was answered 201 by the upstream after its client disconnected, but that answer could not be kept for replay. It is not sent again.');
+    expect(vapi.seen.length - seen).toBe(1);
+  });
+
   it('without a key, the attempt stops at once: nobody is left to answer', async () => {
     vapi.mode = 'hang';
     const seen = vapi.seen.length;
