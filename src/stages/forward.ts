@@ -84,15 +84,16 @@ class Attempt implements Dispatcher.DispatchHandler {
   private held: { headers: Record<string, string | string[]>; chunks: Buffer[]; bytes: number } | undefined = undefined;
   private abort: ((err?: Error) => void) | undefined = undefined;
   private done = false;
-  private clientGone = false;
+  /** The app went away during this attempt (its response or, paused, its socket closed). */
+  private clientLeft = false;
   /** The app left but the answer is read on for the idempotency store: its failures are the upstream's. */
   private readingOn = false;
   private resumeUpstream: (() => void) | undefined = undefined;
   private timer: NodeJS.Timeout | undefined = undefined;
   /** Bound once: res.on/off need the same function. */
   private readonly onClientClose = (): void => {
-    if (this.res.writableFinished || this.clientGone) return;
-    this.clientGone = true;
+    if (this.res.writableFinished || this.clientLeft) return;
+    this.clientLeft = true;
     // An original whose answer the idempotency stage keeps (it carried an Idempotency-Key): read
     // that answer to its end, as nginx does with proxy_ignore_client_abort, so that the app's
     // retry with the same key is given what the upstream really did (the call it created) rather
@@ -134,7 +135,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.abort = abort;
     // undici calls this only when the request is written to a connection, which can be later
     // (a new connection, a busy pool): a client that left meanwhile must not be sent on.
-    if (this.clientGone) {
+    if (this.clientLeft) {
       this.finish(goneBeforeSending(this.ex, 'forwarding'));
       abort(new Error('client closed'));
       return;
@@ -145,7 +146,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     const ex = this.ex;
     // The socket can be gone a tick before the response's 'close' says so.
-    if (!this.clientGone && clientGone(ex)) this.onClientClose();
+    if (!this.clientLeft && clientGone(ex)) this.onClientClose();
     if (this.done) return false;
     this.status = statusCode;
     if (this.timer !== undefined && statusCode >= 200) {
@@ -173,7 +174,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       capture.status = statusCode;
       capture.headers = toObject(rawHeaders);
     }
-    if (!this.clientGone) this.res.writeHead(statusCode, out);
+    if (!this.clientLeft) this.res.writeHead(statusCode, out);
     return true;
   }
 
@@ -193,7 +194,7 @@ class Attempt implements Dispatcher.DispatchHandler {
         capture.bytes += chunk.length;
       }
     }
-    if (this.clientGone) {
+    if (this.clientLeft) {
       // Read on for the idempotency store only, and only while the answer still fits in it.
       if (capture?.overflow === true && this.readingOn) this.stopReading();
       return true;
@@ -219,7 +220,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       this.finish({ kind: 'held', status: this.status, headers: held.headers, body: Buffer.concat(held.chunks, held.bytes) } satisfies Held);
       return;
     }
-    if (this.clientGone) {
+    if (this.clientLeft) {
       // Left mid-body: what it got was cut short, like any client that stops reading.
       if (this.res.headersSent) this.ex.aborted = 'client closed';
       this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', unread: true });
@@ -238,7 +239,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   onError(err: Error): void {
     // After the app left, a failure while reading on is the upstream's own (a reset, a timeout):
     // the breaker should count it; one the proxy caused by stopping the attempt is not.
-    const byUs = this.clientGone && !this.readingOn;
+    const byUs = this.clientLeft && !this.readingOn;
     if (this.res.headersSent) {
       // Mid-stream failure: the status is already out, so the only honest signal left is a
       // truncated response. Destroying it makes the client see the break.
@@ -249,7 +250,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     }
     // undici reports the attempt (onConnect) just before it writes the request: without that, a
     // failure (a refused or timed-out connect) means the request never left.
-    if (this.clientGone && this.abort === undefined) this.finish(goneBeforeSending(this.ex, 'forwarding'));
+    if (this.clientLeft && this.abort === undefined) this.finish(goneBeforeSending(this.ex, 'forwarding'));
     // The app hung up before the answer began: that says nothing about the upstream, so it
     // must not count as a breaker failure or be retried (cause 'client'). The request may
     // still have reached the upstream, which idempotency needs to know.

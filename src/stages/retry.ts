@@ -28,13 +28,15 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   const maxMs = policy.backoffMax * 1000;
 
   /** Why this answer may be tried again, or undefined when it stands. */
-  function reasonFor(reply: Reply, idempotent: boolean): string | undefined {
-    if (reply.kind === 'held') return String(reply.status);
+  function reasonFor(ex: Exchange, reply: Reply, idempotent: boolean): string | undefined {
+    let reason: string | undefined;
+    if (reply.kind === 'held') reason = String(reply.status);
     // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
     // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
-    // Nobody is left to read the answer when the client itself went away.
-    if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) return reply.cause;
-    return undefined;
+    else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
+    // Nobody is left to read a retry's answer when the app itself went away (an answer read on
+    // for the idempotency store included). Checked last: most answers have no reason at all.
+    return reason !== undefined && clientGone(ex) ? undefined : reason;
   }
 
   /** A retry that never left: refused locally, or its app hung up during the back-off. */
@@ -61,9 +63,8 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
         }
         if (!mayRetry) return reply;
       }
-      const reason = reasonFor(reply, idempotent);
-      // An answer read on after the app left (for the idempotency store) is final: nobody waits.
-      if (reason === undefined || clientGone(ex)) return reply;
+      const reason = reasonFor(ex, reply, idempotent);
+      if (reason === undefined) return reply;
       if (!budget.tryRetry()) {
         deps.onSkipped('budget');
         return reply;
@@ -87,6 +88,6 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
     const idempotent = IDEMPOTENT.has(ex.method);
     ex.holdStatuses = idempotent ? statuses : undefined;
     // The first attempt needs no frame of its own: most answers stand as they are.
-    return next(ex).then((reply) => (reasonFor(reply, idempotent) === undefined || clientGone(ex) ? reply : again(ex, next, reply, idempotent)));
+    return next(ex).then((reply) => (reasonFor(ex, reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent)));
   };
 }

@@ -13,38 +13,28 @@ import { policyWith } from '../support/policy.js';
 const HEADERS = { 'content-type': 'application/json', authorization: 'Bearer sk-test' };
 const CALL = JSON.stringify({ assistantId: 'a1', customer: { number: '+15550004000' } });
 
-/** Sends POST /vapi/call and hangs up once the upstream has the whole request, before any answer. */
-function createThenHangUp(port: number, upstream: FakeUpstream, requestId: string, key: string | undefined): Promise<void> {
+/**
+ * Sends POST /vapi/call (keyed when `key` is given) and hangs up once `ready()` holds: the upstream
+ * has it (`reached`), or the proxy holds it (`inFlight`).
+ */
+function createThenHangUp(port: number, requestId: string, key: string | undefined, ready: () => boolean | Promise<boolean>): Promise<void> {
   return new Promise((resolve) => {
-    const before = upstream.seen.length;
     const headers: Record<string, string> = { ...HEADERS, 'content-length': String(Buffer.byteLength(CALL)), 'x-request-id': requestId };
     if (key !== undefined) headers['idempotency-key'] = key;
     const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/vapi/call', agent: false, headers });
     req.on('error', () => {});
-    req.on('response', () => resolve()); // would be a failure of the test's premise; the assertions catch it
     req.end(CALL);
-    let polls = 0;
-    const poll = setInterval(() => {
-      if (upstream.seen.length > before || ++polls > 400) {
-        clearInterval(poll);
-        req.destroy();
-        setTimeout(resolve, 20);
-      }
-    }, 5);
-  });
-}
-
-/** Sends a keyed POST /vapi/call and hangs up once `inside()` says the proxy holds it. */
-function createThenHangUpWhen(port: number, requestId: string, key: string, inside: () => Promise<boolean>): Promise<void> {
-  return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/vapi/call', agent: false, headers: { ...HEADERS, 'content-length': String(Buffer.byteLength(CALL)), 'x-request-id': requestId, 'idempotency-key': key } });
-    req.on('error', () => {});
-    req.end(CALL);
-    void waitFor(inside, { timeoutMs: 3000, everyMs: 5 }).then(() => {
+    void waitFor(ready, { timeoutMs: 3000, everyMs: 5 }).then(() => {
       req.destroy();
       setTimeout(resolve, 20);
     });
   });
+}
+
+/** True once the upstream has seen a request more than it had now (the whole request, before any answer). */
+function reached(upstream: FakeUpstream): () => boolean {
+  const before = upstream.seen.length;
+  return () => upstream.seen.length > before;
 }
 
 /** Requests the proxy is handling for an upstream (the in-flight gauge, read at scrape time). */
@@ -72,7 +62,7 @@ describe('a keyed create whose app hangs up before the answer', () => {
     vapi.status = 201;
     vapi.body = JSON.stringify({ id: 'call-0001', status: 'queued' });
     const seen = vapi.seen.length;
-    await createThenHangUp(p.proxyPort, vapi, 'gone-keyed-1', 'call-key-1');
+    await createThenHangUp(p.proxyPort, 'gone-keyed-1', 'call-key-1', reached(vapi));
     // Its access line is written once the upstream's answer has been read whole.
     const line = await waitFor(() => lineOf('gone-keyed-1'), { timeoutMs: 5000, everyMs: 20 });
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed; the upstream answered 201']);
@@ -89,7 +79,7 @@ describe('a keyed create whose app hangs up before the answer', () => {
   it('when the upstream then never answers, the retry gets the ambiguous 504, and no second create', async () => {
     vapi.mode = 'hang';
     const seen = vapi.seen.length;
-    await createThenHangUp(p.proxyPort, vapi, 'gone-keyed-2', 'call-key-2');
+    await createThenHangUp(p.proxyPort, 'gone-keyed-2', 'call-key-2', reached(vapi));
     await waitFor(() => lineOf('gone-keyed-2'), { timeoutMs: 5000, everyMs: 20 });
     const again = await retry('call-key-2');
     expect(again.status).toBe(504);
@@ -108,7 +98,7 @@ describe('a keyed create whose app hangs up before the answer', () => {
     const original = retry('call-key-3');
     await waitFor(() => vapi.started > started, { timeoutMs: 3000, everyMs: 5 });
     // The duplicate joins the original's wait, then its app gives up.
-    await createThenHangUpWhen(p.proxyPort, 'dup-gone', 'call-key-3', async () => (await inFlight(p.adminPort, 'vapi')) >= 2);
+    await createThenHangUp(p.proxyPort, 'dup-gone', 'call-key-3', async () => (await inFlight(p.adminPort, 'vapi')) >= 2);
     expect((await original).status).toBe(201);
     const line = await waitFor(() => lineOf('dup-gone'), { timeoutMs: 5000, everyMs: 20 });
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before the replay']);
@@ -124,7 +114,7 @@ describe('a keyed create whose app hangs up before the answer', () => {
       }, 300);
     };
     const seen = vapi.seen.length;
-    await createThenHangUp(p.proxyPort, vapi, 'gone-keyed-big', 'call-key-big');
+    await createThenHangUp(p.proxyPort, 'gone-keyed-big', 'call-key-big', reached(vapi));
     const line = await waitFor(() => lineOf('gone-keyed-big'), { timeoutMs: 5000, everyMs: 20 });
     vapi.handler = undefined;
     expect([line?.status, line?.outcome]).toEqual([499, 'client_closed']);
@@ -140,7 +130,7 @@ describe('a keyed create whose app hangs up before the answer', () => {
   it('without a key, the attempt stops at once: nobody is left to answer', async () => {
     vapi.mode = 'hang';
     const seen = vapi.seen.length;
-    await createThenHangUp(p.proxyPort, vapi, 'gone-unkeyed', undefined);
+    await createThenHangUp(p.proxyPort, 'gone-unkeyed', undefined, reached(vapi));
     expect(vapi.seen.length - seen).toBe(1);
     const line = await waitFor(() => lineOf('gone-unkeyed'), { timeoutMs: 5000, everyMs: 10 });
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed']);
@@ -175,7 +165,7 @@ describe('a keyed create whose app hangs up while it waits for an upstream conne
     const started = vapi.started;
     const slow = request(p.proxyPort, 'GET', '/vapi/call', { headers: HEADERS, timeoutMs: 5000 });
     await waitFor(() => vapi.started > started, { timeoutMs: 3000, everyMs: 5 });
-    await createThenHangUpWhen(p.proxyPort, 'queued-keyed', 'call-key-q', async () => (await inFlight(p.adminPort, 'vapi')) >= 2);
+    await createThenHangUp(p.proxyPort, 'queued-keyed', 'call-key-q', async () => (await inFlight(p.adminPort, 'vapi')) >= 2);
     expect((await slow).status).toBe(200);
     const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'queued-keyed'), { timeoutMs: 5000, everyMs: 20 });
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'client closed before forwarding']);
