@@ -4,16 +4,22 @@
 
 export const ERRORS = {
   bad_request: { status: 400, message: 'The request could not be accepted by the proxy.' },
+  credentials_missing: { status: 401, message: 'The request carries the placeholder credential, and Breakwater holds no credentials for this upstream to put in its place.' },
   no_route: { status: 404, message: 'No upstream is configured for this path or host.' },
+  method_not_allowed: { status: 405, message: 'This method is not forwarded by Breakwater.' },
+  request_timeout: { status: 408, message: 'The request was not received in time.' },
   idempotency_in_flight: { status: 409, message: 'A request with this Idempotency-Key is still in flight.' },
   payload_too_large: { status: 413, message: 'The request body exceeds the configured limit.' },
   idempotency_mismatch: { status: 422, message: 'This Idempotency-Key was used with a different request body.' },
+  headers_too_large: { status: 431, message: 'The request headers are too large or too many.' },
   rate_limited: { status: 429, message: 'Rate limit exceeded for this client.' },
   upstream_rate_limited: { status: 429, message: 'The upstream rate-limited this account; holding requests until it recovers.' },
+  internal_error: { status: 500, message: 'A fault inside Breakwater; the upstream was not at fault.' },
   stub_missing: { status: 501, message: 'Stub mode is on and no stub matches this request.' },
   upstream_unavailable: { status: 502, message: 'The upstream could not be reached or closed the connection.' },
   circuit_open: { status: 503, message: 'The circuit breaker for this upstream is open.' },
   bulkhead_full: { status: 503, message: 'Too many concurrent requests to this upstream.' },
+  idempotency_unavailable: { status: 503, message: 'The shared idempotency store cannot say whether this Idempotency-Key was already used, so nothing was sent. Retry with the same key.' },
   upstream_timeout: { status: 504, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

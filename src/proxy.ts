@@ -177,7 +177,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     } catch (err) {
       // A bug must cost one request, never the process.
       log.error({ reqId: ex.requestId, upstream: upstreamName, err }, 'unhandled error in pipeline');
-      reply = proxyError('upstream_unavailable', { message: 'Internal proxy error.' });
+      reply = proxyError('internal_error');
     }
     inFlightNow.n--;
     const { status, outcome } = settle(ex, reply);

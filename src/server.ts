@@ -4,7 +4,7 @@
 import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { watch } from 'node:fs';
-import { errorBody, proxyError } from './errors.js';
+import { errorBody, proxyError, type ErrorCode } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createLogger, type Log } from './log.js';
 import { loadPolicyFile, PolicyError } from './policy/load.js';
@@ -101,8 +101,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     proxy.handle(req, res).catch((err: unknown) => {
       log.error({ err }, 'request handling failed');
       if (res.headersSent) return res.destroy();
-      const body = errorBody(proxyError('upstream_unavailable', { message: 'Internal proxy error.' }), undefined, '-');
-      res.writeHead(502, { 'content-type': 'application/json', 'x-breakwater-error': 'upstream_unavailable', connection: 'close' });
+      const body = errorBody(proxyError('internal_error'), undefined, '-');
+      res.writeHead(500, { 'content-type': 'application/json', 'x-breakwater-error': 'internal_error', connection: 'close' });
       res.end(body);
     });
   };
@@ -137,15 +137,16 @@ export async function start(opts: StartOptions): Promise<Running> {
     });
   });
   // CONNECT would make us a tunnel to anywhere: refuse it on the wire.
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 405, 'bad_request', 'CONNECT is not supported: Breakwater is not a forward proxy.'));
-  server.on('upgrade', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 400, 'bad_request', 'Protocol upgrades are not supported.'));
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 'method_not_allowed', 'CONNECT is not supported: Breakwater is not a forward proxy.'));
+  server.on('upgrade', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 'bad_request', 'Protocol upgrades are not supported.'));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
-    refuseRaw(socket, code, 'bad_request', code === 431 ? 'Request headers are too large.' : code === 408 ? 'Request not received in time.' : 'Malformed HTTP request.');
+    if (err.code === 'HPE_HEADER_OVERFLOW') refuseRaw(socket, 'headers_too_large');
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') refuseRaw(socket, 'request_timeout');
+    else refuseRaw(socket, 'bad_request', 'Malformed HTTP request.');
   });
 
   const admin = http.createServer(adminHandler({
@@ -267,8 +268,10 @@ const kSocketOf = Symbol('breakwater.socketOf');
 type TrackedResponse = ServerResponse & { [kSocketOf]: TrackedSocket | undefined };
 
 /** Answers on the raw socket: used where Node has no request object (parse errors, CONNECT). */
-function refuseRaw(socket: Socket, status: number, code: 'bad_request', message: string): void {
-  const body = errorBody({ ...proxyError(code, { message }), status }, undefined, '-');
+function refuseRaw(socket: Socket, code: ErrorCode, message?: string): void {
+  const err = proxyError(code, message === undefined ? {} : { message });
+  const status = err.status;
+  const body = errorBody(err, undefined, '-');
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-breakwater-error: ${code}\r\nconnection: close\r\n\r\n${body}`,
   );

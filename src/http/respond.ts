@@ -15,7 +15,7 @@ export function sendError(ex: Exchange, err: ProxyError): void {
   ex.bytesOut = Buffer.byteLength(body);
   headers.push('content-type', 'application/json', 'content-length', String(ex.bytesOut), 'x-breakwater-error', err.code);
   if (err.headers) for (const k in err.headers) headers.push(k, err.headers[k]!);
-  if (err.status === 413 || err.status === 431 || err.status === 400) headers.push('connection', 'close');
+  if (err.status === 400 || err.status === 405 || err.status === 408 || err.status === 413 || err.status === 431) headers.push('connection', 'close');
   res.writeHead(err.status, headers);
   res.end(body);
 }

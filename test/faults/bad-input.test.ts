@@ -54,7 +54,7 @@ function expectRefused(r: Awaited<ReturnType<typeof rawExchange>>, status: numbe
 describe('oversized input', () => {
   it('headers over maxHeaderBytes (16 KiB): 431, connection closed', async () => {
     const r = await nothingForwarded(() => rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
-    expectRefused(r, 431, 'bad_request');
+    expectRefused(r, 431, 'headers_too_large');
     expect(rawHeader(r.text, 'connection')).toBe('close');
     expect(r.closedByPeer).toBe(true);
   });
@@ -62,7 +62,7 @@ describe('oversized input', () => {
   it('too many small headers adding up past the limit: 431', async () => {
     const many = Array.from({ length: 600 }, (_, i) => `X-H${i}: ${'v'.repeat(30)}\r\n`).join('');
     const r = await nothingForwarded(() => rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\n${many}\r\n`));
-    expectRefused(r, 431, 'bad_request');
+    expectRefused(r, 431, 'headers_too_large');
   });
 
   it('a declared Content-Length over the limit: 413 payload_too_large at once, before any body byte', async () => {
@@ -206,7 +206,7 @@ describe('attempts to use the proxy as a forward proxy or tunnel', () => {
 
   it('CONNECT: 405 on the wire, no tunnel opened', async () => {
     const r = await nothingForwarded(() => rawExchange(p.proxyPort, `CONNECT ${LOCAL}:${v.port} HTTP/1.1\r\nHost: ${LOCAL}:${v.port}\r\n\r\n`));
-    expectRefused(r, 405, 'bad_request');
+    expectRefused(r, 405, 'method_not_allowed');
     expect(r.closedByPeer).toBe(true);
   });
 

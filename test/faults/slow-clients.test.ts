@@ -74,7 +74,7 @@ describe('slow clients (headersTimeout 1 s, requestTimeout 2 s)', () => {
       expect(r.closedByPeer).toBe(true);
       expect(r.written).toBeLessThan(r.total); // cut off before the head was complete
       expect(r.answer).toMatch(/^HTTP\/1\.1 408 /);
-      expect(rawHeader(r.answer, 'x-breakwater-error')).toBe('bad_request');
+      expect(rawHeader(r.answer, 'x-breakwater-error')).toBe('request_timeout');
       expect(rawHeader(r.answer, 'connection')).toBe('close');
     }
     expect(up.seen.filter((s) => s.headers['user-agent'] === 'slowloris')).toEqual([]);
