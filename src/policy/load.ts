@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Pair, type Scalar } from 'yaml';
 import type { z } from 'zod';
 import { policySchema, type Policy } from './schema.js';
-import { compileTemplate } from '../stages/stub.js';
+import { compileTemplate } from '../stub-template.js';
 
 export interface PolicyProblem {
   line: number;

@@ -1,12 +1,14 @@
 // Stub templates: compiled once, filled per request.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { compileTemplate } from '../../../src/stages/stub.js';
+import { compileTemplate } from '../../../src/stub-template.js';
 import { fakeExchange, type FakeExchangeInit } from '../support/exchange.js';
+import { bodyField } from '../../../src/stages/keys.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 function render(template: unknown, params: Record<string, string> = {}, ex: FakeExchangeInit = {}) {
-  return compileTemplate(template)({ ex: fakeExchange(ex), params });
+  const x = fakeExchange(ex);
+  return compileTemplate(template)({ body: (path) => bodyField(x, path), query: x.query, params });
 }
 
 const form = (body: string): FakeExchangeInit => ({ body: Buffer.from(body), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
@@ -53,8 +55,8 @@ describe('compileTemplate', () => {
 
   it('each answer gets a fresh sid', () => {
     const f = compileTemplate({ sid: '{{sid CA}}' });
-    const a = f({ ex: fakeExchange(), params: {} }) as { sid: string };
-    const b = f({ ex: fakeExchange(), params: {} }) as { sid: string };
+    const a = f({ body: () => undefined, query: '', params: {} }) as { sid: string };
+    const b = f({ body: () => undefined, query: '', params: {} }) as { sid: string };
     expect(a.sid).not.toBe(b.sid);
   });
 
