@@ -56,6 +56,8 @@ export function createRedisClient(cfg: RedisConnectionConfig): RedisClient {
       // Sentinels are asked for the master on every reconnect, so a failover is followed;
       // they take no AUTH here (Envoy's rate-limit service does the same by default).
       sentinelRetryStrategy: backoff,
+      // Subscribes to +switch-master, so a failover is seen at once rather than on the next error.
+      failoverDetector: true,
       retryStrategy: backoff,
       // After a failover the old master may come back as a replica: a READONLY reply means
       // "reconnect and ask the sentinels again".
