@@ -17,7 +17,7 @@ import type { BucketLimit, Decision } from '../resilience/token-bucket.js';
 import { createRedisClient, type RedisClient, type RedisConnectionConfig } from './redis-connection.js';
 import type { Buckets, LimiterStore } from './store.js';
 
-const SCRIPT = `
+export const BUCKET_SCRIPT = `
 local key = KEYS[1]
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -98,7 +98,7 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
   // The fallback's tables live in the shared memory store under their own ids, apart from the
   // full-size tables of limits that are always local.
   const shareId = (id: string) => (replicas > 1 ? `${id}|share/${replicas}` : id);
-  redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: SCRIPT });
+  redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
   redis.defineCommand('bwRefund', { numberOfKeys: 1, lua: REFUND });
   const prefix = opts.prefix ?? 'bw:rl:';
   const errors = opts.metrics.storeErrors;
