@@ -48,8 +48,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   if (policy.store.type === 'redis') {
     // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
     // code that a single-replica sidecar never uses.
-    const [{ redisStore }, { redisIdempotencyStore }] = await Promise.all([import('./store/redis.js'), import('./store/redis-idempotency.js')]);
-    const shared = redisStore({ url: policy.store.redisUrl, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
+    const [{ redisStore, redisConnection }, { redisIdempotencyStore }] = await Promise.all([import('./store/redis.js'), import('./store/redis-idempotency.js')]);
+    const shared = redisStore({ connection: redisConnection(policy.store), replicas: policy.store.replicas, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
     store = shared;
     // One connection for both: idempotency claims ride the rate limiter's client and health.
     idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.timeout * 1000, claimMs: 60_000 });

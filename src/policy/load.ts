@@ -6,6 +6,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import type { z } from 'zod';
 import { policySchema, type Policy } from './schema.js';
 import { compileTemplate } from '../stub-template.js';
+import { parseRedisUrl } from '../store/redis-url.js';
 
 export interface PolicyProblem {
   line: number;
@@ -292,6 +293,13 @@ function checkSemantics(p: Policy): Semantic[] {
   }
   if (Object.keys(p.upstreams).length === 0) out.push({ path: ['upstreams'], message: 'at least one upstream is required' });
   if (p.store.type === 'redis' && p.store.redisUrl === '') out.push({ path: ['store', 'redisUrl'], message: 'RATE_LIMIT_STORE=redis needs REDIS_URL' });
+  if (p.store.type === 'redis' && p.store.redisUrl !== '') {
+    try {
+      parseRedisUrl(p.store.redisType, p.store.redisUrl);
+    } catch (err) {
+      out.push({ path: ['store', 'redisUrl'], message: (err as Error).message });
+    }
+  }
   return out;
 }
 

@@ -182,6 +182,12 @@ export const policySchema = z.strictObject({
     .strictObject({
       type: z.enum(['memory', 'redis']).default('memory').describe('RATE_LIMIT_STORE'),
       redisUrl: z.string().default('').describe('REDIS_URL (credentials in it are never printed).'),
+      redisType: z.enum(['single', 'sentinel', 'cluster']).default('single').describe('REDIS_TYPE: sentinel reads REDIS_URL as <master>,<host:port>,...; cluster as <host:port>,...'),
+      redisUsername: z.string().default('').describe('REDIS_USERNAME (an ACL user).'),
+      redisPassword: z.string().default('').describe('REDIS_PASSWORD (or REDIS_PASSWORD_FILE); never printed.'),
+      redisTls: z.boolean().default(false).describe('REDIS_TLS: TLS to every Redis node (implied by rediss://).'),
+      redisCaFile: z.string().default('').describe('REDIS_CA_FILE: PEM CA bundle for the Redis certificates.'),
+      replicas: count('Replicas sharing the limits: while Redis is lost each enforces limit / replicas.').default(1),
       timeout: seconds('Longest wait for Redis before falling back to the local store.').default(0.05),
       retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').default(1),
       idempotencyEntries: count('Stored idempotent answers kept in local memory (oldest evicted).').default(10000),

@@ -4,8 +4,8 @@
 // Redis errors or slowness fall back to the local store at once, as the rate limiter does:
 // dedupe then holds per replica, and no request fails because of Redis.
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { IdempotencyStore, Lookup, StoredAnswer } from './idempotency-store.js';
+import type { RedisClient } from './redis-connection.js';
 import type { RedisHealth } from './redis.js';
 
 interface Wire {
@@ -15,7 +15,7 @@ interface Wire {
 }
 
 export interface RedisIdempotencyOptions {
-  redis: Redis;
+  redis: RedisClient;
   health: RedisHealth;
   local: IdempotencyStore;
   timeoutMs: number;

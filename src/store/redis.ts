@@ -3,13 +3,21 @@
 // maths as the local bucket, on Redis's clock, so every replica agrees. When Redis is down or
 // slower than `timeoutMs`, decisions fall back to the local store at once; after `retryMs` the
 // next decision tries Redis again. No request ever fails because of Redis.
-import { Redis } from 'ioredis';
+//
+// Each script touches one key, so it runs unchanged on a Cluster (one key is always one slot);
+// ioredis's defineCommand sends EVALSHA and re-sends EVAL on NOSCRIPT, which is what a failed-over
+// master or a restarted node answers at first.
+//
+// While falling back, a replica enforces only its share of each limit (limit / replicas), so a
+// fleet that loses Redis does not multiply every client's quota by its size.
 import type { Log } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import type { Policy } from '../policy/schema.js';
 import type { BucketLimit, Decision } from '../resilience/token-bucket.js';
+import { createRedisClient, type RedisClient, type RedisConnectionConfig } from './redis-connection.js';
 import type { Buckets, LimiterStore } from './store.js';
 
-const SCRIPT = `
+export const BUCKET_SCRIPT = `
 local key = KEYS[1]
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -50,7 +58,9 @@ return 1
 `;
 
 export interface RedisStoreOptions {
-  url: string;
+  connection: RedisConnectionConfig;
+  /** Replicas sharing the limits: the fallback grants each 1/replicas of a limit. */
+  replicas?: number;
   timeoutMs: number;
   retryMs: number;
   local: LimiterStore;
@@ -59,7 +69,7 @@ export interface RedisStoreOptions {
   prefix?: string;
 }
 
-type WithBucket = Redis & {
+type WithBucket = RedisClient & {
   bwBucket(key: string, rate: number, burst: number, maxDelay: number): Promise<[number, string, string, string]>;
   bwRefund(key: string, burst: number): Promise<number>;
 };
@@ -71,16 +81,24 @@ export interface RedisHealth {
   succeeded(): void;
 }
 
-export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Redis; health: RedisHealth } {
-  const redis = new Redis(opts.url, {
-    // Fail fast instead of queueing commands while disconnected: the fallback answers instead.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    connectTimeout: 1000,
-    lazyConnect: false,
-    retryStrategy: (times) => Math.min(times * 200, 2000),
-  }) as WithBucket;
-  redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: SCRIPT });
+/** The connection settings from the policy's `store` section. */
+export function redisConnection(s: Policy['store']): RedisConnectionConfig {
+  return { type: s.redisType, url: s.redisUrl, username: s.redisUsername, password: s.redisPassword, tls: s.redisTls, caFile: s.redisCaFile };
+}
+
+/** One replica's share of a limit: rate and burst divided, at least one token. */
+export function shareOf(limit: BucketLimit, replicas: number): BucketLimit {
+  if (replicas <= 1) return limit;
+  return { ratePerMs: limit.ratePerMs / replicas, burst: Math.max(1, Math.floor(limit.burst / replicas)), maxDelayMs: limit.maxDelayMs };
+}
+
+export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: RedisClient; health: RedisHealth } {
+  const redis = createRedisClient(opts.connection) as WithBucket;
+  const replicas = Math.max(1, Math.floor(opts.replicas ?? 1));
+  // The fallback's tables live in the shared memory store under their own ids, apart from the
+  // full-size tables of limits that are always local.
+  const shareId = (id: string) => (replicas > 1 ? `${id}|share/${replicas}` : id);
+  redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
   redis.defineCommand('bwRefund', { numberOfKeys: 1, lua: REFUND });
   const prefix = opts.prefix ?? 'bw:rl:';
   const errors = opts.metrics.storeErrors;
@@ -124,7 +142,7 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
     redis,
     health,
     buckets(id, limit: BucketLimit): Buckets {
-      const local = opts.local.buckets(id, limit);
+      const local = opts.local.buckets(shareId(id), shareOf(limit, replicas));
       const key = `${prefix}${id}:`;
       const { ratePerMs, burst, maxDelayMs } = limit;
       // A decision made on the fallback says so, and its refund goes back to the same place.
@@ -166,7 +184,7 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
         },
       };
     },
-    retain: (ids) => opts.local.retain(ids),
+    retain: (ids) => opts.local.retain(new Set([...ids, ...[...ids].map(shareId)])),
     close: async () => {
       redis.disconnect();
     },
