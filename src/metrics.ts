@@ -69,6 +69,12 @@ export function createMetrics() {
       labelNames: ['upstream', 'class'] as const,
       registers: [registry],
     }),
+    upstreamErrors: new Counter({
+      name: 'breakwater_upstream_errors_total',
+      help: "Non-2xx upstream answers by the provider's own error code: Twilio's numeric code, Vapi's error class (bad_request, validation, ...); at most 50 codes per upstream, then other.",
+      labelNames: ['upstream', 'code'] as const,
+      registers: [registry],
+    }),
     upstreamDuration: new HotHistogram({
       name: 'breakwater_upstream_duration_seconds',
       help: 'Time from dispatch to the upstream until its response ended (all attempts).',

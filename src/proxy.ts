@@ -12,6 +12,7 @@ import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
 import { sendBuffered, sendError } from './http/respond.js';
 import { oneByte } from './http/headers.js';
+import { classifyUpstreamError, CodeBound } from './upstream-errors.js';
 
 export interface Proxy {
   readonly policy: Policy;
@@ -98,6 +99,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     return o;
   };
   const overheadTimers = new Map<string, Observer>();
+  const errorCodes = new CodeBound();
   const responseSeries = (upstream: string, c: ResponseClass): Counter => metrics.responses.labels(upstream, c);
   // "none" (unrouted requests) is seeded here; each upstream's classes in seedUpstreamSeries.
   for (const c of RESPONSE_CLASSES) responseSeries('none', c);
@@ -186,6 +188,14 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     inFlightNow.n--;
     const { status, outcome } = settle(ex, reply);
     const seconds = (performance.now() - ex.start) / 1000;
+    if (ex.errorHead !== undefined) {
+      // Only non-2xx bodies of at most 2 KiB get here: the success path pays one check.
+      const code = classifyUpstreamError(ex.errorHead);
+      if (code !== undefined) {
+        ex.upstreamErrorCode = code;
+        metrics.upstreamErrors.labels(upstreamName, errorCodes.bound(upstreamName, code)).inc();
+      }
+    }
     const s = seriesFor(upstreamName, ex.route, ex.method);
     const o = outcomeSeries(s, status, outcome);
     o.requests.inc();

@@ -26,7 +26,7 @@ describe('metrics an operator can trust in an outage', () => {
   it('exports every breaker transition and every answer class at zero before anything happens', async () => {
     const text = await metricsText(p.adminPort);
     for (const service of ['twilio', 'vapi']) {
-      for (const [from, to] of [['closed', 'open'], ['open', 'half_open'], ['half_open', 'closed'], ['half_open', 'open']]) {
+      for (const [from, to] of [['closed', 'open'], ['open', 'half_open'], ['half_open', 'closed'], ['half_open', 'open']] as const) {
         expect(metricValue(text, 'circuit_breaker_transitions_total', { service, from, to }), `${service} ${from}->${to}`).toBe(0);
       }
       for (const cls of ['2xx', '3xx', '4xx', '5xx', 'client_closed']) {
@@ -48,5 +48,35 @@ describe('metrics an operator can trust in an outage', () => {
     const route = { upstream: 'twilio', route: 'messages.create', method: 'POST' };
     expect(metricValue(text, 'breakwater_request_duration_seconds_count', { ...route, source: 'upstream' })).toBe(2);
     expect(metricValue(text, 'breakwater_request_duration_seconds_count', { ...route, source: 'local' })).toBe(5);
+  });
+
+  it("counts the provider's own error code of a failed answer, bounded, and puts it on the access line", async () => {
+    twilio.mode = 'ok';
+    twilio.handler = (_req, res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ code: 21211, message: "The 'To' number +15555550100 is not a valid phone number.", more_info: 'https://www.twilio.com/docs/errors/21211', status: 400 }));
+    };
+    vapi.handler = (_req, res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ message: ['customer.number must be a valid phone number'], error: 'Bad Request', statusCode: 400 }));
+    };
+    // A fresh proxy: the one above has its Twilio breaker open.
+    const q = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000' });
+    try {
+      expect((await send(q)).status).toBe(400);
+      expect((await send(q)).status).toBe(400);
+      expect((await request(q.proxyPort, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json' }, body: '{}' })).status).toBe(400);
+      const text = await metricsText(q.adminPort);
+      expect(metricValue(text, 'breakwater_upstream_errors_total', { upstream: 'twilio', code: '21211' })).toBe(2);
+      expect(metricValue(text, 'breakwater_upstream_errors_total', { upstream: 'vapi', code: 'validation' })).toBe(1);
+      expect(text).not.toMatch(/15555550100/);
+      const lines = q.logLines().filter((l) => l.msg === 'request');
+      expect(lines.filter((l) => l.upstreamErrorCode === '21211')).toHaveLength(2);
+      expect(lines.find((l) => l.upstream === 'vapi')?.upstreamErrorCode).toBe('validation');
+    } finally {
+      twilio.handler = undefined;
+      vapi.handler = undefined;
+      await q.close();
+    }
   });
 });
