@@ -109,9 +109,39 @@ export function validateDashboard(dashboard, name = dashboard?.title ?? 'dashboa
       const at = `${where} target ${t.refId}`;
       if (t.datasource && t.datasource.uid !== '${datasource}') errors.push(`${at}: datasource must be \${datasource}`);
       errors.push(...selectorProblems(t.expr).map((m) => `${at}: ${m}`));
+      errors.push(...meaningProblems(p, t).map((m) => `${at}: ${m}`));
     }
   }
   return errors;
+}
+
+// The seed's latency thresholds, one per percentile (ms).
+const PERCENTILE_LIMITS = { '0.5': 200, '0.95': 500, '0.99': 1000 };
+
+/** The red step of a thresholds object, if any. */
+const redAt = (th) => th?.steps?.find((st) => st.color === 'red')?.value;
+
+// What an operator reads into a panel must be what it shows in an outage: latency of forwarded
+// requests only (Breakwater's own refusals are sub-millisecond), failures counted on the
+// zero-initialised breakwater_responses_total (which includes Breakwater-made 5xx), the budget
+// clamped, and each percentile against its own threshold.
+function meaningProblems(p, t) {
+  const problems = [];
+  const e = t.expr;
+  if (/breakwater_request_duration_seconds_bucket\{/.test(e) && !/breakwater_request_duration_seconds_bucket\{[^}]*source="upstream"/.test(e)) {
+    problems.push('request latency must be read with source="upstream" (local refusals would pull the percentiles down)');
+  }
+  if (/breakwater_requests_total\{[^}]*status=~"5\.\."/.test(e)) problems.push('count 5xx on breakwater_responses_total{class="5xx"} (exported from zero, includes Breakwater-made 5xx)');
+  if (/circuit_breaker_failures_total/.test(e) && /\//.test(e)) problems.push('a failure ratio counts 5xx answers (breakwater_responses_total), not breaker failures, which miss rejected calls');
+  if (/budget remaining/i.test(p.title) && !/^clamp\(.*, 0, 100\)$/.test(e)) problems.push('error budget remaining must be clamped to 0..100');
+  const q = /^(?:topk\(\d+, )?histogram_quantile\((0\.\d+),\s*[^]*breakwater_request_duration_seconds_bucket/.exec(e)?.[1];
+  if (q !== undefined && PERCENTILE_LIMITS[q] !== undefined && (p.type === 'stat' || /percentile/i.test(p.title))) {
+    const override = (p.fieldConfig?.overrides ?? []).find((o) => o.matcher?.id === 'byFrameRefID' && o.matcher.options === t.refId);
+    const th = override?.properties?.find((x) => x.id === 'thresholds')?.value ?? (p.targets.length === 1 ? p.fieldConfig?.defaults?.thresholds : undefined);
+    const red = redAt(th);
+    if (red !== PERCENTILE_LIMITS[q]) problems.push(`p${Number(q) * 100} must turn red at ${PERCENTILE_LIMITS[q]} ms (its own threshold), is ${red}`);
+  }
+  return problems;
 }
 
 // Every selector of a proxy metric must honour the upstream variable (service= for the breaker

@@ -85,6 +85,10 @@ export function accessLog(log: Logger): AccessLog {
       o = ascii(buf, o, ',"twilioRequestId":');
       o = jsonString(buf, o, ex.upstreamRequestId);
     }
+    if (ex.upstreamErrorCode !== undefined) {
+      o = ascii(buf, o, ',"upstreamErrorCode":');
+      o = jsonString(buf, o, ex.upstreamErrorCode);
+    }
     if (ex.cause !== undefined) {
       o = ascii(buf, o, ',"cause":');
       o = jsonString(buf, o, ex.cause);
@@ -105,7 +109,7 @@ export function accessLog(log: Logger): AccessLog {
     },
     write(ex, segment, seconds) {
       // The most the line can take: escaping turns a character into at most 6 bytes.
-      const max = fixed + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
+      const max = fixed + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.upstreamErrorCode?.length ?? 0) + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
       const at = batched ? batched.claim(max) : -1;
       if (batched && at >= 0) {
         batched.commit(encode(batched.buffer, at, ex, segment, seconds));

@@ -12,7 +12,37 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 
 // Sidecar overhead is sub-millisecond when healthy; these buckets resolve it.
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 
-export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node']);
+export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node', 'source', 'class']);
+
+/**
+ * Where an answer came from. `local`: Breakwater answered without contacting the upstream (open
+ * circuit, rate limit, hold, replay, stub, bad request), usually in well under a millisecond;
+ * `upstream`: at least one attempt was sent. Kept apart in the latency histogram, as Envoy keeps
+ * `upstream_rq_time` apart from its local replies, or an outage's fast refusals pull the p50 down.
+ */
+export const SOURCES = ['local', 'upstream'] as const;
+/**
+ * The answer classes an SLO counts (breakwater_responses_total). `5xx` is every 5xx the app got,
+ * forwarded or made by Breakwater (circuit_open, upstream_timeout, ...): both are failures to the
+ * app. `client_closed` (499) is the app's own hang-up, in neither the numerator nor the budget.
+ */
+export const RESPONSE_CLASSES = ['2xx', '3xx', '4xx', '5xx', 'client_closed'] as const;
+export type ResponseClass = (typeof RESPONSE_CLASSES)[number];
+export function responseClass(status: number): ResponseClass {
+  if (status === 499) return 'client_closed';
+  if (status >= 500) return '5xx';
+  if (status >= 400) return '4xx';
+  if (status >= 300) return '3xx';
+  return '2xx';
+}
+/** Every transition the breaker makes (forced ones included), each series exported from zero. */
+export const BREAKER_TRANSITIONS = [
+  ['closed', 'open'],
+  ['open', 'half_open'],
+  ['half_open', 'closed'],
+  ['half_open', 'open'],
+  ['open', 'closed'],
+] as const;
 
 export function createMetrics() {
   const registry = new Registry();
@@ -28,9 +58,21 @@ export function createMetrics() {
     }),
     requestDuration: new HotHistogram({
       name: 'breakwater_request_duration_seconds',
-      help: 'Time from request arrival to the end of the response, as the app sees it.',
-      labelNames: ['upstream', 'route', 'method'] as const,
+      help: 'Time from request arrival to the end of the response, as the app sees it; source is upstream when an attempt was sent, local when Breakwater answered by itself.',
+      labelNames: ['upstream', 'route', 'method', 'source'] as const,
       buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    responses: new HotCounter({
+      name: 'breakwater_responses_total',
+      help: 'Answers by upstream and class (2xx, 3xx, 4xx, 5xx, client_closed), every class exported from zero: the SLO and failure-rate series, forwarded and Breakwater-made answers alike.',
+      labelNames: ['upstream', 'class'] as const,
+      registers: [registry],
+    }),
+    upstreamErrors: new Counter({
+      name: 'breakwater_upstream_errors_total',
+      help: "Non-2xx upstream answers by the provider's own error code: Twilio's numeric code, Vapi's error class (bad_request, validation, ...); at most 50 codes per upstream, then other.",
+      labelNames: ['upstream', 'code'] as const,
       registers: [registry],
     }),
     upstreamDuration: new HotHistogram({
@@ -236,3 +278,19 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Exports an upstream's counters at zero before anything happens. A series born at 1 loses its
+ * first event to increase() and rate() (there is no earlier sample to difference against), so
+ * the first open, the first recovery or the first 5xx would never show on a dashboard or alert.
+ */
+export function seedUpstreamSeries(m: Metrics, name: string): void {
+  m.breakerState.labels(name).set(0);
+  m.breakerFailures.labels(name).inc(0);
+  m.breakerOpens.labels(name).inc(0);
+  m.breakerCloses.labels(name).inc(0);
+  m.breakerRejections.labels(name).inc(0);
+  m.breakerOpenSeconds.labels(name).inc(0);
+  for (const [from, to] of BREAKER_TRANSITIONS) m.breakerTransitions.labels(name, from, to).inc(0);
+  for (const c of RESPONSE_CLASSES) m.responses.labels(name, c).inc(0);
+}

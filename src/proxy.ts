@@ -3,7 +3,7 @@
 // swaps it atomically, while requests already inside finish on the one they started with.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from './errors.js';
-import type { Metrics } from './metrics.js';
+import { RESPONSE_CLASSES, responseClass, type Metrics, type ResponseClass } from './metrics.js';
 import { accessLog } from './access-log.js';
 import type { Policy } from './policy/schema.js';
 import { clientGone, newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
@@ -12,6 +12,7 @@ import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
 import { sendBuffered, sendError } from './http/respond.js';
 import { oneByte } from './http/headers.js';
+import { classifyUpstreamError, CodeBound } from './upstream-errors.js';
 
 export interface Proxy {
   readonly policy: Policy;
@@ -77,7 +78,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     if (!s) {
       s = {
         labels: [upstream, route, method],
-        duration: metrics.requestDuration.labels(upstream, route, method),
+        duration: metrics.requestDuration.labels(upstream, route, method, 'upstream'),
+        localDuration: metrics.requestDuration.labels(upstream, route, method, 'local'),
         upstream: metrics.upstreamDuration.labels(upstream, route, method),
         outcomes: new Map(),
       };
@@ -91,12 +93,16 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     let o = byOutcome.get(outcome);
     if (!o) {
       const [upstream, route, method] = s.labels;
-      o = { requests: metrics.requests.labels(upstream, route, method, String(status), outcome), line: access.segment(upstream, route, method, status, outcome) };
+      o = { requests: metrics.requests.labels(upstream, route, method, String(status), outcome), response: responseSeries(upstream, responseClass(status)), line: access.segment(upstream, route, method, status, outcome) };
       byOutcome.set(outcome, o);
     }
     return o;
   };
   const overheadTimers = new Map<string, Observer>();
+  const errorCodes = new CodeBound();
+  const responseSeries = (upstream: string, c: ResponseClass): Counter => metrics.responses.labels(upstream, c);
+  // "none" (unrouted requests) is seeded here; each upstream's classes in seedUpstreamSeries.
+  for (const c of RESPONSE_CLASSES) responseSeries('none', c);
 
   // Nearly every request from one app carries the same Host: the last answer is remembered.
   let lastHostHeader: string | undefined;
@@ -182,16 +188,25 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     inFlightNow.n--;
     const { status, outcome } = settle(ex, reply);
     const seconds = (performance.now() - ex.start) / 1000;
+    if (ex.errorHead !== undefined) {
+      // Only non-2xx bodies of at most 2 KiB get here: the success path pays one check.
+      const code = classifyUpstreamError(ex.errorHead);
+      if (code !== undefined) {
+        ex.upstreamErrorCode = code;
+        metrics.upstreamErrors.labels(upstreamName, errorCodes.bound(upstreamName, code)).inc();
+      }
+    }
     const s = seriesFor(upstreamName, ex.route, ex.method);
     const o = outcomeSeries(s, status, outcome);
     o.requests.inc();
-    s.duration.observe(seconds);
+    o.response.inc();
     if (ex.upstreamSeconds > 0 && ex.upstream) {
+      s.duration.observe(seconds);
       s.upstream.observe(ex.upstreamSeconds);
       let ot = overheadTimers.get(upstreamName);
       if (!ot) overheadTimers.set(upstreamName, (ot = metrics.overhead.labels(upstreamName)));
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
-    }
+    } else s.localDuration.observe(seconds);
     if (accessLogOn && log.isLevelEnabled('info')) access.write(ex, o.line, seconds);
   }
 
@@ -263,13 +278,16 @@ interface Observer {
 /** The children of one (upstream, route, method): duration timers and requests by status and outcome. */
 interface RouteSeries {
   readonly labels: readonly [string, string, string];
+  /** Requests with at least one attempt sent; localDuration: answered by Breakwater alone. */
   readonly duration: Observer;
+  readonly localDuration: Observer;
   readonly upstream: Observer;
   readonly outcomes: Map<number, Map<string, OutcomeSeries>>;
 }
 /** One (status, outcome) of a RouteSeries: its request counter and its access lines' fixed middle. */
 interface OutcomeSeries {
   readonly requests: Counter;
+  readonly response: Counter;
   readonly line: Buffer;
 }
 

@@ -77,6 +77,10 @@ export interface Exchange {
   cause: string | undefined;
   /** The upstream's own request id (Twilio-Request-Id), for the access line. */
   upstreamRequestId: string | undefined;
+  /** The head of a non-2xx upstream body (at most ERROR_HEAD_LIMIT bytes), for its error code. */
+  errorHead: Buffer | undefined;
+  /** The provider's error code of that body (upstream-errors.ts), for the access line. */
+  upstreamErrorCode: string | undefined;
   /** Set when the response broke after its head was relayed: the error code. */
   aborted: string | undefined;
   /** Response body bytes relayed to the client. */
@@ -140,6 +144,8 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     upstreamSeconds: 0,
     cause: undefined,
     upstreamRequestId: undefined,
+    errorHead: undefined,
+    upstreamErrorCode: undefined,
     aborted: undefined,
     bytesOut: 0,
     capture: undefined,

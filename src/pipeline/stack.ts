@@ -1,7 +1,7 @@
 // The whole per-upstream stack, written once, in order, with the reason each stage sits where it
 // does (linkerd's route stack). Routing, correlation and the access log wrap it in proxy.ts.
 import type { Policy, UpstreamPolicy } from '../policy/schema.js';
-import type { Metrics } from '../metrics.js';
+import { seedUpstreamSeries, type Metrics } from '../metrics.js';
 import type { Log } from '../log.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { Semaphore } from '../resilience/semaphore.js';
@@ -135,12 +135,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       },
     );
     // Export every series from the start, so dashboards and alerts see 0 rather than nothing.
-    metrics.breakerState.labels(name).set(0);
-    metrics.breakerFailures.labels(name).inc(0);
-    metrics.breakerOpens.labels(name).inc(0);
-    metrics.breakerCloses.labels(name).inc(0);
-    metrics.breakerRejections.labels(name).inc(0);
-    metrics.breakerOpenSeconds.labels(name).inc(0);
+    seedUpstreamSeries(metrics, name);
     return cb;
   });
   const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout * 1000));

@@ -1,6 +1,7 @@
 // The terminal stage: one upstream attempt through undici's `dispatch`, the cheapest undici
 // API that still streams with back-pressure both ways (no Readable per response, no header
 // object parsing). Response bytes go straight from the upstream socket into the client's.
+import { ERROR_HEAD_LIMIT } from '../upstream-errors.js';
 import type { Dispatcher } from 'undici';
 import { proxyError, type ProxyError } from '../errors.js';
 import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
@@ -81,6 +82,9 @@ class Attempt implements Dispatcher.DispatchHandler {
   private readonly hold: Exchange['holdStatuses'];
   private readonly began = performance.now();
   private status = 0;
+  /** The head of a non-2xx body, for its provider error code (upstream-errors.ts). */
+  private errorHead: Buffer[] | undefined = undefined;
+  private errorHeadBytes = 0;
   private held: { headers: Record<string, string | string[]>; chunks: Buffer[]; bytes: number } | undefined = undefined;
   private abort: ((err?: Error) => void) | undefined = undefined;
   private done = false;
@@ -170,6 +174,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       else if (key.length === 17 && key.toLowerCase() === 'twilio-request-id') ex.upstreamRequestId = value;
     }
     ex.upstreamStatus = statusCode;
+    if (statusCode >= 400) this.errorHead = [];
     if (capture) {
       capture.status = statusCode;
       capture.headers = toObject(rawHeaders);
@@ -185,6 +190,14 @@ class Attempt implements Dispatcher.DispatchHandler {
       held.chunks.push(chunk);
       held.bytes += chunk.length;
       return true;
+    }
+    const errorHead = this.errorHead;
+    if (errorHead !== undefined) {
+      if (this.errorHeadBytes + chunk.length > ERROR_HEAD_LIMIT) this.errorHead = undefined; // larger than an error body
+      else {
+        errorHead.push(chunk);
+        this.errorHeadBytes += chunk.length;
+      }
     }
     const capture = this.ex.capture;
     if (capture && !capture.overflow) {
@@ -227,6 +240,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       return;
     }
     this.res.end();
+    if (this.errorHead !== undefined) this.ex.errorHead = Buffer.concat(this.errorHead, this.errorHeadBytes);
     this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded' });
   }
 

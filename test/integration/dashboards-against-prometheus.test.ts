@@ -29,6 +29,21 @@ describe('Grafana dashboards and alert rules', () => {
     const errors = validateDashboard(broken, 'broken');
     expect(errors.join('\n')).toMatch(/gridPos must have required property 'w'/);
   });
+
+  it('meaning checks reject panels that mislead in an outage', () => {
+    const find = (n: string) => structuredClone(loadDashboards().find((d) => d.name === n)!.dashboard) as any;
+    const perf = find('performance.json');
+    const p50 = perf.panels.find((p: any) => p.title === 'p50 latency (range)');
+    p50.targets[0].expr = p50.targets[0].expr.replace(', source="upstream"', '');
+    p50.fieldConfig.defaults.thresholds.steps.at(-1).value = 1000;
+    const perfErrors = validateDashboard(perf, 'perf').join('\n');
+    expect(perfErrors).toMatch(/p50 latency.*source="upstream"/);
+    expect(perfErrors).toMatch(/p50 must turn red at 200 ms/);
+    const errs = find('error-analytics.json');
+    const budget = errs.panels.find((p: any) => p.title === 'Error budget remaining (30d)');
+    budget.targets[0].expr = budget.targets[0].expr.replace(/^clamp\((.*), 0, 100\)$/, '$1');
+    expect(validateDashboard(errs, 'errors').join('\n')).toMatch(/must be clamped to 0\.\.100/);
+  });
 });
 
 describe('dashboards against a real Prometheus scraping a real proxy', () => {

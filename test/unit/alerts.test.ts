@@ -47,11 +47,38 @@ describe('prometheus/alerts.yml', () => {
 
   // The unit tests must be able to fail: with the breaker alert made blind, they do.
   it('unit tests catch a broken rule', () => {
-    writeFileSync(join(scratch, 'alerts.yml'), readFileSync(RULES, 'utf8').replace('max by (service) (circuit_breaker_state) == 2', 'max by (service) (circuit_breaker_state) == 3'));
+    const rules = readFileSync(RULES, 'utf8');
+    expect(rules).toContain('max_over_time(circuit_breaker_state[2m]) == 2');
+    writeFileSync(join(scratch, 'alerts.yml'), rules.replace('max_over_time(circuit_breaker_state[2m]) == 2', 'max_over_time(circuit_breaker_state[2m]) == 3'));
     copyFileSync(RULE_TESTS, join(scratch, 'alerts.test.yml'));
     const r = promtool('test', 'rules', join(scratch, 'alerts.test.yml'));
     expect(r.error).toBeUndefined();
     expect(r.status).toBe(1);
     expect(r.output).toMatch(/alertname: BreakwaterCircuitOpen/);
   });
+
+  // The rule as it was (state == 2 for 1m) is blind to a hanging upstream: the unit tests say so.
+  it('unit tests catch the breaker alert that half-open samples reset', () => {
+    const rules = readFileSync(RULES, 'utf8');
+    const naive = rules.replace(/expr: max by \(service\) \(min_over_time[^\n]+/, 'expr: max by (service) (circuit_breaker_state) == 2');
+    expect(naive).not.toBe(rules);
+    writeFileSync(join(scratch, 'alerts.yml'), naive);
+    copyFileSync(RULE_TESTS, join(scratch, 'alerts.test.yml'));
+    const r = promtool('test', 'rules', join(scratch, 'alerts.test.yml'));
+    expect(r.status).toBe(1);
+    expect(r.output).toMatch(/name: circuit open, hanging upstream/);
+  });
+
+  // Every alert has at least one test group that shows it firing.
+  it('every rule is shown firing in the unit tests', () => {
+    const tests = readFileSync(RULE_TESTS, 'utf8');
+    for (const name of alertNames()) {
+      const firing = new RegExp(`alertname: ${name}\\n\\s+exp_alerts:\\n\\s+- exp_labels`);
+      expect(tests, name).toMatch(firing);
+    }
+  });
 });
+
+function alertNames(): string[] {
+  return [...readFileSync(RULES, 'utf8').matchAll(/\n\s+- alert: (\w+)/g)].map((m) => m[1]!);
+}

@@ -106,8 +106,8 @@ describe('docker-compose.yml', () => {
   };
   const bw = compose.services.breakwater!;
 
-  it('runs the app, Breakwater, Redis, Prometheus and Grafana', () => {
-    expect(Object.keys(compose.services).sort()).toEqual(['app', 'breakwater', 'grafana', 'prometheus', 'redis']);
+  it('runs the app, Breakwater, Redis, Prometheus, Alertmanager and Grafana', () => {
+    expect(Object.keys(compose.services).sort()).toEqual(['alertmanager', 'app', 'breakwater', 'grafana', 'prometheus', 'redis']);
     expect(bw.build).toBe('.');
     expect(compose.services.redis!.image).toMatch(/^redis:7/);
   });
