@@ -51,7 +51,8 @@ function ping(port: number, ms = 300): Promise<boolean> {
   });
 }
 
-export async function startRedis(port?: number): Promise<RedisServer> {
+/** `args` are extra redis-server options (`--enable-debug-command local`, `--appendonly yes`…). */
+export async function startRedis(port?: number, args: string[] = []): Promise<RedisServer> {
   const p = port ?? (await freePort());
   let child: ChildProcess | undefined;
   if (!exitHookInstalled) {
@@ -69,7 +70,7 @@ export async function startRedis(port?: number): Promise<RedisServer> {
     },
     async start() {
       if (server.running) return;
-      const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(p), '--save', '', '--appendonly', 'no'], {
+      const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(p), '--save', '', '--appendonly', 'no', ...args], {
         detached: true,
         stdio: 'ignore',
       });
