@@ -70,6 +70,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   // Answers share one TTL, so insertion order is expiry order: evict from a cursor at the oldest.
   private readonly cursor = new MapCursor(this.answers);
   private bytes = 0;
+  private head: [string, Entry] | undefined;
 
   constructor(
     private readonly maxEntries: number,
@@ -137,10 +138,22 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     for (let i = 0; ; i++) {
       const over = this.answers.size > this.maxEntries || this.bytes > this.maxBytes;
       if (!over && i >= 16) return;
-      const e = this.cursor.next();
+      const e = this.oldest();
       if (e === undefined) return;
       if (e[1].expires <= now || over) this.drop(e[0], e[1]);
-      else return;
+      else {
+        // Live and within budget: it stays the oldest, so the next call starts from it again.
+        this.head = e;
+        return;
+      }
     }
+  }
+
+  /** The entry at the cursor: one looked at last time and kept, or the next one. */
+  private oldest(): [string, Entry] | undefined {
+    const h = this.head;
+    this.head = undefined;
+    if (h !== undefined && this.answers.get(h[0]) === h[1]) return h;
+    return this.cursor.next();
   }
 }
