@@ -44,7 +44,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   const clock = monotonic;
   const memory = memoryStore({ maxKeys: policy.clientId.maxClients, idleMs: policy.clientId.idleTimeout * 1000, clock });
   let store: LimiterStore = memory;
-  let idem: IdempotencyStore = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock);
+  let idem: IdempotencyStore = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock, policy.store.idempotencyBytes);
   if (policy.store.type === 'redis') {
     // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
     // code that a single-replica sidecar never uses.
@@ -52,7 +52,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     const shared = redisStore({ connection: redisConnection(policy.store), replicas: policy.store.replicas, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
     store = shared;
     // One connection for both: idempotency claims ride the rate limiter's client and health.
-    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.timeout * 1000, claimMs: 60_000 });
+    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000, retryMs: policy.store.retryAfter * 1000 });
   }
   const state = new SharedState();
   const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };

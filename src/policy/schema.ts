@@ -191,6 +191,8 @@ export const policySchema = z.strictObject({
       timeout: seconds('Longest wait for Redis before falling back to the local store.').default(0.05),
       retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').default(1),
       idempotencyEntries: count('Stored idempotent answers kept in local memory (oldest evicted).').default(10000),
+      idempotencyTimeout: seconds('Longest wait for Redis on an idempotency lookup or claim; past it the key is unknown and the request gets 503 idempotency_unavailable (nothing is sent).').default(1.5),
+      idempotencyBytes: count('Bytes of stored idempotent answers kept in local memory (oldest evicted); a fleet keeps its records in Redis as well.').default(32 * 1024 * 1024),
     })
     .prefault({}),
   upstreams: z.record(z.string().regex(/^[a-z0-9_-]+$/, 'upstream names are lower-case words'), upstreamSchema),

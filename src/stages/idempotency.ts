@@ -10,16 +10,16 @@
 // be replayed (too large, or cut off) is stored as a proxy 502 that says so, for the same reason.
 // Proxy refusals that prove nothing was sent (rate limits, open breaker, full bulkhead,
 // connection refused) are not stored: the key is released so a retry really goes through.
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { errorBody, proxyError, type ProxyError } from '../errors.js';
 import type { IdempotencyPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
-import type { IdempotencyStore, StoredAnswer } from '../store/idempotency-store.js';
+import { PENDING_FINGERPRINT, type IdempotencyStore, type StoredAnswer } from '../store/idempotency-store.js';
 import { sendBuffered } from '../http/respond.js';
 import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
 export interface IdempotencyDeps {
-  counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored'): { inc(): void };
+  counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored' | 'unavailable'): { inc(): void };
   clock: Clock;
   /** The longest an original may stay in flight (all attempts, waits and queues): its claim's life. */
   claimMs: number;
@@ -40,6 +40,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     inFlight: deps.counter('in_flight'),
     mismatch: deps.counter('mismatch'),
     notStored: deps.counter('not_stored'),
+    unavailable: deps.counter('unavailable'),
   };
 
   const replay = (ex: Exchange, a: StoredAnswer): Reply => {
@@ -59,22 +60,22 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
 
   async function keyed(ex: Exchange, next: Next, raw: string | string[]): Promise<Reply> {
     if (typeof raw !== 'string' || !KEY.test(raw)) return proxyError('bad_request', { message: `Invalid ${policy.header} header.` });
-    if (ex.body === undefined && ex.streamed) {
-      // A body too large to buffer cannot be fingerprinted: forward it without the guarantee.
-      c.notStored.inc();
-      return next(ex);
-    }
-    const key = `${upstream}\u0000${ex.clientKey}\u0000${ex.method} ${ex.routePath}\u0000${raw}`;
-    const fingerprint = createHash('sha256').update(ex.body ?? '').digest('base64url');
+    const key = scopeKey(upstream, ex, raw);
+    // A streamed body (too large to buffer) is hashed as it passes: the original claims the key
+    // before its hash is known, and a duplicate reads (and discards) its own body to compare.
+    const streamed = ex.body === undefined && ex.streamed;
+    let fingerprint = streamed ? undefined : createHash('sha256').update(ex.body ?? '').digest('base64url');
+    const own = async () => (fingerprint ??= await drainHash(ex));
     const deadline = deps.clock() + waitMs;
     for (let round = 0; round < 8; round++) {
       const found = await store.lookup(key);
+      if (found.state === 'unavailable') return unavailable();
       if (found.state === 'done') {
-        if (found.fingerprint !== fingerprint) return mismatch(c.mismatch);
+        if (found.fingerprint !== (await own())) return mismatch(c.mismatch);
         return replay(ex, found.answer);
       }
       if (found.state === 'in_flight') {
-        if (found.fingerprint !== fingerprint) return mismatch(c.mismatch);
+        if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(c.mismatch);
         const left = deadline - deps.clock();
         if (left <= 0 || !(await within(found.done, left))) {
           c.inFlight.inc();
@@ -83,20 +84,37 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         c.joined.inc();
         continue; // the original finished: replay it, or take the key if it was released
       }
-      if (!(await store.claim(key, fingerprint, deps.claimMs))) continue;
+      // A body already read to compare cannot be sent: the app's retry will be the original.
+      if (streamed && fingerprint !== undefined) break;
+      const claimed = await store.claim(key, fingerprint ?? PENDING_FINGERPRINT, deps.claimMs);
+      if (claimed === 'unavailable') return unavailable();
+      if (claimed === 'taken') continue;
       c.forwarded.inc();
       return original(ex, next, key, fingerprint);
     }
     return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
   }
 
-  async function original(ex: Exchange, next: Next, key: string, fingerprint: string): Promise<Reply> {
+  function unavailable(): Reply {
+    c.unavailable.inc();
+    return proxyError('idempotency_unavailable', { headers: { 'retry-after': '1' } });
+  }
+
+  async function original(ex: Exchange, next: Next, key: string, known: string | undefined): Promise<Reply> {
     ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: policy.maxBodyBytes };
     let answer: StoredAnswer | undefined;
+    const hashing = known === undefined ? hashed(ex) : undefined;
+    let fingerprint = known ?? PENDING_FINGERPRINT;
     try {
       const reply = await next(ex);
       answer = toStored(ex, reply);
       if (answer === undefined) c.notStored.inc();
+      if (hashing !== undefined) {
+        const fp = await hashing.finish();
+        // The body never arrived whole: no fingerprint to hold a duplicate to. Keep the answer
+        // (the create may have happened) under a fingerprint no body matches: a retry gets 422.
+        fingerprint = fp ?? `incomplete:${randomUUID()}`;
+      }
       return reply;
     } finally {
       ex.capture = undefined;
@@ -161,4 +179,76 @@ function within(p: Promise<void>, ms: number): Promise<boolean> {
       resolve(true);
     });
   });
+}
+
+// Fleet-wide and stable across restarts (every replica must derive the same scope), so the key is
+// a fixed label: what matters is that neither memory nor Redis ever holds the credential itself.
+const SCOPE_KEY = 'breakwater/idempotency-scope/v1';
+
+/**
+ * The scope of a key (Stripe scopes keys to the account, the IETF draft to the client): upstream,
+ * credential identity, client, method, path and query, key. Another credential, or none, never
+ * sees a stored answer; `?dryRun=true` is not the create without it.
+ */
+export function scopeKey(upstream: string, ex: Exchange, key: string): string {
+  const auth = ex.authorization;
+  const who = auth === undefined ? '-' : createHmac('sha256', SCOPE_KEY).update(auth).digest('base64url');
+  return `${upstream}\u0000${who}\u0000${ex.clientKey}\u0000${ex.method} ${ex.routePath}${ex.query}\u0000${key}`;
+}
+
+/** Reads a streamed body to its end, hashing and discarding it; undefined if it broke off. */
+async function drainHash(ex: Exchange): Promise<string | undefined> {
+  const h = createHash('sha256');
+  try {
+    for await (const chunk of ex.bodyStream as AsyncIterable<Buffer>) h.update(chunk);
+  } catch {
+    return undefined;
+  }
+  ex.bodyStream = undefined;
+  return h.digest('base64url');
+}
+
+/** Wraps the streamed body so that the bytes sent upstream are hashed as they pass. */
+function hashed(ex: Exchange): { finish(): Promise<string | undefined> } {
+  const h = createHash('sha256');
+  const source = ex.bodyStream as AsyncIterable<Buffer>;
+  const it = source[Symbol.asyncIterator]();
+  let ended = false;
+  let broken = false;
+  async function* tee(): AsyncGenerator<Buffer> {
+    for (;;) {
+      let r: IteratorResult<Buffer>;
+      try {
+        r = await it.next();
+      } catch (e) {
+        broken = true;
+        throw e;
+      }
+      if (r.done) {
+        ended = true;
+        return;
+      }
+      h.update(r.value);
+      yield r.value;
+    }
+  }
+  ex.bodyStream = tee();
+  return {
+    async finish() {
+      if (broken) return undefined;
+      // The upstream may answer before reading it all: read the rest so the hash is of the body.
+      if (!ended) {
+        try {
+          for (;;) {
+            const r = await it.next();
+            if (r.done) break;
+            h.update(r.value);
+          }
+        } catch {
+          return undefined;
+        }
+      }
+      return h.digest('base64url');
+    },
+  };
 }

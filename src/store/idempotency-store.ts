@@ -1,6 +1,6 @@
 // Stored answers for idempotency keys. An entry is either in flight (the original is being
 // forwarded; duplicates wait on it) or done (a stored answer replayed until it expires).
-// Bounded in count (oldest evicted) and in size (large answers are not stored).
+// Bounded in count and in bytes (oldest evicted first; expired entries go before live ones).
 import type { Clock } from '../resilience/clock.js';
 import { MapCursor } from '../resilience/map-cursor.js';
 
@@ -10,19 +10,33 @@ export interface StoredAnswer {
   body: Buffer;
 }
 
+/**
+ * `unavailable`: the shared store could not say (timeout, error, disconnected). The key may have
+ * been used on another replica, so the caller must send nothing rather than guess "absent".
+ */
 export type Lookup =
   | { state: 'absent' }
+  | { state: 'unavailable' }
   | { state: 'in_flight'; fingerprint: string; done: Promise<void> }
   | { state: 'done'; fingerprint: string; answer: StoredAnswer };
+
+/** `taken`: someone else holds the key (look again); `unavailable`: as in Lookup. */
+export type Claim = 'claimed' | 'taken' | 'unavailable';
+
+/** A claim made before a streamed body has been hashed: duplicates wait, then compare. */
+export const PENDING_FINGERPRINT = 'pending';
 
 export interface IdempotencyStore {
   lookup(key: string): Lookup | Promise<Lookup>;
   /**
-   * Claims the key for an original request; false when someone else holds it. `holdMs` bounds
-   * how long a shared claim outlives a replica that died mid-request.
+   * Claims the key for an original request. `holdMs` bounds how long a shared claim outlives a
+   * replica that died mid-request.
    */
-  claim(key: string, fingerprint: string, holdMs: number): boolean | Promise<boolean>;
-  /** Ends an in-flight claim: stores the answer, or (undefined) releases the key for a new attempt. */
+  claim(key: string, fingerprint: string, holdMs: number): Claim | Promise<Claim>;
+  /**
+   * Ends an in-flight claim: stores the answer under `fingerprint` (final even when the claim was
+   * made with PENDING_FINGERPRINT), or (undefined) releases the key for a new attempt.
+   */
   complete(key: string, fingerprint: string, answer: StoredAnswer | undefined, ttlMs: number): void;
   size(): number;
 }
@@ -33,15 +47,35 @@ interface Flight {
   wake: () => void;
 }
 
+interface Entry {
+  fingerprint: string;
+  answer: StoredAnswer;
+  expires: number;
+  bytes: number;
+}
+
+/** What an entry costs in memory, near enough: body, headers, key and a fixed overhead. */
+export function answerBytes(key: string, a: StoredAnswer): number {
+  let h = 0;
+  for (const name in a.headers) {
+    const v = a.headers[name]!;
+    h += name.length + (typeof v === 'string' ? v.length : v.reduce((n, s) => n + s.length + 8, 0)) + 16;
+  }
+  return a.body.length + h + key.length * 2 + 256;
+}
+
 export class MemoryIdempotencyStore implements IdempotencyStore {
   private readonly flights = new Map<string, Flight>();
-  private readonly answers = new Map<string, { fingerprint: string; answer: StoredAnswer; expires: number }>();
+  private readonly answers = new Map<string, Entry>();
   // Answers share one TTL, so insertion order is expiry order: evict from a cursor at the oldest.
   private readonly cursor = new MapCursor(this.answers);
+  private bytes = 0;
+  private head: [string, Entry] | undefined;
 
   constructor(
     private readonly maxEntries: number,
     private readonly clock: Clock,
+    private readonly maxBytes = Number.POSITIVE_INFINITY,
   ) {}
 
   lookup(key: string): Lookup {
@@ -50,44 +84,76 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     const a = this.answers.get(key);
     if (a === undefined) return { state: 'absent' };
     if (a.expires <= this.clock()) {
-      this.answers.delete(key);
+      this.drop(key, a);
       return { state: 'absent' };
     }
     return { state: 'done', fingerprint: a.fingerprint, answer: a.answer };
   }
 
-  claim(key: string, fingerprint: string): boolean {
-    if (this.flights.has(key)) return false;
+  claim(key: string, fingerprint: string): Claim {
+    if (this.flights.has(key)) return 'taken';
     let wake!: () => void;
     const done = new Promise<void>((r) => (wake = r));
     this.flights.set(key, { fingerprint, done, wake });
-    return true;
+    return 'claimed';
   }
 
-  complete(key: string, _fingerprint: string, answer: StoredAnswer | undefined, ttlMs: number): void {
+  complete(key: string, fingerprint: string, answer: StoredAnswer | undefined, ttlMs: number): void {
     const f = this.flights.get(key);
     if (f === undefined) return;
     this.flights.delete(key);
-    if (answer !== undefined) {
-      this.answers.delete(key);
-      this.answers.set(key, { fingerprint: f.fingerprint, answer, expires: this.clock() + ttlMs });
-      this.evict();
-    }
+    if (answer !== undefined) this.put(key, fingerprint, answer, ttlMs);
     f.wake();
+  }
+
+  /** Stores an answer outside a claim (one another replica published). */
+  put(key: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): void {
+    const old = this.answers.get(key);
+    if (old !== undefined) this.drop(key, old);
+    const bytes = answerBytes(key, answer);
+    this.answers.set(key, { fingerprint, answer, expires: this.clock() + ttlMs, bytes });
+    this.bytes += bytes;
+    this.evict();
   }
 
   size(): number {
     return this.answers.size;
   }
 
+  /** Bytes held by stored answers (the budget's measure). */
+  byteSize(): number {
+    return this.bytes;
+  }
+
+  private drop(key: string, e: Entry): void {
+    this.answers.delete(key);
+    this.bytes -= e.bytes;
+  }
+
   private evict(): void {
     const now = this.clock();
-    // Bounded work per call: drop expired answers at the cursor, then the oldest while over the cap.
-    for (let i = 0; i < 16; i++) {
-      const e = this.cursor.next();
+    // Bounded work per call while within budget: drop expired answers at the cursor. Over budget
+    // (count or bytes), keep dropping the oldest until back inside; each goes once, so the work
+    // is amortised by the puts that grew the store.
+    for (let i = 0; ; i++) {
+      const over = this.answers.size > this.maxEntries || this.bytes > this.maxBytes;
+      if (!over && i >= 16) return;
+      const e = this.oldest();
       if (e === undefined) return;
-      if (e[1].expires <= now || this.answers.size > this.maxEntries) this.answers.delete(e[0]);
-      else if (this.answers.size <= this.maxEntries) return;
+      if (e[1].expires <= now || over) this.drop(e[0], e[1]);
+      else {
+        // Live and within budget: it stays the oldest, so the next call starts from it again.
+        this.head = e;
+        return;
+      }
     }
+  }
+
+  /** The entry at the cursor: one looked at last time and kept, or the next one. */
+  private oldest(): [string, Entry] | undefined {
+    const h = this.head;
+    this.head = undefined;
+    if (h !== undefined && this.answers.get(h[0]) === h[1]) return h;
+    return this.cursor.next();
   }
 }

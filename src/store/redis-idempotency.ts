@@ -1,16 +1,25 @@
 // Fleet-wide idempotency: the local store still coordinates duplicates inside this replica;
 // Redis carries the claim and the stored answer between replicas. Claims are SET NX with an
 // expiry, so a replica that dies mid-request cannot block a key for longer than the wait bound.
-// Redis errors or slowness fall back to the local store at once, as the rate limiter does:
-// dedupe then holds per replica, and no request fails because of Redis.
-import { createHash } from 'node:crypto';
-import type { IdempotencyStore, Lookup, StoredAnswer } from './idempotency-store.js';
+//
+// A Redis that is slow, erroring or disconnected cannot say whether a key was used elsewhere.
+// Unlike the rate limiter (which falls back to local buckets), that is never read as "absent":
+// lookups and claims answer `unavailable` and the caller sends nothing (503 + Retry-After, which
+// both SDKs retry). The wait is its own setting, longer than the limiter's decision timeout: a
+// Redis stall of a few hundred milliseconds should delay a create, not refuse it.
+//
+// An answer that could not be written is kept and re-published until Redis takes it (a bounded
+// queue), because a lost record lets another replica forward the duplicate once the claim expires.
+import { createHash, randomUUID } from 'node:crypto';
 import type { RedisClient } from './redis-connection.js';
+import type { Claim, IdempotencyStore, Lookup, StoredAnswer } from './idempotency-store.js';
 import type { RedisHealth } from './redis.js';
 
 interface Wire {
   s: 'f' | 'd';
   fp: string;
+  /** Claim owner, so that a release never deletes another replica's claim. */
+  o?: string;
   a?: { status: number; headers: Record<string, string | string[]>; body: string };
 }
 
@@ -18,27 +27,46 @@ export interface RedisIdempotencyOptions {
   redis: RedisClient;
   health: RedisHealth;
   local: IdempotencyStore;
+  /** The longest wait for one Redis answer before the key's state is "unknown". */
   timeoutMs: number;
   /** The least time a claim is honoured when the caller asks for less. */
   claimMs: number;
   pollMs?: number;
   prefix?: string;
+  /** Answers waiting to be re-published (oldest dropped beyond this). */
+  maxPending?: number;
+  /** Interval between re-publishing attempts. */
+  retryMs?: number;
+  /** Reports a write that failed (queued) and one given up on (queue full). */
+  onWrite?: (outcome: 'queued' | 'republished' | 'dropped') => void;
 }
 
-export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencyStore {
+const UNKNOWN = Symbol('unknown');
+// Deletes the key only while it still holds the caller's claim.
+const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+
+export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencyStore & { pending(): number } {
   const prefix = o.prefix ?? 'bw:idem:';
   const pollMs = o.pollMs ?? 50;
+  const maxPending = o.maxPending ?? 10_000;
+  const retryMs = o.retryMs ?? 1000;
   // Keys hold client ids and paths: hash them so Redis never stores them in clear.
   const rkey = (key: string) => prefix + createHash('sha256').update(key).digest('base64url');
+  /** Claim values by key, for a release that only removes our own claim. */
+  const owned = new Map<string, string>();
+  /** Answers Redis has not taken yet, by Redis key: value and expiry (epoch ms). */
+  const pending = new Map<string, { wire: string; expires: number }>();
+  let flushing: NodeJS.Timeout | undefined;
 
-  function call<T>(op: () => Promise<T>): Promise<T | undefined> {
-    if (!o.health.usable()) return Promise.resolve(undefined);
+  function call<T>(op: () => Promise<T>): Promise<T | typeof UNKNOWN> {
+    // Disconnected: the offline queue is off, so a command would only fail; say so at once.
+    if (o.redis.status !== 'ready') return Promise.resolve(UNKNOWN);
     return new Promise((resolve) => {
       let settled = false;
       const t = setTimeout(() => {
         settled = true;
         o.health.failed('timeout');
-        resolve(undefined);
+        resolve(UNKNOWN);
       }, o.timeoutMs);
       op().then(
         (v) => {
@@ -51,13 +79,13 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
           if (settled) return;
           clearTimeout(t);
           o.health.failed('error');
-          resolve(undefined);
+          resolve(UNKNOWN);
         },
       );
     });
   }
 
-  function decode(raw: string | null | undefined): Wire | undefined {
+  function decode(raw: string | null): Wire | undefined {
     if (!raw) return undefined;
     try {
       return JSON.parse(raw) as Wire;
@@ -71,12 +99,45 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
     return new Promise((resolve) => {
       const deadline = Date.now() + o.claimMs;
       const tick = async () => {
-        const w = decode(await call(() => o.redis.get(k)));
-        if (w?.s !== 'f' || Date.now() > deadline || !o.health.usable()) return resolve();
+        const raw = await call(() => o.redis.get(k));
+        // Unknown: let the caller look again, which answers `unavailable` while Redis is.
+        if (raw === UNKNOWN || decode(raw)?.s !== 'f' || Date.now() > deadline) return resolve();
         setTimeout(tick, pollMs);
       };
       setTimeout(tick, pollMs);
     });
+  }
+
+  function enqueue(k: string, wire: string, ttlMs: number): void {
+    pending.delete(k);
+    pending.set(k, { wire, expires: Date.now() + ttlMs });
+    o.onWrite?.('queued');
+    while (pending.size > maxPending) {
+      pending.delete(pending.keys().next().value!);
+      o.onWrite?.('dropped');
+    }
+    flushing ??= setTimeout(flush, retryMs).unref();
+  }
+
+  async function flush(): Promise<void> {
+    flushing = undefined;
+    for (const [k, p] of [...pending]) {
+      const left = p.expires - Date.now();
+      if (left <= 0) {
+        pending.delete(k);
+        continue;
+      }
+      if (o.redis.status !== 'ready') break;
+      try {
+        await o.redis.set(k, p.wire, 'PX', left);
+        // A newer write for the same key may have been queued meanwhile.
+        if (pending.get(k) === p) pending.delete(k);
+        o.onWrite?.('republished');
+      } catch {
+        break;
+      }
+    }
+    if (pending.size > 0) flushing ??= setTimeout(flush, retryMs).unref();
   }
 
   return {
@@ -84,37 +145,51 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
       const local = await o.local.lookup(key);
       if (local.state !== 'absent') return local;
       const k = rkey(key);
-      const w = decode(await call(() => o.redis.get(k)));
+      const raw = await call(() => o.redis.get(k));
+      if (raw === UNKNOWN) return { state: 'unavailable' };
+      const w = decode(raw);
       if (w === undefined) return local;
       if (w.s === 'd' && w.a) return { state: 'done', fingerprint: w.fp, answer: { status: w.a.status, headers: w.a.headers, body: Buffer.from(w.a.body, 'base64') } };
       return { state: 'in_flight', fingerprint: w.fp, done: remoteDone(k) };
     },
-    async claim(key, fingerprint, holdMs) {
-      if (!(await o.local.claim(key, fingerprint, holdMs))) return false;
-      const ok = await call(() => o.redis.set(rkey(key), JSON.stringify({ s: 'f', fp: fingerprint } satisfies Wire), 'PX', Math.max(holdMs, o.claimMs), 'NX'));
-      if (ok === null) {
-        // Another replica holds it: give our local claim back and let the caller look again.
-        o.local.complete(key, fingerprint, undefined, 0);
-        return false;
+    async claim(key, fingerprint, holdMs): Promise<Claim> {
+      const mine = await o.local.claim(key, fingerprint, holdMs);
+      if (mine !== 'claimed') return mine;
+      const k = rkey(key);
+      const value = JSON.stringify({ s: 'f', fp: fingerprint, o: randomUUID() } satisfies Wire);
+      const ok = await call(() => o.redis.set(k, value, 'PX', Math.max(holdMs, o.claimMs), 'NX'));
+      if (ok === 'OK') {
+        owned.set(key, value);
+        return 'claimed';
       }
-      return true; // 'OK', or Redis unavailable: the local claim stands
+      o.local.complete(key, fingerprint, undefined, 0);
+      if (ok === null) return 'taken'; // another replica holds it: the caller looks again
+      // The SET may still land after our timeout: take it back if it did, so the key is not
+      // blocked until the claim expires.
+      void call(() => o.redis.eval(RELEASE, 1, k, value));
+      return 'unavailable';
     },
     complete(key, fingerprint, answer: StoredAnswer | undefined, ttlMs) {
       o.local.complete(key, fingerprint, answer, ttlMs);
       const k = rkey(key);
+      const value = owned.get(key);
+      owned.delete(key);
       if (answer === undefined) {
-        void call(() => o.redis.del(k));
+        if (value !== undefined) void call(() => o.redis.eval(RELEASE, 1, k, value));
         return;
       }
-      // Losing this write would leave other replicas free to forward the duplicate once the
-      // claim expires: it is not bound by the short decision timeout, and is tried twice.
+      // Not bound by the lookup timeout: a slow write that lands is as good as a fast one.
       const wire = JSON.stringify({ s: 'd', fp: fingerprint, a: { status: answer.status, headers: answer.headers, body: answer.body.toString('base64') } } satisfies Wire);
-      const write = () => o.redis.set(k, wire, 'PX', ttlMs);
-      write().catch(() => {
-        o.health.failed('error');
-        setTimeout(() => void write().catch(() => o.health.failed('error')), 500).unref();
-      });
+      if (o.redis.status !== 'ready') return enqueue(k, wire, ttlMs);
+      o.redis.set(k, wire, 'PX', ttlMs).then(
+        () => o.health.succeeded(),
+        () => {
+          o.health.failed('error');
+          enqueue(k, wire, ttlMs);
+        },
+      );
     },
     size: () => o.local.size(),
+    pending: () => pending.size,
   };
 }

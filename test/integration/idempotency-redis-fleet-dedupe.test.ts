@@ -1,6 +1,6 @@
 // With RATE_LIMIT_STORE=redis, idempotency keys are shared by the fleet: a duplicate that lands
-// on another sidecar is replayed, not sent again. If Redis is lost, dedupe falls back to each
-// sidecar's local store and no request fails because of it.
+// on another sidecar is replayed, not sent again. If Redis is lost, a keyed create that no local
+// record answers cannot be checked: it gets 503 idempotency_unavailable and nothing is sent.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
@@ -62,17 +62,29 @@ describe('idempotency across a fleet on one Redis', () => {
     for (const r of answers) if (r.status !== 201) expect(r.headers['x-breakwater-error']).toBe('idempotency_in_flight');
   });
 
-  it('falls back to local dedupe when Redis is lost, without failing requests', async () => {
+  it('refuses a keyed create it cannot check while Redis is lost, sends nothing, and lets unkeyed calls through', async () => {
     await redis.kill();
+    const before = createsFor('+15550004003');
     const first = await create(a, 'fleet-k3', '+15550004003');
-    expect(first.status).toBe(201);
-    const again = await create(a, 'fleet-k3', '+15550004003');
-    expect(again.status).toBe(201);
+    expect(first.status).toBe(503);
+    expect(first.headers['x-breakwater-error']).toBe('idempotency_unavailable');
+    expect(first.headers['retry-after']).toBe('1');
+    expect(createsFor('+15550004003')).toBe(before);
+    // Without a key there is nothing to check: the limiter falls back and the call goes through.
+    const unkeyed = await request(b.proxyPort, 'POST', '/vapi/call', {
+      headers: { 'content-type': 'application/json', 'x-client-id': 'fleet-app' },
+      body: JSON.stringify({ assistantId: 'a1', customer: { number: '+15550004004' } }),
+    });
+    expect(unkeyed.status).toBe(201);
+    // Redis back: the same key goes through once, and is replayed on the other replica.
+    await redis.start();
+    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), 10000)).toBe(true);
+    const retried = await create(a, 'fleet-k3', '+15550004003');
+    expect(retried.status).toBe(201);
+    const again = await create(b, 'fleet-k3', '+15550004003');
     expect(again.headers['idempotent-replayed']).toBe('true');
-    expect(again.text).toBe(first.text);
+    expect(again.text).toBe(retried.text);
     expect(createsFor('+15550004003')).toBe(1);
-    const other = await create(b, 'fleet-k4', '+15550004004');
-    expect(other.status).toBe(201);
     for (const s of vapi.seen) expect(s.headers['idempotency-key']).toBeUndefined();
   });
 });

@@ -68,7 +68,9 @@ export interface StartOptions {
   tls?: boolean;
 }
 
-export async function startRedis(port?: number, o: StartOptions = {}): Promise<RedisServer> {
+export async function startRedis(port?: number, opts: StartOptions | string[] = {}): Promise<RedisServer> {
+  // A bare array is extra redis-server options (`--enable-debug-command local`, `--appendonly yes`…).
+  const o: StartOptions = Array.isArray(opts) ? { args: opts } : opts;
   const p = port ?? (await freePort());
   const bin = o.bin ?? 'redis-server';
   let child: ChildProcess | undefined;
