@@ -167,6 +167,12 @@ export const upstreamSchema = z.strictObject({
   credentials: credentialsSchema.prefault({}),
   stubs: z.array(stubSchema).default([]),
   cache: cacheSchema.prefault({}),
+}).superRefine((u, ctx) => {
+  // A cached route that names no route would silently cache nothing.
+  const names = new Set(u.routes.map((r) => r.name));
+  u.cache.routes.forEach((c, i) => {
+    if (!names.has(c.route)) ctx.addIssue({ code: 'custom', path: ['cache', 'routes', i, 'route'], message: `names no route of this upstream (routes: ${[...names].join(', ') || 'none'})` });
+  });
 });
 
 export const policySchema = z.strictObject({
