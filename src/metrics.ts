@@ -271,6 +271,32 @@ export function createMetrics() {
       labelNames: ['version', 'node'] as const,
       registers: [registry],
     }),
+    // Response cache (src/stages/cache.ts). result: hit, miss, stale (served on error), coalesced
+    // (answered from another request's miss), bypass (not cacheable as asked).
+    cacheRequests: new HotCounter({
+      name: 'breakwater_cache_requests_total',
+      help: 'Cacheable requests by upstream, route and result (hit, miss, stale, coalesced, bypass).',
+      labelNames: ['upstream', 'route', 'result'] as const,
+      registers: [registry],
+    }),
+    cacheBytes: new Gauge({
+      name: 'breakwater_cache_bytes',
+      help: 'Bytes held by the memory cache store, per upstream.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    cacheEntries: new Gauge({
+      name: 'breakwater_cache_entries',
+      help: 'Entries held by the memory cache store, per upstream.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    cacheEvictions: new Counter({
+      name: 'breakwater_cache_evictions_total',
+      help: 'Entries evicted (least recently used) to keep the cache within its bounds.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
   };
   m.reloadSuccess.set(1);
   m.draining.set(0);

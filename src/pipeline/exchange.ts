@@ -7,7 +7,7 @@ import type { UpstreamRuntime } from './upstream.js';
 export interface Sent {
   readonly kind: 'sent';
   readonly status: number;
-  readonly outcome: 'forwarded' | 'stub' | 'replayed';
+  readonly outcome: 'forwarded' | 'stub' | 'replayed' | 'cached';
   /** The response broke after its head was relayed: by the upstream (a reset) or the client. */
   readonly broken?: 'upstream' | 'client';
   /**

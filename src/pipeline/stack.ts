@@ -20,6 +20,10 @@ import { breaker } from '../stages/breaker.js';
 import { bulkhead } from '../stages/bulkhead.js';
 import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
+import { cache } from '../stages/cache.js';
+import { randomBytes } from 'node:crypto';
+import { MemoryCacheStore } from '../cache/memory-store.js';
+import { Coalescer } from '../cache/coalesce.js';
 import { isPhoneKey, maskPhone } from '../stages/keys.js';
 import { compose } from './compose.js';
 import type { Stage } from './exchange.js';
@@ -173,6 +177,10 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
           claimMs: originalLifetimeMs(u),
         })
       : undefined,
+    // A cached answer, like a replay, costs the upstream nothing: it is served before any limit.
+    // It wraps the retry and breaker stages so an open breaker or a failed upstream can be
+    // answered with a stale copy (stale-if-error).
+    u.cache.routes.length > 0 ? cacheStage(name, u, deps, collectors) : undefined,
     // Local limits before anything upstream-facing: the cheapest refusal, and a refused request
     // never costs upstream quota.
     rateLimit(name, u.rateLimits, {
@@ -223,4 +231,28 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       for (const read of collectors) read();
     },
   };
+}
+
+/** The cache stage with its store and coalescer, both kept across reloads while their bounds hold. */
+function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors: (() => void)[]): Stage | undefined {
+  const { metrics, state, log } = deps;
+  const c = u.cache;
+  const evictions = metrics.cacheEvictions.labels(name);
+  const store = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
+  const coalescer = state.get(`${name}/cache-coalescer`, c.maxWaiters, () => new Coalescer(c.maxWaiters));
+  // Keys hash the credential with a per-process secret: a key never reveals or confirms a token.
+  const secret = state.get('cache-secret', null, () => randomBytes(32));
+  evictions.inc(0);
+  collectors.push(() => {
+    metrics.cacheBytes.labels(name).set(store.bytes);
+    metrics.cacheEntries.labels(name).set(store.size);
+  });
+  return cache(name, c, {
+    clock: deps.clock,
+    store,
+    coalescer,
+    secret,
+    counter: (route, result) => metrics.cacheRequests.labels(name, route, result),
+    onStale: (fields) => log.warn(fields, 'served a stale cached answer: the upstream failed'),
+  });
 }

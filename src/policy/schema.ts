@@ -120,6 +120,29 @@ const credentialsSchema = z
   })
   .describe('Credentials injected when the app sends no Authorization.');
 
+export const cacheRouteSchema = z.strictObject({
+  route: z.string().regex(/^[a-z0-9_.-]+$/).describe('Route name (from `routes`) whose GET answers are cached; HEAD is answered from them.'),
+  ttl: seconds('Seconds an answer stays fresh when the upstream sends no max-age / s-maxage (Twilio and Vapi send none).'),
+  maxEntryBytes: count('Largest response body stored; larger answers pass through unstored.').default(262144),
+  staleIfError: z.number().min(0).default(0).describe('Seconds past its freshness an entry may be served while the breaker is open or the upstream fails (RFC 5861 stale-if-error).'),
+  keyHeaders: z.array(z.string().regex(/^[A-Za-z0-9-]+$/)).default([]).describe('Request headers added to the key (besides method, URI, credential and the response\'s Vary).'),
+  onlyQuery: z
+    .record(z.string(), z.array(z.string()))
+    .default({})
+    .describe('Cache only when each named query parameter\'s comma-separated values are all in its list (e.g. Lookups `Fields`: keep fraud signals out).'),
+});
+
+export const cacheSchema = z
+  .strictObject({
+    routes: z.array(cacheRouteSchema).default([]).describe('Routes cached; none by default.'),
+    maxEntries: count('Entries kept in memory for this upstream (least recently used evicted).').default(10000),
+    maxBytes: count('Bytes kept in memory for this upstream (least recently used evicted).').default(64 * 1024 * 1024),
+    coalesce: z.boolean().default(true).describe('Identical concurrent misses wait for one upstream request (nginx proxy_cache_lock).'),
+    maxWaiters: z.number().int().min(0).default(1000).describe('Requests that may wait on one in-flight miss; more go upstream themselves.'),
+    waitTimeout: seconds('Seconds a waiter waits before it goes upstream itself.').default(5),
+  })
+  .describe('Response cache, private to each credential (keys carry its keyed hash). Opt-in per route.');
+
 export const routeSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9_.-]+$/).describe('Label used in metrics and logs.'),
   match: routePattern,
@@ -143,6 +166,13 @@ export const upstreamSchema = z.strictObject({
   holdOn429: holdSchema.prefault({}),
   credentials: credentialsSchema.prefault({}),
   stubs: z.array(stubSchema).default([]),
+  cache: cacheSchema.prefault({}),
+}).superRefine((u, ctx) => {
+  // A cached route that names no route would silently cache nothing.
+  const names = new Set(u.routes.map((r) => r.name));
+  u.cache.routes.forEach((c, i) => {
+    if (!names.has(c.route)) ctx.addIssue({ code: 'custom', path: ['cache', 'routes', i, 'route'], message: `names no route of this upstream (routes: ${[...names].join(', ') || 'none'})` });
+  });
 });
 
 export const policySchema = z.strictObject({
@@ -207,3 +237,5 @@ export type RateLimitPolicy = z.infer<typeof rateLimitSchema>;
 export type IdempotencyPolicy = z.infer<typeof idempotencySchema>;
 export type HoldPolicy = z.infer<typeof holdSchema>;
 export type StubPolicy = z.infer<typeof stubSchema>;
+export type CachePolicy = z.infer<typeof cacheSchema>;
+export type CacheRoutePolicy = z.infer<typeof cacheRouteSchema>;

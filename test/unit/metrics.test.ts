@@ -25,6 +25,7 @@ const UNIT = /_(seconds|bytes|ratio)$/;
  * deliberate decision rather than an accident.
  */
 const UNITLESS_GAUGES = new Set([
+  'breakwater_cache_entries',
   'breakwater_requests_in_flight',
   'breakwater_bulkhead_active',
   'breakwater_bulkhead_limit',

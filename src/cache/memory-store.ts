@@ -1,0 +1,91 @@
+// The in-process cache store: least recently used out first, bounded both in entries and in
+// bytes (a few large assistant configurations must not push the process out of memory).
+// An index from target URI to keys lets an unsafe method invalidate every credential's copy.
+import type { Freshness } from './freshness.js';
+
+export interface CacheEntry {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[]>>;
+  readonly body: Buffer;
+  readonly freshness: Freshness;
+  readonly storedAt: number;
+  /** Request header values the response's Vary named, to match later requests against. */
+  readonly vary: readonly (readonly [string, string])[];
+  /** The target URI path (no query), for invalidation. */
+  readonly path: string;
+}
+
+/** Approximate bytes an entry holds: body, headers and a fixed overhead. */
+export function entrySize(key: string, e: Pick<CacheEntry, 'body' | 'headers'>): number {
+  let n = 200 + key.length * 2 + e.body.length;
+  for (const k in e.headers) n += k.length + String(e.headers[k]).length;
+  return n;
+}
+
+export interface MemoryStoreOptions {
+  maxEntries: number;
+  maxBytes: number;
+  onEvict?: () => void;
+}
+
+export class MemoryCacheStore {
+  private readonly entries = new Map<string, { entry: CacheEntry; size: number }>();
+  private readonly byPath = new Map<string, Set<string>>();
+  private bytesUsed = 0;
+
+  constructor(private readonly opts: MemoryStoreOptions) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get bytes(): number {
+    return this.bytesUsed;
+  }
+
+  get(key: string): CacheEntry | undefined {
+    const hit = this.entries.get(key);
+    if (hit === undefined) return undefined;
+    // Map order is the LRU order: move to the back on use.
+    this.entries.delete(key);
+    this.entries.set(key, hit);
+    return hit.entry;
+  }
+
+  /** Stores an entry; false when it alone is larger than the store may hold. */
+  set(key: string, entry: CacheEntry): boolean {
+    const size = entrySize(key, entry);
+    if (size > this.opts.maxBytes) return false;
+    this.delete(key);
+    this.entries.set(key, { entry, size });
+    this.bytesUsed += size;
+    let keys = this.byPath.get(entry.path);
+    if (keys === undefined) this.byPath.set(entry.path, (keys = new Set()));
+    keys.add(key);
+    while (this.entries.size > this.opts.maxEntries || this.bytesUsed > this.opts.maxBytes) {
+      const oldest = this.entries.keys().next().value as string;
+      this.delete(oldest);
+      this.opts.onEvict?.();
+    }
+    return true;
+  }
+
+  delete(key: string): void {
+    const hit = this.entries.get(key);
+    if (hit === undefined) return;
+    this.entries.delete(key);
+    this.bytesUsed -= hit.size;
+    const keys = this.byPath.get(hit.entry.path);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byPath.delete(hit.entry.path);
+  }
+
+  /** Drops every entry for this path, whatever its query or credential (RFC 9111 §4.4). */
+  invalidatePath(path: string): number {
+    const keys = this.byPath.get(path);
+    if (keys === undefined) return 0;
+    const n = keys.size;
+    for (const k of [...keys]) this.delete(k);
+    return n;
+  }
+}

@@ -1,0 +1,232 @@
+// The response cache: GETs on the routes the policy names are answered from a stored copy while
+// it is fresh (HEAD too, from the GET's copy); identical concurrent misses wait for one upstream
+// request; while the breaker is open or the upstream fails, a copy within its stale-if-error
+// allowance is served instead of the error. Every cacheable answer says what happened in
+// `Cache-Status` (RFC 9211). Unsafe methods invalidate the target URI for every credential.
+//
+// Twilio and Vapi send no Cache-Control and every request carries Authorization: a shared cache
+// must not reuse those answers (RFC 9111 §3.5), which is nginx's known fault. Each key carries a
+// keyed hash of the credential, so this is a private cache per credential and TTL-based reuse is
+// legitimate. The request path is the current one (a Reply that is sometimes already written):
+// the forwarded answer is copied through `ex.capture`, as the idempotency stage does.
+import { freshness, requestBypasses, usability, currentAgeMs } from '../cache/freshness.js';
+import { cacheKey, credentialId, headerValue, normaliseUri, varyNames } from '../cache/key.js';
+import type { CacheEntry, MemoryCacheStore } from '../cache/memory-store.js';
+import type { Coalescer } from '../cache/coalesce.js';
+import type { CachePolicy, CacheRoutePolicy } from '../policy/schema.js';
+import type { Clock } from '../resilience/clock.js';
+import { sendBuffered } from '../http/respond.js';
+import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+
+export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass';
+
+export interface CacheDeps {
+  clock: Clock;
+  store: MemoryCacheStore;
+  coalescer: Coalescer;
+  /** Key for the credential hash; per process for the memory store. */
+  secret: Buffer;
+  counter(route: string, result: CacheResult): { inc(): void };
+  onStale(fields: Record<string, unknown>): void;
+}
+
+interface Compiled {
+  readonly policy: CacheRoutePolicy;
+  readonly ttlMs: number;
+  readonly staleMs: number;
+  readonly keyHeaders: readonly string[];
+  readonly onlyQuery: readonly (readonly [string, ReadonlySet<string>])[];
+  readonly c: Record<CacheResult, { inc(): void }>;
+}
+
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+// Headers of the stored copy that describe one delivery, not the resource: recomputed or dropped.
+// Set-Cookie is dropped as nginx and Varnish do by default (a CDN's bot cookie is not the resource).
+const NOT_STORED = new Set(['age', 'set-cookie', 'cache-status', 'x-request-id', 'content-length', 'connection', 'transfer-encoding', 'keep-alive']);
+// Upstream failures a stale copy may stand in for (RFC 5861 names 500, 502, 503, 504).
+const STALE_FOR = new Set(['circuit_open', 'upstream_unavailable', 'upstream_timeout', 'bulkhead_full']);
+const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range'] as const;
+
+export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): Stage | undefined {
+  if (policy.routes.length === 0) return undefined;
+  const { clock, store, coalescer } = deps;
+  const waitMs = policy.waitTimeout * 1000;
+  const routes = new Map<string, Compiled>();
+  for (const r of policy.routes) {
+    routes.set(r.route, {
+      policy: r,
+      ttlMs: r.ttl * 1000,
+      staleMs: r.staleIfError * 1000,
+      keyHeaders: r.keyHeaders.map((h) => h.toLowerCase()),
+      onlyQuery: Object.entries(r.onlyQuery).map(([k, v]) => [k, new Set(v)] as const),
+      c: {
+        hit: deps.counter(r.route, 'hit'),
+        miss: deps.counter(r.route, 'miss'),
+        stale: deps.counter(r.route, 'stale'),
+        coalesced: deps.counter(r.route, 'coalesced'),
+        bypass: deps.counter(r.route, 'bypass'),
+      },
+    });
+  }
+
+  return function cacheStage(ex: Exchange, next: Next): Promise<Reply> {
+    const m = ex.method;
+    if (m === 'GET' || m === 'HEAD') {
+      // HEAD is answered from the GET's copy, so it is cached under the GET's route.
+      const r = routes.get(m === 'GET' ? ex.route : headRoute(ex));
+      return r === undefined ? next(ex) : cached(ex, next, r);
+    }
+    return UNSAFE.has(m) ? invalidating(ex, next) : next(ex);
+  };
+
+  /** RFC 9111 §4.4: a non-error answer to an unsafe method invalidates the target URI. */
+  async function invalidating(ex: Exchange, next: Next): Promise<Reply> {
+    const reply = await next(ex);
+    const reached = reply.kind === 'sent' || reply.kind === 'held' ? reply.status < 400 : reply.kind === 'failed' && reply.mayHaveReachedUpstream;
+    if (reached) store.invalidatePath(ex.host + ex.routePath);
+    return reply;
+  }
+
+  async function cached(ex: Exchange, next: Next, r: Compiled): Promise<Reply> {
+    const h = ex.req.headers;
+    if (!queryAllowed(ex.query, r.onlyQuery) || CONDITIONAL.some((n) => h[n] !== undefined)) {
+      // Not a request this route caches (a fraud-signal field, a conditional or range request).
+      r.c.bypass.inc();
+      ex.res.setHeader('cache-status', 'Breakwater; fwd=bypass');
+      return next(ex);
+    }
+    const key = cacheKey(upstream, ex.host + normaliseUri(ex.routePath, ex.query), credentialId(deps.secret, ex.authorization), r.keyHeaders, h);
+    const asked = requestBypasses(h['cache-control'], h['pragma']);
+    let stale: CacheEntry | undefined;
+    let fwd = asked ? 'request' : 'miss';
+    const found = asked ? undefined : store.get(key);
+    if (found !== undefined) {
+      if (!varyMatches(found, h)) fwd = 'vary-miss';
+      else {
+        const use = usability(found.freshness, found.storedAt, clock());
+        if (use === 'fresh') {
+          r.c.hit.inc();
+          return serve(ex, found, `Breakwater; hit; ttl=${ttlOf(found)}`);
+        }
+        if (use === 'stale-if-error') {
+          stale = found;
+          fwd = 'stale';
+        } else store.delete(key);
+      }
+    }
+    if (ex.method === 'HEAD' || !policy.coalesce) return forward(ex, next, r, key, fwd, stale, undefined);
+
+    const join = coalescer.join(key);
+    if (join.role === 'follower') {
+      const entry = await within(join.outcome, waitMs);
+      if (entry !== undefined && varyMatches(entry, h)) {
+        r.c.coalesced.inc();
+        return serve(ex, entry, `Breakwater; fwd=${fwd}; collapsed; ttl=${ttlOf(entry)}`);
+      }
+      // Nothing storable came of the leader's request (or it took too long): go upstream alone.
+      return forward(ex, next, r, key, fwd, stale, undefined);
+    }
+    return forward(ex, next, r, key, fwd, stale, join.role === 'leader' ? join.settle : undefined);
+  }
+
+  async function forward(ex: Exchange, next: Next, r: Compiled, key: string, fwd: string, stale: CacheEntry | undefined, settle: ((e: CacheEntry | undefined) => void) | undefined): Promise<Reply> {
+    const storing = ex.method === 'GET' && ex.capture === undefined;
+    if (storing) ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: r.policy.maxEntryBytes };
+    ex.res.setHeader('cache-status', `Breakwater; fwd=${fwd}`);
+    let entry: CacheEntry | undefined;
+    try {
+      const reply = await next(ex);
+      if (storing) entry = toEntry(ex, reply, r);
+      if (entry !== undefined && !store.set(key, entry)) entry = undefined;
+      if (stale !== undefined && upstreamFailed(reply) && !ex.res.headersSent) {
+        r.c.stale.inc();
+        const fwdStatus = reply.kind === 'held' ? `; fwd-status=${reply.status}` : '';
+        const why = reply.kind === 'held' ? `status ${reply.status}` : reply.kind === 'failed' ? reply.error.code : reply.kind === 'error' ? reply.code : '';
+        deps.onStale({ reqId: ex.requestId, upstream, route: ex.route, cause: why, ageSeconds: Math.floor(currentAgeMs(stale.freshness, stale.storedAt, clock()) / 1000) });
+        ex.res.removeHeader('cache-status');
+        return serve(ex, stale, `Breakwater; fwd=stale${fwdStatus}; ttl=${ttlOf(stale)}; detail=stale-if-error`);
+      }
+      r.c.miss.inc();
+      return reply;
+    } finally {
+      if (storing) ex.capture = undefined;
+      settle?.(entry);
+    }
+  }
+
+  function toEntry(ex: Exchange, reply: Reply, r: Compiled): CacheEntry | undefined {
+    const cap = ex.capture!;
+    if (reply.kind !== 'sent' || reply.outcome !== 'forwarded' || cap.status === 0 || cap.overflow) return undefined;
+    if (reply.broken !== undefined || (ex.aborted !== undefined && reply.unread !== true)) return undefined;
+    const f = freshness(cap.status, cap.headers, r.ttlMs, r.staleMs);
+    if (f === undefined) return undefined;
+    const headers: Record<string, string | string[]> = {};
+    for (const k in cap.headers) if (!NOT_STORED.has(k)) headers[k] = cap.headers[k]!;
+    const h = ex.req.headers;
+    return {
+      status: cap.status,
+      headers,
+      body: Buffer.concat(cap.chunks, cap.bytes),
+      freshness: f,
+      storedAt: clock(),
+      vary: varyNames(cap.headers['vary']).map((n) => [n, headerValue(h, n)] as const),
+      path: ex.host + ex.routePath,
+    };
+  }
+
+  function ttlOf(e: CacheEntry): number {
+    return Math.floor((e.freshness.lifetimeMs - currentAgeMs(e.freshness, e.storedAt, clock())) / 1000);
+  }
+
+  function serve(ex: Exchange, e: CacheEntry, status: string): Reply {
+    if (clientGone(ex)) return goneBeforeSending(ex, 'the cached answer');
+    const age = Math.floor(currentAgeMs(e.freshness, e.storedAt, clock()) / 1000);
+    sendBuffered(ex, e.status, e.headers, e.body, ['age', String(age), 'cache-status', status]);
+    return { kind: 'sent', status: e.status, outcome: 'cached' };
+  }
+}
+
+function headRoute(ex: Exchange): string {
+  const m = ex.upstream?.routes.match('GET', ex.routePath);
+  return m === undefined ? ex.route : m.value;
+}
+
+function varyMatches(e: CacheEntry, h: Readonly<Record<string, string | string[] | undefined>>): boolean {
+  for (const [name, value] of e.vary) if (headerValue(h, name) !== value) return false;
+  return true;
+}
+
+function upstreamFailed(reply: Reply): boolean {
+  switch (reply.kind) {
+    case 'error':
+      return STALE_FOR.has(reply.code);
+    case 'failed':
+      return reply.cause !== 'client';
+    case 'held':
+      return reply.status >= 500;
+    default:
+      return false;
+  }
+}
+
+/** Every listed parameter's comma-separated values are within its allowed set (absent passes). */
+function queryAllowed(query: string, only: Compiled['onlyQuery']): boolean {
+  if (only.length === 0) return true;
+  const params = new URLSearchParams(query);
+  for (const [name, allowed] of only) {
+    for (const v of params.getAll(name)) {
+      for (const part of v.split(',')) if (!allowed.has(part.trim())) return false;
+    }
+  }
+  return true;
+}
+
+function within<T>(p: Promise<T | undefined>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(undefined), ms);
+    void p.then((v) => {
+      clearTimeout(t);
+      resolve(v);
+    });
+  });
+}

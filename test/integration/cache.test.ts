@@ -1,0 +1,217 @@
+// The response cache over real sockets: a fresh copy answers without the upstream, two
+// credentials never see each other's copies, 1,000 identical concurrent GETs cost one upstream
+// request, HEAD reads the GET's copy, unsafe methods invalidate, and a stale copy stands in
+// while the upstream fails or its breaker is open.
+import http from 'node:http';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { policyWith } from '../support/policy.js';
+
+const POLICY = policyWith((p) => {
+  const v = p.upstreams.vapi;
+  v.routes.unshift({ name: 'assistant.fetch', match: 'GET /assistant/*' });
+  v.cache = {
+    routes: [
+      { route: 'assistant.fetch', ttl: 60 },
+      { route: 'call.fetch', ttl: 0.3, staleIfError: 60 },
+    ],
+  };
+  const t = p.upstreams.twilio;
+  t.routes.unshift({ name: 'lookups', match: 'GET /v2/PhoneNumbers/*' });
+  t.cache = { routes: [{ route: 'lookups', ttl: 86400, onlyQuery: { Fields: ['line_type_intelligence', 'caller_name'] } }] };
+});
+
+describe('response cache', () => {
+  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy;
+  let answers = 0;
+  beforeAll(async () => {
+    vapi = await fakeUpstream('vapi');
+    twilio = await fakeUpstream('twilio');
+    p = await startProxy({ VAPI_BASE_URL: vapi.url, TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000000', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30' }, POLICY);
+  });
+  beforeEach(() => {
+    vapi.mode = 'ok';
+    vapi.delayMs = 0;
+    // Each upstream answer names the credential it was given and is numbered.
+    vapi.handler = (req, res) => {
+      const n = ++answers;
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json', 'set-cookie': '__cf_bm=x' });
+        res.end(JSON.stringify({ url: req.url, auth: req.headers.authorization ?? null, n }));
+      }, vapi.delayMs);
+    };
+  });
+  afterAll(async () => {
+    await p.close();
+    await vapi.close();
+    await twilio.close();
+  });
+
+  const get = (path: string, key = 'k1', method = 'GET', extra: Record<string, string> = {}) => request(p.proxyPort, method, path, { headers: { authorization: `Bearer ${key}`, ...extra } });
+  const upstreamGets = (path: string) => vapi.seen.filter((s) => s.method === 'GET' && s.url === path).length;
+
+  it('answers a repeated GET from the cache, with Cache-Status and Age, and counts it', async () => {
+    const first = await get('/vapi/assistant/a1');
+    expect(first.status).toBe(200);
+    expect(first.headers['cache-status']).toBe('Breakwater; fwd=miss');
+    const second = await get('/vapi/assistant/a1');
+    expect(second.status).toBe(200);
+    expect(second.text).toBe(first.text);
+    expect(second.headers['cache-status']).toMatch(/^Breakwater; hit; ttl=(59|60)$/);
+    expect(second.headers['age']).toMatch(/^\d+$/);
+    expect(second.headers['set-cookie']).toBeUndefined();
+    expect(second.headers['content-type']).toBe('application/json');
+    expect(upstreamGets('/assistant/a1')).toBe(1);
+    const text = await metricsText(p.adminPort);
+    expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'assistant.fetch', result: 'hit' })).toBe(1);
+    expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'assistant.fetch', result: 'miss' })).toBe(1);
+    expect(metricValue(text, 'breakwater_cache_entries', { upstream: 'vapi' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('keys by credential: two credentials never get each other\'s copies', async () => {
+    const ids = ['c1', 'c2', 'c3'];
+    for (let round = 0; round < 3; round++) {
+      for (const id of ids) {
+        for (const key of ['alice', 'bob']) {
+          const a = await get(`/vapi/assistant/${id}`, key);
+          expect(a.json.auth).toBe(`Bearer ${key}`);
+          expect(a.headers['cache-status']).toMatch(round === 0 ? /fwd=miss/ : /hit/);
+        }
+      }
+    }
+    for (const id of ids) expect(upstreamGets(`/assistant/${id}`)).toBe(2);
+  });
+
+  it('answers HEAD from the GET copy, and normalises the query order', async () => {
+    const g = await get('/vapi/assistant/h1?b=2&a=1');
+    const h = await get('/vapi/assistant/h1?a=1&b=2', 'k1', 'HEAD');
+    expect(h.status).toBe(200);
+    expect(h.text).toBe('');
+    expect(h.headers['content-length']).toBe(String(Buffer.byteLength(g.text)));
+    expect(h.headers['cache-status']).toMatch(/hit/);
+    expect(vapi.seen.filter((s) => s.url.startsWith('/assistant/h1')).length).toBe(1);
+  });
+
+  it('an unsafe method on the URI invalidates every credential\'s copy', async () => {
+    await get('/vapi/assistant/u1', 'alice');
+    await get('/vapi/assistant/u1', 'bob');
+    expect((await get('/vapi/assistant/u1', 'alice')).headers['cache-status']).toMatch(/hit/);
+    const patch = await request(p.proxyPort, 'PATCH', '/vapi/assistant/u1', { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+    expect(patch.status).toBe(200);
+    expect((await get('/vapi/assistant/u1', 'bob')).headers['cache-status']).toBe('Breakwater; fwd=miss');
+    expect(upstreamGets('/assistant/u1')).toBe(3);
+  });
+
+  it('stores neither no-store answers nor errors; a request no-cache goes upstream', async () => {
+    vapi.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end('{}');
+    };
+    await get('/vapi/assistant/ns');
+    await get('/vapi/assistant/ns');
+    expect(upstreamGets('/assistant/ns')).toBe(2);
+    vapi.handler = (_req, res) => {
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end('{}');
+    };
+    await get('/vapi/assistant/e401');
+    await get('/vapi/assistant/e401');
+    expect(upstreamGets('/assistant/e401')).toBe(2);
+    vapi.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    };
+    await get('/vapi/assistant/nc');
+    const again = await get('/vapi/assistant/nc', 'k1', 'GET', { 'cache-control': 'no-cache' });
+    expect(again.headers['cache-status']).toBe('Breakwater; fwd=request');
+    expect(upstreamGets('/assistant/nc')).toBe(2);
+  });
+
+  it('coalesces 1,000 concurrent identical GETs into one upstream request', async () => {
+    vapi.delayMs = 500;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1000 });
+    const one = () =>
+      new Promise<{ status: number; body: string; cs: string | undefined }>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port: p.proxyPort, path: '/vapi/assistant/hot', headers: { authorization: 'Bearer k1' }, agent }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString(), cs: res.headers['cache-status'] as string | undefined }));
+        });
+        req.setTimeout(20_000, () => req.destroy(new Error('client timeout')));
+        req.on('error', reject);
+        req.end();
+      });
+    const all = await Promise.all(Array.from({ length: 1000 }, one));
+    agent.destroy();
+    expect(upstreamGets('/assistant/hot')).toBe(1);
+    expect(all.every((a) => a.status === 200)).toBe(true);
+    expect(new Set(all.map((a) => a.body)).size).toBe(1);
+    // Those that arrived during the flight waited for it; any that arrived after it found the copy.
+    const collapsed = all.filter((a) => a.cs?.includes('collapsed')).length;
+    const hits = all.filter((a) => a.cs?.startsWith('Breakwater; hit')).length;
+    expect(collapsed + hits).toBe(999);
+    expect(collapsed).toBeGreaterThan(0);
+  });
+
+  it('a failed leader is not fanned out: waiters go upstream themselves', async () => {
+    let n = 0;
+    vapi.handler = (_req, res) => {
+      n++;
+      setTimeout(() => {
+        res.writeHead(404, { 'content-type': 'application/json', 'cache-control': n === 1 ? 'no-store' : 'max-age=60' });
+        res.end(JSON.stringify({ n }));
+      }, 200);
+    };
+    const all = await Promise.all(Array.from({ length: 5 }, () => get('/vapi/assistant/fl')));
+    // The leader's answer was not storable, so the four waiters each asked for themselves.
+    expect(upstreamGets('/assistant/fl')).toBe(5);
+    expect(all.filter((a) => a.json.n === 1).length).toBe(1);
+  });
+
+  it('serves a stale copy (stale-if-error) while the upstream fails and while the breaker is open', async () => {
+    const fresh = await get('/vapi/call/s1');
+    expect(fresh.status).toBe(200);
+    await new Promise((r) => setTimeout(r, 400)); // past its 0.3 s TTL
+    // Resets: every attempt fails, and no answer head has been relayed, so the copy can stand in.
+    vapi.handler = undefined;
+    vapi.mode = 'reset';
+    const failing = await get('/vapi/call/s1');
+    expect(failing.status).toBe(200);
+    expect(failing.text).toBe(fresh.text);
+    expect(failing.headers['cache-status']).toMatch(/^Breakwater; fwd=stale; ttl=-\d+; detail=stale-if-error$/);
+    expect(failing.headers['x-breakwater-error']).toBeUndefined();
+    const forced = await request(p.adminPort, 'POST', '/breakers/vapi/open');
+    expect(forced.status).toBe(200);
+    try {
+      const before = vapi.started;
+      const open = await get('/vapi/call/s1');
+      expect(open.status).toBe(200);
+      expect(open.text).toBe(fresh.text);
+      expect(open.headers['cache-status']).toMatch(/fwd=stale; ttl=-\d+; detail=stale-if-error/);
+      expect(vapi.started).toBe(before);
+      // Without a stale copy the breaker's own answer stands.
+      const none = await get('/vapi/call/never-seen');
+      expect(none.status).toBe(503);
+      expect(none.headers['x-breakwater-error']).toBe('circuit_open');
+    } finally {
+      await request(p.adminPort, 'POST', '/breakers/vapi/reset');
+      vapi.mode = 'ok';
+    }
+    const text = await metricsText(p.adminPort);
+    expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'call.fetch', result: 'stale' })).toBe(2);
+    expect(p.logLines().some((l) => l.msg === 'served a stale cached answer: the upstream failed')).toBe(true);
+  });
+
+  it('Lookups: line type and caller name are cached, fraud-signal fields never are', async () => {
+    const lt = '/twilio/v2/PhoneNumbers/+15551230000?Fields=line_type_intelligence,caller_name';
+    await get(lt);
+    expect((await get(lt)).headers['cache-status']).toMatch(/hit/);
+    const sim = '/twilio/v2/PhoneNumbers/+15551230000?Fields=line_type_intelligence,sim_swap';
+    await get(sim);
+    const again = await get(sim);
+    expect(again.headers['cache-status']).toBe('Breakwater; fwd=bypass');
+    expect(twilio.seen.filter((s) => s.url.includes('sim_swap')).length).toBe(2);
+    expect(twilio.seen.filter((s) => s.url.includes('caller_name')).length).toBe(1);
+  });
+});
