@@ -15,6 +15,7 @@ import { monotonic } from './resilience/clock.js';
 import { memoryStore, type LimiterStore } from './store/store.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempotency-store.js';
 import { adminHandler } from './admin.js';
+import { statusRecorder } from './status/record.js';
 import { VERSION } from './version.js';
 
 export interface Running {
@@ -55,7 +56,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.timeout * 1000, claimMs: 60_000 });
   }
   const state = new SharedState();
-  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };
+  const status = statusRecorder(clock);
+  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled };
   let proxy = buildProxy(policy, deps);
   state.sweep();
 
@@ -153,6 +155,11 @@ export async function start(opts: StartOptions): Promise<Running> {
     metrics,
     proxy: () => proxy,
     ready: () => !draining,
+    log,
+    status,
+    store: store.kind,
+    now: clock,
+    names: policy.server.adminNames,
   }));
 
   await listen(server, policy.server.port, policy.server.host);

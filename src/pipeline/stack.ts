@@ -22,7 +22,7 @@ import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
 import { isPhoneKey, maskPhone } from '../stages/keys.js';
 import { compose } from './compose.js';
-import type { Stage } from './exchange.js';
+import type { Exchange, Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
 
 export interface StackDeps {
@@ -33,6 +33,8 @@ export interface StackDeps {
   memory: LimiterStore;
   idempotency: IdempotencyStore;
   state: SharedState;
+  /** Called once per request after it is answered (the status page's rolling stats). */
+  onSettled?: (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) => void;
 }
 
 /**
