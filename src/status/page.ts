@@ -58,7 +58,7 @@ th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #8883;white-space:
 export function renderPage(s: Summary | undefined, nonce: string): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Breakwater status</title><style nonce="${nonce}">${STYLE}</style></head>
+<title>Breakwater status</title><link rel="icon" href="data:,"><style nonce="${nonce}">${STYLE}</style></head>
 <body>
 <header><h1>Breakwater</h1><span class="meta" id="meta">${s ? `v${esc(s.version)} · store ${esc(s.store)} · ${s.ready ? 'ready' : 'draining'}${s.stubMode ? ' · stub mode' : ''}` : ''}</span><span class="meta" id="updated" aria-live="off"></span></header>
 <main>

@@ -67,17 +67,21 @@ export interface Outcome {
 }
 
 export class RollingStats {
-  private readonly series = new Map<string, Series>();
+  // Nested by upstream then route: no key string is built per request.
+  private readonly byUpstream = new Map<string, Map<string, Series>>();
+  private readonly series: Series[] = [];
   // Bounded: routes come from the policy, but 'other' and reloads could add names.
   private static readonly MAX_SERIES = 512;
   constructor(private readonly clock: Clock) {}
 
   record(upstream: string, route: string, o: Outcome): void {
-    const key = `${upstream}\u0000${route}`;
-    let s = this.series.get(key);
+    let byRoute = this.byUpstream.get(upstream);
+    if (!byRoute) this.byUpstream.set(upstream, (byRoute = new Map()));
+    let s = byRoute.get(route);
     if (!s) {
-      if (this.series.size >= RollingStats.MAX_SERIES) return;
-      this.series.set(key, (s = new Series(upstream, route)));
+      if (this.series.length >= RollingStats.MAX_SERIES) return;
+      byRoute.set(route, (s = new Series(upstream, route)));
+      this.series.push(s);
     }
     const i = s.slot(Math.floor(this.clock() / 1000));
     s.requests[i]!++;
@@ -92,7 +96,7 @@ export class RollingStats {
     const now = Math.floor(this.clock() / 1000);
     const out: WindowStats[] = [];
     const hist = new Float64Array(BINS);
-    for (const s of this.series.values()) {
+    for (const s of this.series) {
       let requests = 0, errors = 0, limited = 0, replays = 0;
       hist.fill(0);
       for (let i = 0; i < SECONDS; i++) {
