@@ -25,6 +25,7 @@ export interface AdminDeps {
   log?: Log;
   status?: StatusRecorder;
   store?: string;
+  storeFallback?: () => boolean;
   now?: () => number;
   /** Host names besides loopback and localhost that may address this listener. */
   names?: readonly string[];
@@ -100,7 +101,7 @@ export function adminHandler(deps: AdminDeps) {
       return json(res, 200, { breakers });
     }
     if (method === 'GET' && (path === '/status.json' || path === '/')) {
-      const summary = deps.status ? summarize(deps.proxy(), deps.status, { store: deps.store ?? 'memory', ready: deps.ready(), now: now() }) : undefined;
+      const summary = deps.status ? summarize(deps.proxy(), deps.status, { store: deps.store ?? 'memory', storeFallback: deps.storeFallback?.() ?? false, ready: deps.ready(), now: now() }) : undefined;
       if (path === '/status.json') return summary ? json(res, 200, summary) : json(res, 404, { error: 'status not enabled' });
       const nonce = randomBytes(16).toString('base64');
       const html = renderPage(summary, nonce);

@@ -158,6 +158,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     log,
     status,
     store: store.kind,
+    storeFallback: () => !((store as { health?: { usable(): boolean } }).health?.usable() ?? true),
     now: clock,
     names: policy.server.adminNames,
   }));
@@ -177,6 +178,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       metrics.reloadSuccess.set(0);
       const problems = err instanceof PolicyError ? err.message.split('\n') : [String(err)];
       log.error({ problems }, 'policy reload refused; the previous policy keeps serving');
+      status.reloaded(false, problems.join('; '));
       return false;
     }
     try {
@@ -201,6 +203,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       metrics.reloads.labels('success').inc();
       metrics.reloadSuccess.set(1);
       log.info({ upstreams: [...built.upstreams.keys()] }, 'policy reloaded');
+      status.reloaded(true, '');
       return true;
     } catch (err) {
       state.sweep();

@@ -21,6 +21,11 @@ function breakerHtml(b: BreakerView): string {
 </article>`;
 }
 
+function metaText(s: Summary): string {
+  const reload = s.lastReload ? ` · last reload ${s.lastReload.ok ? 'ok' : 'refused'} ${s.lastReload.at.slice(11, 19)}` : '';
+  return `v${s.version} · policy ${s.policyVersion} · store ${s.store}${s.storeFallback ? ' (fallback: local buckets)' : ''} · ${s.ready ? 'ready' : 'draining'}${s.stubMode ? ' · stub mode' : ''}${reload}`;
+}
+
 const cell = (v: unknown) => `<td>${esc(v ?? '-')}</td>`;
 
 function trafficRows(s: Summary | undefined): string {
@@ -60,7 +65,7 @@ export function renderPage(s: Summary | undefined, nonce: string): string {
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Breakwater status</title><link rel="icon" href="data:,"><style nonce="${nonce}">${STYLE}</style></head>
 <body>
-<header><h1>Breakwater</h1><span class="meta" id="meta">${s ? `v${esc(s.version)} · store ${esc(s.store)} · ${s.ready ? 'ready' : 'draining'}${s.stubMode ? ' · stub mode' : ''}` : ''}</span><span class="meta" id="updated" aria-live="off"></span></header>
+<header><h1>Breakwater</h1><span class="meta" id="meta">${s ? esc(metaText(s)) : ''}</span><span class="meta" id="updated" aria-live="off"></span></header>
 <main>
 <h2 id="breakers-h">Circuit breakers</h2>
 <section class="cards" id="breakers" aria-labelledby="breakers-h">${s ? s.breakers.map(breakerHtml).join('') : ''}</section>
@@ -100,7 +105,8 @@ function rows(id,list,cols,empty,n){
   list.forEach(function(x){var tr=el('tr');cols(x).forEach(function(v){tr.appendChild(el('td',v==null?'-':v));});tb.appendChild(tr);});
 }
 function render(s){
-  document.getElementById('meta').textContent='v'+s.version+' · store '+s.store+' · '+(s.ready?'ready':'draining')+(s.stubMode?' · stub mode':'');
+  var rl=s.lastReload?' · last reload '+(s.lastReload.ok?'ok':'refused')+' '+s.lastReload.at.slice(11,19):'';
+  document.getElementById('meta').textContent='v'+s.version+' · policy '+s.policyVersion+' · store '+s.store+(s.storeFallback?' (fallback: local buckets)':'')+' · '+(s.ready?'ready':'draining')+(s.stubMode?' · stub mode':'')+rl;
   s.breakers.forEach(card);
   rows('traffic',s.traffic,function(t){return [t.upstream,t.route,t.perSecond,t.errorPct+'%',t.p50Ms==null?null:t.p50Ms+' ms',t.p99Ms==null?null:t.p99Ms+' ms',t.rateLimited,t.replays];},'No requests in the last minute',8);
   rows('errors',s.recentErrors,function(e){return [e.at.slice(11,19),e.requestId,e.code,e.method+' '+e.upstream+'/'+e.route,e.status,e.cause];},'None since start',6);

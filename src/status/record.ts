@@ -11,6 +11,9 @@ const NOT_PROXY_MADE = new Set(['forwarded', 'stub', 'replayed', 'client_closed'
 export interface StatusRecorder {
   readonly stats: RollingStats;
   readonly recent: RecentErrors;
+  /** The last SIGHUP/watch reload, for the page's header. */
+  lastReload: { at: string; ok: boolean; detail: string } | undefined;
+  reloaded(ok: boolean, detail: string): void;
   onSettled(ex: Exchange, upstream: string, status: number, outcome: string, seconds: number): void;
 }
 
@@ -20,6 +23,10 @@ export function statusRecorder(clock: Clock): StatusRecorder {
   return {
     stats,
     recent,
+    lastReload: undefined,
+    reloaded(ok, detail) {
+      this.lastReload = { at: new Date().toISOString(), ok, detail: detail.slice(0, 300) };
+    },
     onSettled(ex, upstream, status, outcome, seconds) {
       stats.record(upstream, ex.route, { status, outcome, seconds });
       if (!NOT_PROXY_MADE.has(outcome)) {

@@ -3,7 +3,17 @@
 import type { Proxy } from '../proxy.js';
 import type { StatusRecorder } from './record.js';
 import type { RecentError, WindowStats } from './stats.js';
+import { createHash } from 'node:crypto';
 import { VERSION } from '../version.js';
+
+// The policy's version is a digest of its effective settings: two replicas showing the same
+// one run the same policy. Computed once per built proxy (a reload builds a new one).
+const digests = new WeakMap<object, string>();
+function policyVersion(proxy: Proxy): string {
+  let d = digests.get(proxy.policy);
+  if (!d) digests.set(proxy.policy, (d = createHash('sha256').update(JSON.stringify(proxy.policy)).digest('hex').slice(0, 12)));
+  return d;
+}
 
 export interface BreakerView {
   upstream: string;
@@ -23,6 +33,10 @@ export interface BreakerView {
 export interface Summary {
   version: string;
   store: string;
+  /** True while the shared store is unreachable and decisions fall back to local buckets. */
+  storeFallback: boolean;
+  policyVersion: string;
+  lastReload: { at: string; ok: boolean; detail: string } | null;
   ready: boolean;
   stubMode: boolean;
   generatedAt: string;
@@ -31,7 +45,7 @@ export interface Summary {
   recentErrors: RecentError[];
 }
 
-export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: string; ready: boolean; now: number }): Summary {
+export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: string; storeFallback: boolean; ready: boolean; now: number }): Summary {
   const breakers: BreakerView[] = [];
   for (const u of proxy.upstreams.values()) {
     const s = u.breaker.snapshot();
@@ -52,6 +66,9 @@ export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: str
   return {
     version: VERSION,
     store: extra.store,
+    storeFallback: extra.storeFallback,
+    policyVersion: policyVersion(proxy),
+    lastReload: rec.lastReload ?? null,
     ready: extra.ready,
     stubMode: proxy.policy.stubMode,
     generatedAt: new Date().toISOString(),
@@ -67,7 +84,8 @@ const ms = (v: number | null) => (v === null ? '-' : v >= 1000 ? `${(v / 1000).t
 /** The terminal view (`breakwater status`). */
 export function renderText(s: Summary): string {
   const out: string[] = [];
-  out.push(`breakwater ${s.version}  store=${s.store}  ${s.ready ? 'ready' : 'DRAINING'}${s.stubMode ? '  STUB MODE' : ''}  at ${s.generatedAt}`);
+  out.push(`breakwater ${s.version}  store=${s.store}${s.storeFallback ? ' (FALLBACK: local buckets)' : ''}  ${s.ready ? 'ready' : 'DRAINING'}${s.stubMode ? '  STUB MODE' : ''}  at ${s.generatedAt}`);
+  out.push(`policy ${s.policyVersion}${s.lastReload ? `  last reload ${s.lastReload.ok ? 'ok' : 'REFUSED'} at ${s.lastReload.at}${s.lastReload.ok ? '' : `: ${s.lastReload.detail}`}` : ''}`);
   out.push('', 'BREAKERS');
   out.push(`  ${pad('upstream', 12)}${pad('state', 18)}${pad('half-open in', 14)}${pad('failures', 10)}${pad('trips', 7)}${pad('rejected', 10)}holds`);
   for (const b of s.breakers) {

@@ -93,8 +93,18 @@ describe('status page and summary', () => {
     expect(twTraffic.errors).toBeGreaterThanOrEqual(1);
     expect(s.recentErrors[0]).toMatchObject({ requestId: 'refused-by-breaker', code: 'circuit_open', status: 503, upstream: 'twilio' });
     expect(JSON.stringify(s)).not.toContain('15558675310');
-    expect(s.store).toBe('memory');
+    expect(s).toMatchObject({ store: 'memory', storeFallback: false, lastReload: null, policyVersion: expect.stringMatching(/^[0-9a-f]{12}$/) });
     expect((await request(p.adminPort, 'POST', '/breakers/twilio/reset', { headers: { 'x-breakwater-admin': '1' } })).status).toBe(200);
+  });
+
+  it('a refused reload shows in the summary, and the policy version stays', async () => {
+    const before = (await request(p.adminPort, 'GET', '/status.json')).json;
+    // The test proxy's config path is '(test)': reading it fails, as a bad policy file would.
+    expect(await p.reload()).toBe(false);
+    const after = (await request(p.adminPort, 'GET', '/status.json')).json;
+    expect(after.lastReload).toMatchObject({ ok: false, detail: expect.any(String) });
+    expect(after.policyVersion).toBe(before.policyVersion);
+    expect((await request(p.adminPort, 'GET', '/')).text).toContain('last reload refused');
   });
 
   it('`breakwater status --admin URL` prints the same summary', async () => {
@@ -104,6 +114,7 @@ describe('status page and summary', () => {
     expect(stdout).toMatch(/vapi\s+CLOSED/);
     expect(stdout).toMatch(/vapi\/\S+\s+[\d.]+\s+0\s/);
     expect(stdout).toContain('refused-by-breaker');
+    expect(stdout).toMatch(/^policy [0-9a-f]{12} {2}last reload REFUSED/m);
   });
 
   it('`breakwater status --watch` redraws every second', async () => {
