@@ -15,7 +15,7 @@ function breakerHtml(b: BreakerView): string {
 <dt>Failures</dt><dd data-field="failures">${esc(b.failures)}</dd>
 <dt>Trips</dt><dd data-field="trips">${esc(b.trips)}</dd>
 <dt>Rejected</dt><dd data-field="rejections">${esc(b.rejections)}</dd>
-<dt>429 holds</dt><dd data-field="holds">${esc(b.holdsActive)}</dd>
+<dt>429 holds</dt><dd data-field="holds">${esc(b.holdsActive)}${b.holdLeftMs === null ? '' : ` (${Math.ceil(b.holdLeftMs / 1000)} s left)`}</dd>
 <dt>In flight</dt><dd data-field="inflight">${esc(b.inFlight)}</dd></dl>
 <div class="actions"><button type="button" data-action="open">Force open</button><button type="button" data-action="close">Force close</button><button type="button" data-action="reset">Reset</button></div>
 </article>`;
@@ -96,7 +96,7 @@ function card(b){
   if(!a)return;
   a.className='card '+b.state;
   a.querySelector('[data-field=state]').textContent=LABEL[b.state]+(b.forced?' (forced)':'')+(b.enforcing?'':' (shadow)');
-  var f={consecutive:b.consecutiveFailures==null?'-':b.consecutiveFailures,failures:b.failures,trips:b.trips,rejections:b.rejections,holds:b.holdsActive,inflight:b.inFlight};
+  var f={consecutive:b.consecutiveFailures==null?'-':b.consecutiveFailures,failures:b.failures,trips:b.trips,rejections:b.rejections,holds:b.holdsActive+(b.holdLeftMs==null?'':' ('+Math.ceil(b.holdLeftMs/1000)+' s left)'),inflight:b.inFlight};
   for(var k in f)a.querySelector('[data-field='+k+']').textContent=String(f[k]);
 }
 function rows(id,list,cols,empty,n){

@@ -27,6 +27,8 @@ export interface BreakerView {
   /** Until the half-open probe; null when closed, half-open or forced. */
   openForMs: number | null;
   holdsActive: number;
+  /** Longest time left on an active 429 hold; null when none. */
+  holdLeftMs: number | null;
   inFlight: number;
 }
 
@@ -49,6 +51,8 @@ export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: str
   const breakers: BreakerView[] = [];
   for (const u of proxy.upstreams.values()) {
     const s = u.breaker.snapshot();
+    let holdLeft = 0;
+    for (const e of u.holds.entries.values()) if (e.until - extra.now > holdLeft) holdLeft = e.until - extra.now;
     breakers.push({
       upstream: u.name,
       state: s.state,
@@ -60,6 +64,7 @@ export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: str
       trips: s.trips,
       openForMs: s.openForMs,
       holdsActive: u.holds.active(extra.now),
+      holdLeftMs: holdLeft > 0 ? Math.round(holdLeft) : null,
       inFlight: u.semaphore.active,
     });
   }
@@ -91,7 +96,7 @@ export function renderText(s: Summary): string {
   for (const b of s.breakers) {
     const state = b.state.toUpperCase().replace('_', '-') + (b.forced ? ' (forced)' : '') + (b.enforcing ? '' : ' (shadow)');
     const wait = b.openForMs === null ? '-' : `${Math.ceil(b.openForMs / 1000)}s`;
-    out.push(`  ${pad(b.upstream, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(b.consecutiveFailures ?? b.failures), 10)}${pad(String(b.trips), 7)}${pad(String(b.rejections), 10)}${b.holdsActive}`);
+    out.push(`  ${pad(b.upstream, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(b.consecutiveFailures ?? b.failures), 10)}${pad(String(b.trips), 7)}${pad(String(b.rejections), 10)}${b.holdsActive}${b.holdLeftMs === null ? '' : ` (${Math.ceil(b.holdLeftMs / 1000)}s left)`}`);
   }
   out.push('', 'LAST MINUTE');
   if (s.traffic.length === 0) out.push('  no requests');

@@ -129,6 +129,19 @@ describe('status page and summary', () => {
     expect(await closed).toBe(0);
   });
 
+  it('an upstream 429 hold shows with its time left', async () => {
+    twilio.mode = '429';
+    twilio.retryAfter = '20';
+    await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' });
+    twilio.mode = 'ok';
+    twilio.retryAfter = undefined;
+    const tw = (await request(p.adminPort, 'GET', '/status.json')).json.breakers.find((b: { upstream: string }) => b.upstream === 'twilio');
+    expect(tw.holdsActive).toBe(1);
+    expect(tw.holdLeftMs).toBeGreaterThan(10_000);
+    expect(tw.holdLeftMs).toBeLessThanOrEqual(30_000); // the hold adds a little jitter
+    expect(tw.state).toBe('closed');
+  });
+
   it('`breakwater status` exits 1 when the admin listener is not there', async () => {
     const err = await run(process.execPath, ['bin/breakwater.js', 'status', '--admin', 'http://127.0.0.1:1'], { cwd: ROOT, timeout: 10_000 }).catch((e: { code: number; stderr: string }) => e);
     expect((err as { code: number }).code).toBe(1);
