@@ -8,6 +8,7 @@
 // X-Breakwater-Admin, which a cross-site page cannot add without a CORS preflight that this
 // listener never grants, and must not be a form content type.
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Log } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -49,9 +50,15 @@ export function hostName(host: string | undefined): string | undefined {
   return colon < 0 ? h : h.slice(0, colon);
 }
 
-export function isAllowedHost(host: string | undefined, names: readonly string[] = []): boolean {
+/**
+ * `local` is the address the connection arrived on: an IP-literal Host naming it cannot come
+ * from DNS rebinding (which needs the attacker's name in Host), and it is what kubelet probes
+ * and Prometheus's pod discovery send.
+ */
+export function isAllowedHost(host: string | undefined, names: readonly string[] = [], local?: string): boolean {
   const h = hostName(host);
   if (!h) return false;
+  if (local && isIP(h) && (h === local || `::ffff:${h}` === local)) return true;
   if (h === 'localhost' || h.endsWith('.localhost')) return true;
   if (h === '::1' || h === '::ffff:127.0.0.1') return true;
   if (/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
@@ -79,7 +86,7 @@ export function adminHandler(deps: AdminDeps) {
   return function admin(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
-    if (!isAllowedHost(req.headers.host, deps.names)) {
+    if (!isAllowedHost(req.headers.host, deps.names, req.socket.localAddress)) {
       deps.log?.warn({ ...caller(req), method, path, host: req.headers.host ?? null }, 'admin request refused: Host is not loopback, localhost or an admin name');
       return json(res, 403, { error: 'forbidden', detail: 'The admin listener answers only to loopback, localhost or a configured admin name in Host.' });
     }

@@ -5,6 +5,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { isAllowedHost } from '../../src/admin.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -201,6 +202,29 @@ describe('breaker admin', () => {
       expect(refused.length).toBeGreaterThan(0);
       expect(refused[0]).toMatchObject({ peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
       expect((await admin('reset')).status).toBe(200);
+    });
+  });
+
+  describe('Host names the listener answers to', () => {
+    it('an IP-literal Host equal to the address the connection arrived on (kubelet probes, pod scrapes)', () => {
+      expect(isAllowedHost('10.1.2.3:9090', [], '10.1.2.3')).toBe(true);
+      expect(isAllowedHost('10.1.2.3', [], '::ffff:10.1.2.3')).toBe(true);
+      expect(isAllowedHost('10.1.2.3', [], '10.9.9.9')).toBe(false);
+      expect(isAllowedHost('10.1.2.3', [])).toBe(false);
+      // A name is never matched against the local address: that is what rebinding sends.
+      expect(isAllowedHost('evil.example', [], 'evil.example')).toBe(false);
+    });
+
+    it('a configured admin name (ADMIN_NAMES) is accepted; others still refused', async () => {
+      const q = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, ADMIN_NAMES: 'breakwater, bw.internal' });
+      try {
+        const get = (host: string) => request(q.adminPort, 'GET', '/breakers', { headers: { host } });
+        expect((await get('breakwater:9090')).status).toBe(200);
+        expect((await get('BW.internal')).status).toBe(200);
+        expect((await get('evil.example')).status).toBe(403);
+      } finally {
+        await q.close();
+      }
     });
   });
 });
