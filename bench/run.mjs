@@ -490,7 +490,7 @@ async function main() {
   const check = await httpRequest(targets['bw-default'].port, 'GET', `/twilio${MESSAGES}`);
   if (check.status !== 200) throw new Error(`bw-default answered ${check.status} before the benchmark: ${check.body}`);
   if (targets['bw-open']) {
-    const r = await httpRequest(targets['bw-open'].admin, 'POST', '/breakers/twilio/open');
+    const r = await httpRequest(targets['bw-open'].admin, 'POST', '/breakers/twilio/open', { headers: { 'x-breakwater-admin': '1' } });
     if (r.status !== 200) throw new Error(`could not force the breaker open: ${r.status}`);
   }
   if (targets['bw-limited']) await httpRequest(targets['bw-limited'].port, 'GET', `/twilio${MESSAGES}`); // spend the one token

@@ -1,4 +1,4 @@
-// `breakwater start|validate [--config FILE]`. Exit codes (SPEC): 0 ok, 1 runtime failure,
+// `breakwater start|validate [--config FILE]`, `breakwater status [--admin URL] [--watch]`. Exit codes (SPEC): 0 ok, 1 runtime failure,
 // 2 bad usage or bad policy.
 import { Command, CommanderError } from 'commander';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,16 @@ export async function main(argv: string[]): Promise<number | undefined> {
       }
       process.stdout.write(renderPolicy(policy, o.config));
       code = 0;
+    });
+
+  program
+    .command('status')
+    .description('Print the breakers, last-minute traffic and recent proxy-made errors from a running Breakwater\'s admin listener.')
+    .option('--admin <url>', 'admin listener URL', process.env.BREAKWATER_ADMIN_URL ?? `http://127.0.0.1:${process.env.ADMIN_PORT ?? '9090'}`)
+    .option('-w, --watch', 'redraw every second until interrupted')
+    .action(async (o: { admin: string; watch?: boolean }) => {
+      const { statusCommand } = await import('./status/cli.js');
+      code = await statusCommand(o.admin, Boolean(o.watch));
     });
 
   try {

@@ -208,6 +208,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       ot.observe(Math.max(0, seconds - ex.upstreamSeconds));
     } else s.localDuration.observe(seconds);
     if (accessLogOn && log.isLevelEnabled('info')) access.write(ex, o.line, seconds);
+    deps.onSettled?.(ex, upstreamName, status, outcome, seconds);
   }
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */

@@ -15,6 +15,7 @@ import { monotonic } from './resilience/clock.js';
 import { memoryStore, type LimiterStore } from './store/store.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempotency-store.js';
 import { adminHandler } from './admin.js';
+import { statusRecorder } from './status/record.js';
 import { VERSION } from './version.js';
 
 export interface Running {
@@ -55,7 +56,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000, retryMs: policy.store.retryAfter * 1000 });
   }
   const state = new SharedState();
-  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };
+  const status = statusRecorder(clock);
+  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled };
   let proxy = buildProxy(policy, deps);
   state.sweep();
 
@@ -153,6 +155,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     metrics,
     proxy: () => proxy,
     ready: () => !draining,
+    log,
+    status,
+    store: store.kind,
+    storeFallback: () => !((store as { health?: { usable(): boolean } }).health?.usable() ?? true),
+    now: clock,
+    names: policy.server.adminNames,
   }));
 
   await listen(server, policy.server.port, policy.server.host);
@@ -170,6 +178,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       metrics.reloadSuccess.set(0);
       const problems = err instanceof PolicyError ? err.message.split('\n') : [String(err)];
       log.error({ problems }, 'policy reload refused; the previous policy keeps serving');
+      status.reloaded(false, problems.join('; '));
       return false;
     }
     try {
@@ -194,6 +203,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       metrics.reloads.labels('success').inc();
       metrics.reloadSuccess.set(1);
       log.info({ upstreams: [...built.upstreams.keys()] }, 'policy reloaded');
+      status.reloaded(true, '');
       return true;
     } catch (err) {
       state.sweep();

@@ -26,7 +26,7 @@ import { MemoryCacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
 import { isPhoneKey, maskPhone } from '../stages/keys.js';
 import { compose } from './compose.js';
-import type { Stage } from './exchange.js';
+import type { Exchange, Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
 
 export interface StackDeps {
@@ -37,6 +37,8 @@ export interface StackDeps {
   memory: LimiterStore;
   idempotency: IdempotencyStore;
   state: SharedState;
+  /** Called once per request after it is answered (the status page's rolling stats). */
+  onSettled?: (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) => void;
 }
 
 /**

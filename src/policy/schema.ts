@@ -182,6 +182,10 @@ export const policySchema = z.strictObject({
       port: z.number().int().min(0).max(65535).default(8080).describe('Proxy listener port (PROXY_PORT).'),
       adminHost: z.string().default('127.0.0.1').describe('Admin listener address (ADMIN_HOST).'),
       adminPort: z.number().int().min(0).max(65535).default(9090).describe('Admin listener port (ADMIN_PORT).'),
+      adminNames: z
+        .preprocess((v) => (typeof v === 'string' ? v.split(',').map((n) => n.trim()).filter(Boolean) : v), z.array(z.string().min(1)))
+        .default([])
+        .describe('Host names (a list, or comma-separated from ADMIN_NAMES), besides loopback, localhost and the address the admin listener was reached on, that admin requests may carry in Host; any other Host is refused (DNS rebinding).'),
       maxBodyBytes: count('Largest request body; bigger is 413.').default(10 * 1024 * 1024),
       bufferBodyBytes: z.number().int().min(0).default(65536).describe('Bodies up to this size are buffered (enables retry, idempotency hashing, body keys); larger stream through.'),
       maxHeaderBytes: count('Largest request head; bigger is 431.').default(16384),

@@ -1,9 +1,11 @@
 // Forcing a breaker during an incident: POST /breakers/<name>/open|close|reset on the admin
 // listener, with GET /breakers and the metrics reflecting each step. The same paths on the
 // proxy port are just unknown routes: the app can never force a breaker.
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { isAllowedHost } from '../../src/admin.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -32,7 +34,7 @@ describe('breaker admin', () => {
       rejections: v('circuit_breaker_rejections_total'),
     };
   }
-  const admin = (action: string, name = 'twilio') => request(p.adminPort, 'POST', `/breakers/${name}/${action}`);
+  const admin = (action: string, name = 'twilio') => request(p.adminPort, 'POST', `/breakers/${name}/${action}`, { headers: { 'x-breakwater-admin': '1' } });
   const list = async () => (await request(p.adminPort, 'GET', '/breakers')).json.breakers as Record<string, unknown>[];
 
   it('lists every upstream\'s breaker with state and counts', async () => {
@@ -133,5 +135,96 @@ describe('breaker admin', () => {
   it('health and readiness answer on the admin listener', async () => {
     expect((await request(p.adminPort, 'GET', '/healthz')).status).toBe(200);
     expect((await request(p.adminPort, 'GET', '/readyz')).status).toBe(200);
+  });
+
+  // The SPEC's admin rules, checked byte for byte: what a rebinding page or a cross-site form
+  // would actually put on the wire.
+  function raw(head: string, body = ''): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect(p.adminPort, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      sock.setTimeout(5000, () => sock.destroy(new Error('raw request timed out')));
+      sock.on('data', (c: Buffer) => chunks.push(c));
+      sock.on('error', reject);
+      sock.on('close', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text });
+      });
+      sock.end(`${head.replace(/\n/g, '\r\n')}\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+  }
+  const state = async () => (await list()).find((b) => b.name === 'twilio')!.state;
+
+  describe('admin rules', () => {
+    it.each(['evil.example', 'evil.example:9090', '10.0.0.5', 'localhost.evil.example', '[::2]'])('refuses Host %s with 403, for reads too', async (host) => {
+      for (const path of ['/breakers', '/metrics', '/', '/status.json']) {
+        const r = await raw(`GET ${path} HTTP/1.1\nHost: ${host}`);
+        expect(r.status, path).toBe(403);
+        expect(r.text).not.toContain('circuit_breaker_state');
+      }
+    });
+
+    it('refuses a request with no Host at all', async () => {
+      expect((await raw('GET /breakers HTTP/1.0')).status).toBe(403);
+    });
+
+    it.each(['127.0.0.1', '127.0.0.1:9090', 'localhost', 'LOCALHOST:1', 'status.localhost', '[::1]:9090', '127.1.2.3'])('answers Host %s', async (host) => {
+      expect((await raw(`GET /breakers HTTP/1.1\nHost: ${host}`)).status).toBe(200);
+    });
+
+    it('a POST without X-Breakwater-Admin is refused and changes nothing', async () => {
+      expect(await state()).toBe('closed');
+      const r = await raw('POST /breakers/twilio/open HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json', '{}');
+      expect(r.status).toBe(403);
+      expect(r.text).toContain('x-breakwater-admin');
+      expect(await state()).toBe('closed');
+    });
+
+    it.each(['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain;charset=UTF-8', ' Text/Plain'])('a POST with form content type %s is refused even with the header', async (ct) => {
+      const r = await raw(`POST /breakers/twilio/open HTTP/1.1\nHost: localhost\nX-Breakwater-Admin: 1\nContent-Type: ${ct}`, 'a=b');
+      expect(r.status).toBe(403);
+      expect(await state()).toBe('closed');
+    });
+
+    it('a POST from a rebinding Host is refused even with the header', async () => {
+      const r = await raw('POST /breakers/twilio/open HTTP/1.1\nHost: evil.example\nX-Breakwater-Admin: 1');
+      expect(r.status).toBe(403);
+      expect(await state()).toBe('closed');
+    });
+
+    it('a POST with the header and no form body works, and is logged with the caller', async () => {
+      const r = await raw('POST /breakers/twilio/open HTTP/1.1\nHost: localhost:9090\nX-Breakwater-Admin: 1\nUser-Agent: oncall-runbook/1.0\nContent-Type: application/json', '{}');
+      expect(r.status).toBe(200);
+      expect(await state()).toBe('open');
+      const line = p.logLines().find((l) => l.action === 'open' && l.userAgent === 'oncall-runbook/1.0');
+      expect(line).toMatchObject({ upstream: 'twilio', before: 'closed', after: 'open', peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+      const refused = p.logLines().filter((l) => String(l.msg).startsWith('admin action refused'));
+      expect(refused.length).toBeGreaterThan(0);
+      expect(refused[0]).toMatchObject({ peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+      expect((await admin('reset')).status).toBe(200);
+    });
+  });
+
+  describe('Host names the listener answers to', () => {
+    it('an IP-literal Host equal to the address the connection arrived on (kubelet probes, pod scrapes)', () => {
+      expect(isAllowedHost('10.1.2.3:9090', [], '10.1.2.3')).toBe(true);
+      expect(isAllowedHost('10.1.2.3', [], '::ffff:10.1.2.3')).toBe(true);
+      expect(isAllowedHost('10.1.2.3', [], '10.9.9.9')).toBe(false);
+      expect(isAllowedHost('10.1.2.3', [])).toBe(false);
+      // A name is never matched against the local address: that is what rebinding sends.
+      expect(isAllowedHost('evil.example', [], 'evil.example')).toBe(false);
+    });
+
+    it('a configured admin name (ADMIN_NAMES) is accepted; others still refused', async () => {
+      const q = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, ADMIN_NAMES: 'breakwater, bw.internal' });
+      try {
+        const get = (host: string) => request(q.adminPort, 'GET', '/breakers', { headers: { host } });
+        expect((await get('breakwater:9090')).status).toBe(200);
+        expect((await get('BW.internal')).status).toBe(200);
+        expect((await get('evil.example')).status).toBe(403);
+      } finally {
+        await q.close();
+      }
+    });
   });
 });

@@ -20,13 +20,13 @@ describe('time spent open', () => {
 
   it('is 0 while closed, grows while open, and stops growing after a close', async () => {
     expect(await openSeconds('twilio')).toBe(0);
-    expect((await request(p.adminPort, 'POST', '/breakers/twilio/open')).status).toBe(200);
+    expect((await request(p.adminPort, 'POST', '/breakers/twilio/open', { headers: { 'x-breakwater-admin': '1' } })).status).toBe(200);
     await sleep(600);
     const during = (await openSeconds('twilio'))!;
     expect(during).toBeGreaterThanOrEqual(0.5);
     await sleep(400);
     expect((await openSeconds('twilio'))!).toBeGreaterThanOrEqual(during + 0.3);
-    expect((await request(p.adminPort, 'POST', '/breakers/twilio/close')).status).toBe(200);
+    expect((await request(p.adminPort, 'POST', '/breakers/twilio/close', { headers: { 'x-breakwater-admin': '1' } })).status).toBe(200);
     const closed = (await openSeconds('twilio'))!;
     await sleep(300);
     expect(await openSeconds('twilio')).toBe(closed);

@@ -55,7 +55,7 @@ describe('SIGHUP reload of the real process', () => {
     for (let i = 0; i < 3; i++) expect((await request(cli.proxyPort, 'GET', '/vapi/call', { headers: { 'x-client-id': 'before' } })).status).toBe(200);
 
     // Twilio's breaker is forced open; the reload only touches Vapi, so it must stay open.
-    expect((await request(cli.adminPort, 'POST', '/breakers/twilio/open')).status).toBe(200);
+    expect((await request(cli.adminPort, 'POST', '/breakers/twilio/open', { headers: { 'x-breakwater-admin': '1' } })).status).toBe(200);
 
     // A request in flight on the old pipeline: the fake Vapi holds it until released.
     const held: ServerResponse[] = [];

@@ -65,7 +65,7 @@ async function exercise(port: number, adminPort: number, twilio: FakeUpstream, v
   // The admin listener's views.
   await keep(request(adminPort, 'GET', '/breakers'));
   await keep(request(adminPort, 'GET', '/metrics'));
-  await keep(request(adminPort, 'POST', '/breakers/twilio/reset'));
+  await keep(request(adminPort, 'POST', '/breakers/twilio/reset', { headers: { 'x-breakwater-admin': '1' } }));
   return answers;
 }
 

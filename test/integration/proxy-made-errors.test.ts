@@ -125,7 +125,7 @@ describe('proxy-made errors', () => {
   });
 
   it('circuit_open (503 + Retry-After) while the breaker is open, without contacting the upstream', async () => {
-    const forced = await request(p.adminPort, 'POST', '/breakers/twilio/open');
+    const forced = await request(p.adminPort, 'POST', '/breakers/twilio/open', { headers: { 'x-breakwater-admin': '1' } });
     expect(forced.status).toBe(200);
     const n = twilio.started;
     try {
@@ -134,7 +134,7 @@ describe('proxy-made errors', () => {
       expect(r.headers['retry-after']).toMatch(/^[1-9]\d*$/);
       expect(twilio.started).toBe(n);
     } finally {
-      expect((await request(p.adminPort, 'POST', '/breakers/twilio/reset')).status).toBe(200);
+      expect((await request(p.adminPort, 'POST', '/breakers/twilio/reset', { headers: { 'x-breakwater-admin': '1' } })).status).toBe(200);
     }
   });
 
