@@ -86,6 +86,22 @@ describe('fleet-wide concurrency cap on one Redis', () => {
   }, 30_000);
 });
 
+describe('fleet-wide concurrency cap without Redis', () => {
+  it('admits only this replica’s share of the cap while Redis is unusable', async () => {
+    const redis = createRedisClient(conn('single', 'redis://127.0.0.1:1'));
+    redis.on('error', () => {});
+    try {
+      const sem = fleetSemaphore({ redis, cap: 8, leaseMs: 1000, maxQueue: 10, replicas: 4, usable: () => false });
+      const leases = await Promise.all(Array.from({ length: 4 }, () => sem.acquire('AC-x', Date.now() + 100)));
+      expect(leases.filter(Boolean).length).toBe(2);
+      leases[0]!.release();
+      expect(await sem.acquire('AC-x', Date.now() + 100)).toBeDefined();
+    } finally {
+      redis.disconnect();
+    }
+  });
+});
+
 describe('fleet-wide concurrency cap on a Redis Cluster', () => {
   let cluster: ClusterSetup;
   let clients: RedisClient[] = [];
