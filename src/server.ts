@@ -46,18 +46,22 @@ export async function start(opts: StartOptions): Promise<Running> {
   const memory = memoryStore({ maxKeys: policy.clientId.maxClients, idleMs: policy.clientId.idleTimeout * 1000, clock });
   let store: LimiterStore = memory;
   let idem: IdempotencyStore = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock, policy.store.idempotencyBytes);
+  let fleetSemaphore: StackDeps['fleetSemaphore'];
   if (policy.store.type === 'redis') {
     // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
     // code that a single-replica sidecar never uses.
     const [{ redisStore, redisConnection }, { redisIdempotencyStore }] = await Promise.all([import('./store/redis.js'), import('./store/redis-idempotency.js')]);
     const shared = redisStore({ connection: redisConnection(policy.store), replicas: policy.store.replicas, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
     store = shared;
-    // One connection for both: idempotency claims ride the rate limiter's client and health.
+    const { fleetSemaphore: makeSemaphore } = await import('./store/redis-semaphore.js');
+    const replicas = policy.store.replicas;
+    fleetSemaphore = (cap, leaseMs, maxQueue, prefix) => makeSemaphore({ redis: shared.redis, cap, leaseMs, maxQueue, replicas, prefix, usable: shared.health.usable });
+    // One connection for all: idempotency claims and fleet slots ride the rate limiter's client and health.
     idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000, retryMs: policy.store.retryAfter * 1000 });
   }
   const state = new SharedState();
   const status = statusRecorder(clock);
-  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled };
+  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled, fleetSemaphore };
   let proxy = buildProxy(policy, deps);
   state.sweep();
 

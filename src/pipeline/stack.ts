@@ -18,6 +18,8 @@ import { idempotency } from '../stages/idempotency.js';
 import { retry } from '../stages/retry.js';
 import { breaker } from '../stages/breaker.js';
 import { bulkhead } from '../stages/bulkhead.js';
+import { fleetBulkhead } from '../stages/fleet-bulkhead.js';
+import type { FleetSemaphore } from '../store/redis-semaphore.js';
 import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
@@ -39,6 +41,8 @@ export interface StackDeps {
   state: SharedState;
   /** Called once per request after it is answered (the status page's rolling stats). */
   onSettled?: (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) => void;
+  /** With the Redis store: makes a fleet-wide semaphore (bulkhead.fleet). */
+  fleetSemaphore?: (cap: number, leaseMs: number, maxQueue: number, prefix: string) => FleetSemaphore;
 }
 
 /**
@@ -209,7 +213,14 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     }),
     breaker(breakerSm, b, { onFailure: () => failures.inc(), onRejected: () => rejections.inc() }),
     // The bulkhead holds a slot only while an attempt is really in flight.
-    bulkhead(semaphore, () => bulkheadRejections.inc()),
+    u.bulkhead.fleet && deps.fleetSemaphore
+      ? fleetBulkhead(
+          state.get(`${name}/fleet-bulkhead`, u.bulkhead, () => deps.fleetSemaphore!(u.bulkhead.maxConcurrent, u.bulkhead.leaseTimeout * 1000, u.bulkhead.queue, `bw:sem:${name}:`)),
+          name,
+          u.bulkhead.queueTimeout * 1000,
+          () => bulkheadRejections.inc(),
+        )
+      : bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];
 
   const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout * 1000);

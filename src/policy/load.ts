@@ -293,6 +293,9 @@ function checkSemantics(p: Policy): Semantic[] {
   }
   if (Object.keys(p.upstreams).length === 0) out.push({ path: ['upstreams'], message: 'at least one upstream is required' });
   if (p.store.type === 'redis' && p.store.redisUrl === '') out.push({ path: ['store', 'redisUrl'], message: 'RATE_LIMIT_STORE=redis needs REDIS_URL' });
+  for (const [name, u] of Object.entries(p.upstreams)) {
+    if (u.bulkhead.fleet && p.store.type !== 'redis') out.push({ path: ['upstreams', name, 'bulkhead', 'fleet'], message: 'a fleet-wide bulkhead needs RATE_LIMIT_STORE=redis' });
+  }
   if (p.store.type === 'redis' && p.store.redisUrl !== '') {
     try {
       parseRedisUrl(p.store.redisType, p.store.redisUrl);

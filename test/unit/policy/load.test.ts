@@ -353,7 +353,7 @@ describe('parsePolicy: defaults and freezing', () => {
       want: { enabled: true, threshold: 3, recoveryTimeout: 30, halfOpenProbes: 1, failureRatio: null, window: 20, minCalls: 10, slowCall: null, backoffMultiplier: 1, maxRecoveryTimeout: 300, failOn: ['connect', 'timeout', 'reset', '5xx'] },
     },
     { desc: 'retry', got: u.retry, want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504] } },
-    { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1 } },
+    { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1, fleet: false, leaseTimeout: 30 } },
     { desc: 'idempotency off unless asked', got: u.idempotency.enabled, want: false },
     { desc: 'hold on 429 by account', got: [u.holdOn429.enabled, u.holdOn429.key], want: [true, ['account']] },
     { desc: 'no credentials', got: u.credentials.type, want: 'none' },

@@ -1,0 +1,155 @@
+// A fleet-wide concurrency cap (Twilio limits *concurrent requests per account*, not a rate):
+// a distributed semaphore whose slots are leases in a sorted set scored by expiry, so the slots
+// of a replica killed mid-request come back once its leases lapse. Holders renew their leases
+// while the request runs. A 20429 lowers the cap for a while (learned from Twilio); a request
+// over the cap waits in a bounded local queue, within its deadline, instead of being refused.
+//
+// Both keys of a semaphore share one `{tag}`, so the scripts run on a Redis Cluster. While Redis
+// is unusable, a replica admits its share of the cap (cap / replicas) on a local count.
+import { randomUUID } from 'node:crypto';
+import type { RedisClient } from './redis-connection.js';
+import { slotKey } from './redis-connection.js';
+
+// KEYS: leases (zset id -> expiry ms), learned cap. ARGV: cap, id, ttlMs.
+const ACQUIRE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(ARGV[1])
+local learned = tonumber(redis.call('GET', KEYS[2]))
+if learned ~= nil and learned < cap then cap = learned end
+if redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return 1
+`;
+
+// Renews a held lease; 0 when it had already lapsed (the slot may have gone to someone else).
+const RENEW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return 1
+`;
+
+// The upstream said "too many concurrent": hold the cap one below what was in use, for ARGV[2] ms.
+const LOWER = `
+local inUse = redis.call('ZCARD', KEYS[1])
+local cur = tonumber(redis.call('GET', KEYS[2])) or tonumber(ARGV[1])
+local next = math.max(1, math.min(cur, inUse) - 1)
+redis.call('SET', KEYS[2], next, 'PX', tonumber(ARGV[2]))
+return next
+`;
+
+type WithSem = RedisClient & {
+  bwSemAcquire(leases: string, cap: string, max: number, id: string, ttlMs: number): Promise<number>;
+  bwSemRenew(leases: string, id: string, ttlMs: number): Promise<number>;
+  bwSemLower(leases: string, cap: string, max: number, holdMs: number): Promise<number>;
+};
+
+export interface SemaphoreOptions {
+  redis: RedisClient;
+  /** Concurrent slots across the fleet. */
+  cap: number;
+  /** A lease lapses this long after its last renewal (a killed holder's slot comes back). */
+  leaseMs: number;
+  /** Waiters kept per replica; beyond it `acquire` refuses at once. */
+  maxQueue: number;
+  /** Replicas sharing the cap: the local fallback admits cap / replicas. */
+  replicas?: number;
+  /** How long a lowered cap (after a 20429) holds. */
+  lowerMs?: number;
+  prefix?: string;
+  usable?: () => boolean;
+}
+
+export interface Lease {
+  release(): void;
+}
+
+export interface FleetSemaphore {
+  /** A slot for `account` before `deadline` (epoch ms), or undefined (queue full or deadline passed). */
+  acquire(account: string, deadline: number): Promise<Lease | undefined>;
+  /** Feedback from a 20429 (or a `Twilio-Concurrent-Requests` at the limit). */
+  lower(account: string): Promise<void>;
+  waiting(): number;
+}
+
+export function fleetSemaphore(o: SemaphoreOptions): FleetSemaphore {
+  const redis = o.redis as WithSem;
+  redis.defineCommand('bwSemAcquire', { numberOfKeys: 2, lua: ACQUIRE });
+  redis.defineCommand('bwSemRenew', { numberOfKeys: 1, lua: RENEW });
+  redis.defineCommand('bwSemLower', { numberOfKeys: 2, lua: LOWER });
+  const prefix = o.prefix ?? 'bw:sem:';
+  const share = Math.max(1, Math.floor(o.cap / Math.max(1, o.replicas ?? 1)));
+  const usable = o.usable ?? (() => o.redis.status === 'ready');
+  const localHeld = new Map<string, number>();
+  let waiters = 0;
+  const keys = (account: string) => [slotKey(prefix, account, ':leases'), slotKey(prefix, account, ':cap')] as const;
+
+  function localLease(account: string): Lease | undefined {
+    const n = localHeld.get(account) ?? 0;
+    if (n >= share) return undefined;
+    localHeld.set(account, n + 1);
+    let done = false;
+    return {
+      release() {
+        if (done) return;
+        done = true;
+        localHeld.set(account, (localHeld.get(account) ?? 1) - 1);
+      },
+    };
+  }
+
+  async function tryOnce(account: string): Promise<Lease | undefined> {
+    if (!usable()) return localLease(account);
+    const [leases, cap] = keys(account);
+    const id = randomUUID();
+    let got: number;
+    try {
+      got = await redis.bwSemAcquire(leases, cap, o.cap, id, o.leaseMs);
+    } catch {
+      return localLease(account);
+    }
+    if (got !== 1) return undefined;
+    const renew = setInterval(() => void redis.bwSemRenew(leases, id, o.leaseMs).catch(() => {}), Math.max(50, Math.floor(o.leaseMs / 3)));
+    renew.unref();
+    let done = false;
+    return {
+      release() {
+        if (done) return;
+        done = true;
+        clearInterval(renew);
+        void redis.zrem(leases, id).catch(() => {});
+      },
+    };
+  }
+
+  return {
+    async acquire(account, deadline) {
+      const first = await tryOnce(account);
+      if (first) return first;
+      if (waiters >= o.maxQueue) return undefined;
+      waiters++;
+      try {
+        // Bounded: the deadline ends it; the steps grow to 50 ms so a full fleet is not polled hard.
+        for (let i = 1; i < 100_000 && Date.now() < deadline; i++) {
+          await new Promise((r) => setTimeout(r, Math.min(50, 5 * i, Math.max(1, deadline - Date.now()))));
+          const l = await tryOnce(account);
+          if (l) return l;
+        }
+        return undefined;
+      } finally {
+        waiters--;
+      }
+    },
+    async lower(account) {
+      if (!usable()) return;
+      const [leases, cap] = keys(account);
+      await redis.bwSemLower(leases, cap, o.cap, o.lowerMs ?? 60_000).catch(() => 0);
+    },
+    waiting: () => waiters,
+  };
+}
