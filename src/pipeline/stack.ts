@@ -1,5 +1,6 @@
 // The whole per-upstream stack, written once, in order, with the reason each stage sits where it
 // does (linkerd's route stack). Routing, correlation and the access log wrap it in proxy.ts.
+import { randomBytes } from 'node:crypto';
 import type { Policy, UpstreamPolicy } from '../policy/schema.js';
 import type { Metrics } from '../metrics.js';
 import type { Log } from '../log.js';
@@ -21,7 +22,6 @@ import { bulkhead } from '../stages/bulkhead.js';
 import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
-import { randomBytes } from 'node:crypto';
 import { MemoryCacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
 import { isPhoneKey, maskPhone } from '../stages/keys.js';
