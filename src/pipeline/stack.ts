@@ -243,7 +243,7 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
   const { metrics, state, log } = deps;
   const c = u.cache;
   const evictions = metrics.cacheEvictions.labels(name);
-  const store = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
+  const store = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
   const coalescer = state.get(`${name}/cache-coalescer`, c.maxWaiters, () => new Coalescer(c.maxWaiters));
   // Keys hash the credential with a per-process secret: a key never reveals or confirms a token.
   const secret = state.get('cache-secret', null, () => randomBytes(32));
