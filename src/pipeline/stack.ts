@@ -1,5 +1,6 @@
 // The whole per-upstream stack, written once, in order, with the reason each stage sits where it
 // does (linkerd's route stack). Routing, correlation and the access log wrap it in proxy.ts.
+import { randomBytes } from 'node:crypto';
 import type { Policy, UpstreamPolicy } from '../policy/schema.js';
 import { seedUpstreamSeries, type Metrics } from '../metrics.js';
 import type { Log } from '../log.js';
@@ -23,7 +24,6 @@ import type { FleetSemaphore } from '../store/redis-semaphore.js';
 import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
-import { randomBytes } from 'node:crypto';
 import { MemoryCacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
 import { isPhoneKey, maskPhone } from '../stages/keys.js';
@@ -251,7 +251,7 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
   const { metrics, state, log } = deps;
   const c = u.cache;
   const evictions = metrics.cacheEvictions.labels(name);
-  const store = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
+  const store = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
   const coalescer = state.get(`${name}/cache-coalescer`, c.maxWaiters, () => new Coalescer(c.maxWaiters));
   // Keys hash the credential with a per-process secret: a key never reveals or confirms a token.
   const secret = state.get('cache-secret', null, () => randomBytes(32));

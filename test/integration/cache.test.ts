@@ -15,11 +15,12 @@ const POLICY = policyWith((p) => {
     routes: [
       { route: 'assistant.fetch', ttl: 60 },
       { route: 'call.fetch', ttl: 0.3, staleIfError: 60 },
+      { route: 'phone-number', ttl: 60, maxEntryBytes: 100 },
     ],
   };
   const t = p.upstreams.twilio;
   t.routes.unshift({ name: 'lookups', match: 'GET /v2/PhoneNumbers/*' });
-  t.cache = { routes: [{ route: 'lookups', ttl: 86400, onlyQuery: { Fields: ['line_type_intelligence', 'caller_name'] } }] };
+  t.cache = { waitTimeout: 0.2, routes: [{ route: 'lookups', ttl: 86400, onlyQuery: { Fields: ['line_type_intelligence', 'caller_name'] } }] };
 });
 
 describe('response cache', () => {
@@ -213,5 +214,44 @@ describe('response cache', () => {
     expect(again.headers['cache-status']).toBe('Breakwater; fwd=bypass');
     expect(twilio.seen.filter((s) => s.url.includes('sim_swap')).length).toBe(2);
     expect(twilio.seen.filter((s) => s.url.includes('caller_name')).length).toBe(1);
+  });
+  it('does not store an answer larger than maxEntryBytes', async () => {
+    vapi.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ pad: 'x'.repeat(200) }));
+    };
+    const a = await get('/vapi/phone-number/big');
+    const b = await get('/vapi/phone-number/big');
+    expect(b.text).toBe(a.text);
+    expect(b.headers['cache-status']).toBe('Breakwater; fwd=miss');
+    expect(upstreamGets('/phone-number/big')).toBe(2);
+  });
+
+  it('honours the response\'s Vary: another value of the named header is a miss', async () => {
+    vapi.handler = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', vary: 'Accept-Language' });
+      res.end(JSON.stringify({ lang: req.headers['accept-language'] ?? null }));
+    };
+    expect((await get('/vapi/assistant/v1', 'k1', 'GET', { 'accept-language': 'en' })).json.lang).toBe('en');
+    expect((await get('/vapi/assistant/v1', 'k1', 'GET', { 'accept-language': 'en' })).headers['cache-status']).toMatch(/hit/);
+    const fr = await get('/vapi/assistant/v1', 'k1', 'GET', { 'accept-language': 'fr' });
+    expect(fr.json.lang).toBe('fr');
+    expect(fr.headers['cache-status']).toBe('Breakwater; fwd=vary-miss');
+    expect(upstreamGets('/assistant/v1')).toBe(2);
+  });
+
+  it('a waiter that waited waitTimeout goes upstream itself', async () => {
+    twilio.mode = 'slow';
+    twilio.delayMs = 700;
+    try {
+      const path = '/twilio/v2/PhoneNumbers/+15551239999?Fields=caller_name';
+      const all = await Promise.all(Array.from({ length: 3 }, () => get(path)));
+      expect(all.every((a) => a.status === 200)).toBe(true);
+      // The leader plus two waiters that gave up after 0.2 s, long before its 0.7 s answer.
+      expect(twilio.seen.filter((s) => s.url.includes('+15551239999')).length).toBe(3);
+    } finally {
+      twilio.mode = 'ok';
+      twilio.delayMs = 0;
+    }
   });
 });
