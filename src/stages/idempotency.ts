@@ -19,7 +19,7 @@ import { sendBuffered } from '../http/respond.js';
 import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
 export interface IdempotencyDeps {
-  counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored' | 'unavailable'): { inc(): void };
+  counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored' | 'unavailable' | 'orphaned'): { inc(): void };
   clock: Clock;
   /** The longest an original may stay in flight (all attempts, waits and queues): its claim's life. */
   claimMs: number;
@@ -41,6 +41,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     mismatch: deps.counter('mismatch'),
     notStored: deps.counter('not_stored'),
     unavailable: deps.counter('unavailable'),
+    orphaned: deps.counter('orphaned'),
   };
 
   const replay = (ex: Exchange, a: StoredAnswer): Reply => {
@@ -70,6 +71,11 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     for (let round = 0; round < 8; round++) {
       const found = await store.lookup(key);
       if (found.state === 'unavailable') return unavailable();
+      if (found.state === 'orphaned') {
+        if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(c.mismatch);
+        c.orphaned.inc();
+        return proxyError('internal_error', { message: 'The original request with this Idempotency-Key may have reached the upstream, but the Breakwater replica handling it stopped before its answer was stored; whether it took effect is unknown. It is not sent again.' });
+      }
       if (found.state === 'done') {
         if (found.fingerprint !== (await own())) return mismatch(c.mismatch);
         return replay(ex, found.answer);
@@ -86,7 +92,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
       }
       // A body already read to compare cannot be sent: the app's retry will be the original.
       if (streamed && fingerprint !== undefined) break;
-      const claimed = await store.claim(key, fingerprint ?? PENDING_FINGERPRINT, deps.claimMs);
+      const claimed = await store.claim(key, fingerprint ?? PENDING_FINGERPRINT, deps.claimMs, ttlMs);
       if (claimed === 'unavailable') return unavailable();
       if (claimed === 'taken') continue;
       c.forwarded.inc();

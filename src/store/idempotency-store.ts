@@ -18,6 +18,8 @@ export type Lookup =
   | { state: 'absent' }
   | { state: 'unavailable' }
   | { state: 'in_flight'; fingerprint: string; done: Promise<void> }
+  /** A shared claim outlived its original (its replica died after it may have forwarded). */
+  | { state: 'orphaned'; fingerprint: string }
   | { state: 'done'; fingerprint: string; answer: StoredAnswer };
 
 /** `taken`: someone else holds the key (look again); `unavailable`: as in Lookup. */
@@ -30,9 +32,10 @@ export interface IdempotencyStore {
   lookup(key: string): Lookup | Promise<Lookup>;
   /**
    * Claims the key for an original request. `holdMs` bounds how long a shared claim outlives a
-   * replica that died mid-request.
+   * replica that died mid-request; `keepMs` how long such an orphaned claim is remembered (so
+   * the key is not free again while a retry could still come).
    */
-  claim(key: string, fingerprint: string, holdMs: number): Claim | Promise<Claim>;
+  claim(key: string, fingerprint: string, holdMs: number, keepMs?: number): Claim | Promise<Claim>;
   /**
    * Ends an in-flight claim: stores the answer under `fingerprint` (final even when the claim was
    * made with PENDING_FINGERPRINT), or (undefined) releases the key for a new attempt.

@@ -20,6 +20,8 @@ interface Wire {
   fp: string;
   /** Claim owner, so that a release never deletes another replica's claim. */
   o?: string;
+  /** When the claim's original is over at the latest (epoch ms); past it, the claim is orphaned. */
+  u?: number;
   a?: { status: number; headers: Record<string, string | string[]>; body: string };
 }
 
@@ -39,6 +41,8 @@ export interface RedisIdempotencyOptions {
   retryMs?: number;
   /** Reports a write that failed (queued) and one given up on (queue full). */
   onWrite?: (outcome: 'queued' | 'republished' | 'dropped') => void;
+  /** Wall clock shared with the other replicas (claim deadlines travel between them). */
+  now?: () => number;
 }
 
 const UNKNOWN = Symbol('unknown');
@@ -50,12 +54,13 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
   const pollMs = o.pollMs ?? 50;
   const maxPending = o.maxPending ?? 10_000;
   const retryMs = o.retryMs ?? 1000;
+  const now = o.now ?? Date.now;
   // Keys hold client ids and paths: hash them so Redis never stores them in clear.
   const rkey = (key: string) => prefix + createHash('sha256').update(key).digest('base64url');
   /** Claim values by key, for a release that only removes our own claim. */
   const owned = new Map<string, string>();
   /** Answers Redis has not taken yet, by Redis key: value and expiry (epoch ms). */
-  const pending = new Map<string, { wire: string; expires: number }>();
+  const pending = new Map<string, { wire: string; expires: number; release?: boolean }>();
   let flushing: NodeJS.Timeout | undefined;
 
   function call<T>(op: () => Promise<T>): Promise<T | typeof UNKNOWN> {
@@ -95,22 +100,23 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
   }
 
   /** Resolves once another replica's claim is settled (answer stored, released, or expired). */
-  function remoteDone(k: string): Promise<void> {
+  function remoteDone(k: string, until: number | undefined): Promise<void> {
     return new Promise((resolve) => {
-      const deadline = Date.now() + o.claimMs;
+      const deadline = until ?? now() + o.claimMs;
       const tick = async () => {
         const raw = await call(() => o.redis.get(k));
         // Unknown: let the caller look again, which answers `unavailable` while Redis is.
-        if (raw === UNKNOWN || decode(raw)?.s !== 'f' || Date.now() > deadline) return resolve();
+        if (raw === UNKNOWN || decode(raw)?.s !== 'f' || now() > deadline) return resolve();
         setTimeout(tick, pollMs);
       };
       setTimeout(tick, pollMs);
     });
   }
 
-  function enqueue(k: string, wire: string, ttlMs: number): void {
+  /** `release`: `wire` is our claim, to be removed (compare-and-delete) rather than written. */
+  function enqueue(k: string, wire: string, ttlMs: number, release = false): void {
     pending.delete(k);
-    pending.set(k, { wire, expires: Date.now() + ttlMs });
+    pending.set(k, { wire, expires: now() + ttlMs, release });
     o.onWrite?.('queued');
     while (pending.size > maxPending) {
       pending.delete(pending.keys().next().value!);
@@ -122,14 +128,15 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
   async function flush(): Promise<void> {
     flushing = undefined;
     for (const [k, p] of [...pending]) {
-      const left = p.expires - Date.now();
+      const left = p.expires - now();
       if (left <= 0) {
         pending.delete(k);
         continue;
       }
       if (o.redis.status !== 'ready') break;
       try {
-        await o.redis.set(k, p.wire, 'PX', left);
+        if (p.release) await o.redis.eval(RELEASE, 1, k, p.wire);
+        else await o.redis.set(k, p.wire, 'PX', left);
         // A newer write for the same key may have been queued meanwhile.
         if (pending.get(k) === p) pending.delete(k);
         o.onWrite?.('republished');
@@ -150,14 +157,19 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
       const w = decode(raw);
       if (w === undefined) return local;
       if (w.s === 'd' && w.a) return { state: 'done', fingerprint: w.fp, answer: { status: w.a.status, headers: w.a.headers, body: Buffer.from(w.a.body, 'base64') } };
-      return { state: 'in_flight', fingerprint: w.fp, done: remoteDone(k) };
+      // Its replica died after it may have forwarded: the key stays used, the outcome unknown.
+      if (w.u !== undefined && w.u <= now()) return { state: 'orphaned', fingerprint: w.fp };
+      return { state: 'in_flight', fingerprint: w.fp, done: remoteDone(k, w.u) };
     },
-    async claim(key, fingerprint, holdMs): Promise<Claim> {
+    async claim(key, fingerprint, holdMs, keepMs): Promise<Claim> {
       const mine = await o.local.claim(key, fingerprint, holdMs);
       if (mine !== 'claimed') return mine;
       const k = rkey(key);
-      const value = JSON.stringify({ s: 'f', fp: fingerprint, o: randomUUID() } satisfies Wire);
-      const ok = await call(() => o.redis.set(k, value, 'PX', Math.max(holdMs, o.claimMs), 'NX'));
+      const hold = Math.max(holdMs, o.claimMs);
+      const value = JSON.stringify({ s: 'f', fp: fingerprint, o: randomUUID(), u: now() + hold } satisfies Wire);
+      // Kept past its deadline (as an orphan) for as long as an answer would be: a replica killed
+      // after forwarding must not leave the key free for a second create.
+      const ok = await call(() => o.redis.set(k, value, 'PX', Math.max(hold, keepMs ?? 0), 'NX'));
       if (ok === 'OK') {
         owned.set(key, value);
         return 'claimed';
@@ -175,7 +187,8 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
       const value = owned.get(key);
       owned.delete(key);
       if (answer === undefined) {
-        if (value !== undefined) void call(() => o.redis.eval(RELEASE, 1, k, value));
+        // A release that does not land would leave the claim to be orphaned: retry it as well.
+        if (value !== undefined) void call(() => o.redis.eval(RELEASE, 1, k, value)).then((r) => r === UNKNOWN && enqueue(k, value, o.claimMs, true));
         return;
       }
       // Not bound by the lookup timeout: a slow write that lands is as good as a fast one.

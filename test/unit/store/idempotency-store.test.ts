@@ -153,3 +153,34 @@ describe('redisIdempotencyStore', () => {
     expect(r.data.has(key!)).toBe(true);
   });
 });
+
+describe('orphaned claims', () => {
+  it('keeps the key used, as orphaned, once a dead replica’s claim passes its deadline', async () => {
+    const r = scriptedRedis();
+    let t = 1_000_000;
+    const mk = () => redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, manualClock()), timeoutMs: 5, claimMs: 1000, now: () => t });
+    const dead = mk();
+    const b = mk();
+    expect(await dead.claim('k', 'fp', 1000, 86_400_000)).toBe('claimed');
+    // `dead` never completes: its process was killed after forwarding.
+    expect((await b.lookup('k')).state).toBe('in_flight');
+    t += 1001;
+    const found = await b.lookup('k');
+    expect(found).toEqual({ state: 'orphaned', fingerprint: 'fp' });
+    expect(await b.claim('k', 'fp', 1000, 86_400_000)).toBe('taken');
+  });
+
+  it('retries a release Redis did not take, so a refused create does not leave an orphan', async () => {
+    const r = scriptedRedis();
+    const a = redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, manualClock()), timeoutMs: 5, claimMs: 1000, retryMs: 1 });
+    expect(await a.claim('k', 'fp', 1000, 86_400_000)).toBe('claimed');
+    r.mode = 'error';
+    a.complete('k', 'fp', undefined, 0);
+    for (let i = 0; i < 20 && a.pending() === 0; i++) await tick();
+    expect(a.pending()).toBe(1);
+    r.mode = 'ok';
+    for (let i = 0; i < 50 && a.pending() > 0; i++) await tick();
+    expect(a.pending()).toBe(0);
+    expect(r.data.size).toBe(0);
+  });
+});
