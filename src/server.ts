@@ -16,6 +16,7 @@ import { memoryStore, type LimiterStore } from './store/store.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempotency-store.js';
 import { adminHandler } from './admin.js';
 import { VERSION } from './version.js';
+import { startTracing, stopTracing } from './tracing.js';
 
 export interface Running {
   readonly proxyPort: number;
@@ -58,6 +59,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };
   let proxy = buildProxy(policy, deps);
   state.sweep();
+  // OpenTelemetry: loaded only when the OTEL_* variables configure an exporter.
+  await startTracing(process.env, VERSION, (msg) => log.warn(msg));
 
   let draining = false;
   const sockets = new Set<Socket>();
@@ -226,6 +229,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       for (const s of sockets) s.destroy();
       await Promise.allSettled([...proxy.upstreams.values()].map((u) => u.dispatcher.close()));
       await store.close();
+      await stopTracing();
       await new Promise<void>((r) => admin.close(() => r()));
       admin.closeAllConnections();
       log.info('drained; exiting');
