@@ -9,6 +9,7 @@
 import pino, { type Logger } from 'pino';
 import type { Exchange } from './pipeline/exchange.js';
 import { BatchedStdout } from './log.js';
+import { tracing } from './tracing.js';
 
 /**
  * The access log of one logger. Most of a line is the same for every request of one (upstream,
@@ -85,6 +86,12 @@ export function accessLog(log: Logger): AccessLog {
       o = ascii(buf, o, ',"twilioRequestId":');
       o = jsonString(buf, o, ex.upstreamRequestId);
     }
+    const traceId = tracing?.traceId(ex);
+    if (traceId !== undefined) {
+      o = ascii(buf, o, ',"trace_id":"');
+      o = ascii(buf, o, traceId);
+      buf[o++] = 34;
+    }
     if (ex.upstreamErrorCode !== undefined) {
       o = ascii(buf, o, ',"upstreamErrorCode":');
       o = jsonString(buf, o, ex.upstreamErrorCode);
@@ -109,7 +116,7 @@ export function accessLog(log: Logger): AccessLog {
     },
     write(ex, segment, seconds) {
       // The most the line can take: escaping turns a character into at most 6 bytes.
-      const max = fixed + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.upstreamErrorCode?.length ?? 0) + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
+      const max = fixed + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.upstreamErrorCode?.length ?? 0) + 48 + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
       const at = batched ? batched.claim(max) : -1;
       if (batched && at >= 0) {
         batched.commit(encode(batched.buffer, at, ex, segment, seconds));

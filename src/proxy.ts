@@ -13,6 +13,7 @@ import { requestId } from './stages/correlation.js';
 import { sendBuffered, sendError } from './http/respond.js';
 import { oneByte } from './http/headers.js';
 import { classifyUpstreamError, CodeBound } from './upstream-errors.js';
+import { tracing } from './tracing.js';
 
 export interface Proxy {
   readonly policy: Policy;
@@ -168,6 +169,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     const q = url.indexOf('?');
     const ex = newExchange(req, res, performance.now(), requestId(req.headers['x-request-id']), req.method ?? 'GET', q < 0 ? url : url.slice(0, q), q < 0 ? '' : url.slice(q));
     let reply: Reply;
+    const tr = tracing;
+    tr?.startServer(ex);
     const refused = route(ex);
     const upstreamName = ex.upstream ? upstreamNames.get(ex.upstream.name) ?? ex.upstream.name : 'none';
     const inFlightNow = inFlightFor(upstreamName);
@@ -209,6 +212,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     } else s.localDuration.observe(seconds);
     if (accessLogOn && log.isLevelEnabled('info')) access.write(ex, o.line, seconds);
     deps.onSettled?.(ex, upstreamName, status, outcome, seconds);
+    tr?.endServer(ex, status, outcome);
   }
 
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */

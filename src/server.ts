@@ -17,6 +17,7 @@ import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempoten
 import { adminHandler } from './admin.js';
 import { statusRecorder } from './status/record.js';
 import { VERSION } from './version.js';
+import { startTracing, stopTracing } from './tracing.js';
 
 export interface Running {
   readonly proxyPort: number;
@@ -64,6 +65,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled, fleetSemaphore };
   let proxy = buildProxy(policy, deps);
   state.sweep();
+  // OpenTelemetry: loaded only when the OTEL_* variables configure an exporter.
+  await startTracing(process.env, VERSION, (msg) => log.warn(msg));
 
   let draining = false;
   const sockets = new Set<Socket>();
@@ -240,6 +243,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       for (const s of sockets) s.destroy();
       await Promise.allSettled([...proxy.upstreams.values()].map((u) => u.dispatcher.close()));
       await store.close();
+      await stopTracing();
       await new Promise<void>((r) => admin.close(() => r()));
       admin.closeAllConnections();
       log.info('drained; exiting');

@@ -2,6 +2,7 @@
 // API that still streams with back-pressure both ways (no Readable per response, no header
 // object parsing). Response bytes go straight from the upstream socket into the client's.
 import { ERROR_HEAD_LIMIT } from '../upstream-errors.js';
+import { tracing, type ClientSpan } from '../tracing.js';
 import type { Dispatcher } from 'undici';
 import { proxyError, type ProxyError } from '../errors.js';
 import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
@@ -53,13 +54,15 @@ export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Nu
     if (clientGone(ex)) return Promise.resolve(goneBeforeSending(ex, 'forwarding'));
     return new Promise<Reply>((resolve) => {
       const attempt = new Attempt(ex, resolve, precise);
+      const span = tracing?.startClient(ex);
+      attempt.span = span;
       try {
         dispatcher.dispatch(
           {
             origin: ex.origin,
             path: ex.upstreamPath,
             method: ex.method as Dispatcher.HttpMethod,
-            headers: upstreamRequestHeaders(ex),
+            headers: span ? withTraceContext(upstreamRequestHeaders(ex), span.headers) : upstreamRequestHeaders(ex),
             // undici also takes an async iterable (the size-limited chunked body) though its types omit it.
             body: (ex.body ?? ex.bodyStream ?? null) as Dispatcher.DispatchOptions['body'],
           },
@@ -82,6 +85,8 @@ class Attempt implements Dispatcher.DispatchHandler {
   private readonly hold: Exchange['holdStatuses'];
   private readonly began = performance.now();
   private status = 0;
+  /** This attempt's CLIENT span, when tracing is on. */
+  span: ClientSpan | undefined = undefined;
   /** The head of a non-2xx body, for its provider error code (upstream-errors.ts). */
   private errorHead: Buffer[] | undefined = undefined;
   private errorHeadBytes = 0;
@@ -132,6 +137,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.res.off('close', this.onClientClose);
     if (this.socketWatched) this.ex.req.socket.off('close', this.onClientClose);
     this.ex.upstreamSeconds += (performance.now() - this.began) / 1000;
+    this.span?.end(this.status, reply.kind === 'failed' ? reply.error.code : undefined, this.ex.upstreamRequestId);
     this.resolve(reply);
   }
 
@@ -282,5 +288,17 @@ function toObject(raw: Buffer[]): Record<string, string | string[]> {
     const prev = out[key];
     out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
   }
+  return out;
+}
+
+/** The upstream headers with this attempt's trace context in place of the app's. */
+function withTraceContext(headers: string[], trace: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const k = headers[i]!.toLowerCase();
+    if (k === 'traceparent' || k === 'tracestate') continue;
+    out.push(headers[i]!, headers[i + 1]!);
+  }
+  for (const [k, v] of Object.entries(trace)) out.push(k, v);
   return out;
 }
