@@ -185,6 +185,11 @@ export function createMetrics() {
       labelNames: ['upstream', 'outcome'] as const,
       registers: [registry],
     }),
+    idempotencyStoreResets: new Counter({
+      name: 'breakwater_idempotency_store_resets_total',
+      help: 'Times the shared idempotency store (Redis) came back without its records (restarted empty): keys used before may be forwarded again.',
+      registers: [registry],
+    }),
     idempotencyEntries: new Gauge({
       name: 'breakwater_idempotency_entries',
       help: 'Stored idempotent answers held in local memory (all upstreams).',

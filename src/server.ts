@@ -52,7 +52,13 @@ export async function start(opts: StartOptions): Promise<Running> {
     const shared = redisStore({ url: policy.store.redisUrl, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
     store = shared;
     // One connection for both: idempotency claims ride the rate limiter's client and health.
-    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000, retryMs: policy.store.retryAfter * 1000 });
+    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000,
+      retryMs: policy.store.retryAfter * 1000,
+      onReset: () => {
+        metrics.idempotencyStoreResets.inc();
+        log.error({ store: 'redis' }, 'idempotency store came back empty (Redis restarted without persistence?): keys used before the restart may be forwarded again');
+      },
+    });
   }
   const state = new SharedState();
   const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state };
