@@ -223,8 +223,13 @@ export function createMetrics() {
     }),
     idempotency: new HotCounter({
       name: 'breakwater_idempotency_total',
-      help: 'Idempotency-key outcomes: forwarded, replayed, joined (waited for the original), in_flight (409), mismatch (422), not_stored.',
+      help: 'Idempotency-key outcomes: forwarded, replayed, joined (waited for the original), in_flight (409), mismatch (422), not_stored, unavailable (503: the shared store could not say), orphaned (the replica of the original died; not re-sent).',
       labelNames: ['upstream', 'outcome'] as const,
+      registers: [registry],
+    }),
+    idempotencyStoreResets: new Counter({
+      name: 'breakwater_idempotency_store_resets_total',
+      help: 'Times the shared idempotency store (Redis) came back without its records (restarted empty): keys used before may be forwarded again.',
       registers: [registry],
     }),
     idempotencyEntries: new Gauge({

@@ -58,7 +58,13 @@ export async function start(opts: StartOptions): Promise<Running> {
     const replicas = policy.store.replicas;
     fleetSemaphore = (cap, leaseMs, maxQueue, prefix) => makeSemaphore({ redis: shared.redis, cap, leaseMs, maxQueue, replicas, prefix, usable: shared.health.usable });
     // One connection for all: idempotency claims and fleet slots ride the rate limiter's client and health.
-    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000, retryMs: policy.store.retryAfter * 1000 });
+    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000,
+      retryMs: policy.store.retryAfter * 1000,
+      onReset: () => {
+        metrics.idempotencyStoreResets.inc();
+        log.error({ store: 'redis' }, 'idempotency store came back empty (Redis restarted without persistence?): keys used before the restart may be forwarded again');
+      },
+    });
   }
   const state = new SharedState();
   const status = statusRecorder(clock);

@@ -43,6 +43,8 @@ export interface RedisIdempotencyOptions {
   onWrite?: (outcome: 'queued' | 'republished' | 'dropped') => void;
   /** Wall clock shared with the other replicas (claim deadlines travel between them). */
   now?: () => number;
+  /** Redis came back without the generation marker this replica saw: its records are gone. */
+  onReset?: () => void;
 }
 
 const UNKNOWN = Symbol('unknown');
@@ -146,6 +148,24 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
     }
     if (pending.size > 0) flushing ??= setTimeout(flush, retryMs).unref();
   }
+
+  // A generation marker, written once per Redis data set: a Redis that comes back with another
+  // (or none) restarted empty, and every record the fleet stored is gone. The operator must see
+  // it: keys used before the restart can be forwarded again.
+  const genKey = prefix + 'generation';
+  let generation: string | undefined;
+  async function checkGeneration(): Promise<void> {
+    try {
+      const mine = randomUUID();
+      const current = (await o.redis.set(genKey, mine, 'NX')) === 'OK' ? mine : await o.redis.get(genKey);
+      if (generation !== undefined && current !== generation) o.onReset?.();
+      generation = current ?? undefined;
+    } catch {
+      // Checked again at the next reconnect.
+    }
+  }
+  o.redis.on('ready', () => void checkGeneration());
+  if (o.redis.status === 'ready') void checkGeneration();
 
   return {
     async lookup(key): Promise<Lookup> {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { request, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
 import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
 
 const POLICY = policyWith((p) => {
@@ -79,6 +79,8 @@ describe('idempotency across a fleet on one Redis', () => {
     // Redis back: the same key goes through once, and is replayed on the other replica.
     await redis.start();
     expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), 10000)).toBe(true);
+    // It came back empty (no persistence here): each replica reports the lost records.
+    for (const p of [a, b]) expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_idempotency_store_resets_total') === 1, 5000)).toBe(true);
     const retried = await create(a, 'fleet-k3', '+15550004003');
     expect(retried.status).toBe(201);
     const again = await create(b, 'fleet-k3', '+15550004003');

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { request, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
 import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
 
 const POLICY = policyWith((p) => {
@@ -116,5 +116,7 @@ describe('idempotency records Redis could not take', () => {
     expect(replayed.headers['idempotent-replayed']).toBe('true');
     expect(replayed.text).toBe(first.text);
     expect(createsFor(number)).toBe(1);
+    // Its data came back with it: no replica reports lost records.
+    for (const p of [a, b]) expect(metricValue(await metricsText(p.adminPort), 'breakwater_idempotency_store_resets_total')).toBe(0);
   });
 });

@@ -23,7 +23,7 @@ describe('prometheus/alerts.yml', () => {
     const r = promtool('check', 'rules', RULES);
     expect(r.error).toBeUndefined();
     expect(r.status, r.output).toBe(0);
-    expect(r.output).toMatch(/SUCCESS: 6 rules found/);
+    expect(r.output).toMatch(/SUCCESS: 7 rules found/);
   });
 
   it('passes its promtool unit tests', () => {
@@ -38,6 +38,7 @@ describe('prometheus/alerts.yml', () => {
     expect(alerts.map((a) => a.split('\n')[0])).toEqual([
       'BreakwaterCircuitOpen', 'BreakwaterErrorBudgetBurnFast', 'BreakwaterErrorBudgetBurnSlow',
       'BreakwaterHighLatencyP99', 'BreakwaterRedisFallbackActive', 'BreakwaterPolicyReloadFailed',
+      'BreakwaterIdempotencyStoreReset',
     ]);
     for (const a of alerts) {
       expect(a).toMatch(/\n\s+severity: (critical|warning)\n/);

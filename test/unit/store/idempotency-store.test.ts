@@ -80,9 +80,13 @@ function scriptedRedis() {
       }),
     eval: (_s: string, _n: number, k: string, v: string) => d.run(() => (data.get(k) === v ? Number(data.delete(k)) : 0)),
     del: (k: string) => d.run(() => Number(data.delete(k))),
+    on: () => d,
   };
   return d;
 }
+
+/** Redis keys holding claims or answers (not the generation marker). */
+const records = (r: ReturnType<typeof scriptedRedis>) => [...r.data.keys()].filter((k) => !k.endsWith('generation'));
 
 const health = { usable: () => true, failed: () => {}, succeeded: () => {} };
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -146,7 +150,8 @@ describe('redisIdempotencyStore', () => {
     const r = scriptedRedis();
     const a = make(r);
     expect(await a.claim('k', 'fp', 1000)).toBe('claimed');
-    const key = [...r.data.keys()][0];
+    const key = records(r)[0];
+    expect(key).toBeDefined();
     r.data.set(key!, JSON.stringify({ s: 'f', fp: 'fp', o: 'someone-else' }));
     a.complete('k', 'fp', undefined, 0);
     await tick();
@@ -181,6 +186,24 @@ describe('orphaned claims', () => {
     r.mode = 'ok';
     for (let i = 0; i < 50 && a.pending() > 0; i++) await tick();
     expect(a.pending()).toBe(0);
-    expect(r.data.size).toBe(0);
+    expect(records(r)).toEqual([]);
+  });
+});
+
+describe('generation marker', () => {
+  it('reports a Redis that came back without its records, and not one that kept them', async () => {
+    const r = scriptedRedis();
+    const handlers: (() => void)[] = [];
+    (r as unknown as { on: (ev: string, f: () => void) => void }).on = (_ev, f) => void handlers.push(f);
+    let resets = 0;
+    redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, manualClock()), timeoutMs: 5, claimMs: 1000, onReset: () => resets++ });
+    await tick();
+    for (const h of handlers) h(); // reconnected to a Redis that kept its data (AOF)
+    await tick();
+    expect(resets).toBe(0);
+    r.data.clear(); // restarted empty
+    for (const h of handlers) h();
+    await tick();
+    expect(resets).toBe(1);
   });
 });
