@@ -182,7 +182,7 @@ describe('response cache', () => {
     expect(failing.text).toBe(fresh.text);
     expect(failing.headers['cache-status']).toMatch(/^Breakwater; fwd=stale; ttl=-\d+; detail=stale-if-error$/);
     expect(failing.headers['x-breakwater-error']).toBeUndefined();
-    const forced = await request(p.adminPort, 'POST', '/breakers/vapi/open');
+    const forced = await request(p.adminPort, 'POST', '/breakers/vapi/open', { headers: { 'x-breakwater-admin': '1' } });
     expect(forced.status).toBe(200);
     try {
       const before = vapi.started;
@@ -196,7 +196,7 @@ describe('response cache', () => {
       expect(none.status).toBe(503);
       expect(none.headers['x-breakwater-error']).toBe('circuit_open');
     } finally {
-      await request(p.adminPort, 'POST', '/breakers/vapi/reset');
+      await request(p.adminPort, 'POST', '/breakers/vapi/reset', { headers: { 'x-breakwater-admin': '1' } });
       vapi.mode = 'ok';
     }
     const text = await metricsText(p.adminPort);
