@@ -124,8 +124,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     return found;
   }
 
-  /** Picks the upstream from the Host (allow-listed patterns) or the path prefix. */
-  function route(ex: Exchange): ProxyError | undefined {
+  /** Chooses the upstream (or refuses the request): the only writer of ex.upstream, host, origin and paths. */
+  function route(ex: Exchange): ProxyError | UpstreamRuntime {
     const url = ex.req.url!;
     if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
     // Every dot-segment or encoded slash needs a "/.", a "%" or a "\\": most paths have none.
@@ -148,7 +148,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
         ex.origin = rule.origin;
         ex.routePath = ex.path;
         ex.upstreamPath = ex.path + ex.query;
-        return undefined;
+        return u;
       }
     }
     const slash = ex.path.indexOf('/', 1);
@@ -161,7 +161,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     ex.origin = u.origin;
     ex.routePath = rest;
     ex.upstreamPath = u.basePath + rest + ex.query;
-    return undefined;
+    return u;
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -171,17 +171,17 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     let reply: Reply;
     const tr = tracing;
     tr?.startServer(ex);
-    const refused = route(ex);
+    const routed = route(ex);
     const upstreamName = ex.upstream ? upstreamNames.get(ex.upstream.name) ?? ex.upstream.name : 'none';
     const inFlightNow = inFlightFor(upstreamName);
     inFlightNow.n++;
     try {
-      if (refused) reply = refused;
+      if ('code' in routed) reply = routed;
       else {
         const m = ex.upstream!.routes.match(ex.method, ex.routePath);
         if (m) ex.route = routeNames.get(m.value) ?? m.value;
         else ex.route = 'other';
-        reply = await ex.upstream!.pipeline(ex);
+        reply = await routed.pipeline(ex);
       }
     } catch (err) {
       // A bug must cost one request, never the process.

@@ -14,6 +14,7 @@ import { SharedState, type StackDeps } from './pipeline/stack.js';
 import { monotonic } from './resilience/clock.js';
 import { memoryStore, type LimiterStore } from './store/store.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './store/idempotency-store.js';
+import type { StoreEvents } from './store/redis.js';
 import { adminHandler } from './admin.js';
 import { statusRecorder } from './status/record.js';
 import { VERSION } from './version.js';
@@ -52,7 +53,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
     // code that a single-replica sidecar never uses.
     const [{ redisStore, redisConnection }, { redisIdempotencyStore }] = await Promise.all([import('./store/redis.js'), import('./store/redis-idempotency.js')]);
-    const shared = redisStore({ connection: redisConnection(policy.store), replicas: policy.store.replicas, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, metrics, log });
+    const shared = redisStore({ connection: redisConnection(policy.store), replicas: policy.store.replicas, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, events: redisStoreEvents(metrics, log) });
     store = shared;
     const { fleetSemaphore: makeSemaphore } = await import('./store/redis-semaphore.js');
     const replicas = policy.store.replicas;
@@ -312,3 +313,20 @@ function listen(server: Server, port: number, host: string): Promise<void> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The Redis store's reports as metrics and log lines: the store itself imports no telemetry. */
+function redisStoreEvents(metrics: Metrics, log: Log): StoreEvents {
+  const fallbackGauge = metrics.storeFallback.labels('redis');
+  const fallbacks = metrics.storeFallbacks.labels('redis');
+  fallbackGauge.set(0);
+  return {
+    error: (reason) => metrics.storeErrors.labels('redis', reason).inc(),
+    fallback(active, reason) {
+      fallbackGauge.set(active ? 1 : 0);
+      if (active) {
+        fallbacks.inc();
+        log.warn({ store: 'redis', reason }, 'rate-limit store unavailable: deciding on local buckets');
+      } else log.info({ store: 'redis' }, 'rate-limit store back: shared buckets resumed');
+    },
+  };
+}

@@ -1,7 +1,7 @@
 // The per-request state that flows through the stages, and the Reply a stage returns.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from '../errors.js';
-import type { UpstreamRuntime } from './upstream.js';
+import type { RouteTable } from '../routing/route-table.js';
 
 /** The response has been written to the client by the stage that produced it. */
 export interface Sent {
@@ -50,7 +50,8 @@ export interface Exchange {
   readonly path: string;
   /** `?…` or ''. */
   readonly query: string;
-  upstream: UpstreamRuntime | undefined;
+  /** The upstream routing chose (written by routing alone): what a request may know of it. */
+  upstream: UpstreamRef | undefined;
   /** Route name from the policy: the only route label metrics ever carry. */
   route: string;
   params: Record<string, string>;
@@ -174,3 +175,14 @@ export function goneBeforeSending(ex: Exchange, where: string): Failed {
 
 export type Next = (ex: Exchange) => Promise<Reply>;
 export type Stage = (ex: Exchange, next: Next) => Promise<Reply>;
+
+/**
+ * The per-request view of an upstream: its name, route table and the headers it never receives.
+ * The build-time runtime (dispatcher, breaker, pipeline) stays with the stack that owns it, which
+ * also keeps this file free of an import cycle with `upstream.ts`.
+ */
+export interface UpstreamRef {
+  readonly name: string;
+  readonly routes: RouteTable<string>;
+  readonly dropHeaders: ReadonlySet<string>;
+}

@@ -6,7 +6,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import type { z } from 'zod';
 import { policySchema, type Policy } from './schema.js';
 import { compileTemplate } from '../stub-template.js';
-import { parseRedisUrl } from '../store/redis-url.js';
+import { parseRedisUrl } from './redis-url.js';
 
 export interface PolicyProblem {
   line: number;

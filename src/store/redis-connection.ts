@@ -6,9 +6,9 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { parseRedisUrl, type RedisType } from './redis-url.js';
+import { parseRedisUrl, type RedisType } from '../policy/redis-url.js';
 
-export type { RedisType } from './redis-url.js';
+export type { RedisType } from '../policy/redis-url.js';
 export type RedisClient = Redis | Cluster;
 
 export interface RedisConnectionConfig {

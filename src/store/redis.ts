@@ -10,8 +10,6 @@
 //
 // While falling back, a replica enforces only its share of each limit (limit / replicas), so a
 // fleet that loses Redis does not multiply every client's quota by its size.
-import type { Log } from '../log.js';
-import type { Metrics } from '../metrics.js';
 import type { Policy } from '../policy/schema.js';
 import type { BucketLimit, Decision } from '../resilience/token-bucket.js';
 import { createRedisClient, type RedisClient, type RedisConnectionConfig } from './redis-connection.js';
@@ -64,9 +62,16 @@ export interface RedisStoreOptions {
   timeoutMs: number;
   retryMs: number;
   local: LimiterStore;
-  metrics: Metrics;
-  log: Log;
+  /** How the store reports; the caller turns these into metrics and log lines (stores know no telemetry). */
+  events: StoreEvents;
   prefix?: string;
+}
+
+export interface StoreEvents {
+  /** One failed or timed-out Redis decision. */
+  error(reason: string): void;
+  /** Deciding on local buckets started (with the reason) or ended. */
+  fallback(active: boolean, reason?: string): void;
 }
 
 type WithBucket = RedisClient & {
@@ -101,28 +106,21 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
   redis.defineCommand('bwBucket', { numberOfKeys: 1, lua: BUCKET_SCRIPT });
   redis.defineCommand('bwRefund', { numberOfKeys: 1, lua: REFUND });
   const prefix = opts.prefix ?? 'bw:rl:';
-  const errors = opts.metrics.storeErrors;
-  const fallbackGauge = opts.metrics.storeFallback.labels('redis');
-  const fallbacks = opts.metrics.storeFallbacks.labels('redis');
-  fallbackGauge.set(0);
   let downUntil = 0;
   let fallingBack = false;
 
   const markDown = (reason: string) => {
-    errors.labels('redis', reason).inc();
+    opts.events.error(reason);
     downUntil = Date.now() + opts.retryMs;
     if (!fallingBack) {
       fallingBack = true;
-      fallbackGauge.set(1);
-      fallbacks.inc();
-      opts.log.warn({ store: 'redis', reason }, 'rate-limit store unavailable: deciding on local buckets');
+      opts.events.fallback(true, reason);
     }
   };
   const markUp = () => {
     if (fallingBack) {
       fallingBack = false;
-      fallbackGauge.set(0);
-      opts.log.info({ store: 'redis' }, 'rate-limit store back: shared buckets resumed');
+      opts.events.fallback(false);
     }
   };
   // ioredis emits 'error' on every failed reconnect; without a listener Node would throw.

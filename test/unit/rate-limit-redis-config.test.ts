@@ -2,7 +2,7 @@
 // is a policy error naming store.redisUrl, and the fallback share divides a limit by replicas.
 import { describe, expect, it } from 'vitest';
 import { parsePolicy, PolicyError } from '../../src/policy/load.js';
-import { parseRedisUrl } from '../../src/store/redis-url.js';
+import { parseRedisUrl } from '../../src/policy/redis-url.js';
 import { shareOf } from '../../src/store/redis.js';
 import { DEFAULT_POLICY } from '../support/proxy.js';
 
