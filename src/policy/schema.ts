@@ -41,6 +41,7 @@ export const breakerSchema = z
     slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().default(null),
     backoffMultiplier: z.number().min(1).default(1).describe('Open time grows by this factor on each re-open without a close (1: fixed).'),
     maxRecoveryTimeout: seconds('Cap on the grown open time.').default(300),
+    retryAfterMax: seconds('Cap on the Retry-After of a circuit_open reply (the message still says the time left): SDKs sleep on Retry-After before re-sending, so a long one turns a fast 503 into a stall.').default(1),
     failOn: z
       .array(z.enum(['connect', 'timeout', 'reset', '5xx']))
       .default(['connect', 'timeout', 'reset', '5xx'])

@@ -1,7 +1,13 @@
 // Breaker stage: refuse at once while open (no upstream contact), and feed each attempt's
 // outcome back to the state machine. Sits inside the retry loop so every retry is admitted
 // by the breaker too.
-import { proxyError, retryAfterSeconds } from '../errors.js';
+//
+// Retry-After on circuit_open is short (breaker.retryAfterMax, 1 s by default) while the message
+// says the time left until half-open: the Vapi SDK sleeps on Retry-After (up to 60 s) before each
+// of its retries, so an honest 30 s header turned a fast 503 into a 60 s stall. A retry after 1 s
+// costs one more local refusal, not an upstream call. A forced open never ends by itself, so it
+// says so rather than promising a time.
+import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { BreakerPolicy } from '../policy/schema.js';
 import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
@@ -11,7 +17,17 @@ export interface BreakerDeps {
   onRejected(): void;
 }
 
+const FORCED_MESSAGE = 'The circuit breaker for this upstream was forced open by an operator; it stays open until it is closed through the admin API.';
+
+/** The circuit_open reply for a refusal: a capped Retry-After, the honest wait in the message. */
+export function circuitOpen(retryAfterMs: number, forced: boolean, capMs: number): ProxyError {
+  const header = { 'retry-after': retryAfterSeconds(Math.min(retryAfterMs, capMs)) };
+  if (forced) return proxyError('circuit_open', { headers: header, message: FORCED_MESSAGE });
+  return proxyError('circuit_open', { headers: header, message: `The circuit breaker for this upstream is open; retry in ${retryAfterSeconds(retryAfterMs)} s.` });
+}
+
 export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: BreakerDeps): Stage {
+  const capMs = policy.retryAfterMax * 1000;
   const failOn = new Set(policy.failOn);
   const on5xx = failOn.has('5xx');
   const onReset = failOn.has('reset');
@@ -53,7 +69,7 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
     const admission = breaker.tryAcquire();
     if (!admission.ok) {
       deps.onRejected();
-      return Promise.resolve(proxyError('circuit_open', { headers: { 'retry-after': retryAfterSeconds(admission.retryAfterMs) } }));
+      return Promise.resolve(circuitOpen(admission.retryAfterMs, admission.forced, capMs));
     }
     const probe = admission.probe;
     // The duration only matters to slow-call detection: without it, no clock reads.

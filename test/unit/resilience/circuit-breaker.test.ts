@@ -65,7 +65,7 @@ describe('CircuitBreaker: closed → open on consecutive failures', () => {
     trip(breaker);
     clock.advance(12_345);
     const a = breaker.tryAcquire();
-    expect(a).toEqual({ ok: false, retryAfterMs: 30_000 - 12_345 });
+    expect(a).toEqual({ ok: false, retryAfterMs: 30_000 - 12_345, forced: false });
     expect(breaker.rejections).toBe(1);
   });
 });
@@ -282,7 +282,7 @@ describe('CircuitBreaker: open-time back-off', () => {
     expect(breaker.snapshot().trips).toBe(0);
     trip(breaker);
     const a = breaker.tryAcquire();
-    expect(a).toEqual({ ok: false, retryAfterMs: 1000 });
+    expect(a).toEqual({ ok: false, retryAfterMs: 1000, forced: false });
   });
 
   it('snapshot counts trips and the time left while open', () => {
@@ -329,15 +329,15 @@ describe('CircuitBreaker: enforce=false (metrics-only)', () => {
 });
 
 describe('CircuitBreaker: forceOpen / forceClose / reset', () => {
-  it('forceOpen blocks indefinitely, ignores the recovery timeout and reports a finite retryAfterMs', () => {
+  it('forceOpen blocks indefinitely, ignores the recovery timeout and reports itself forced, with no end', () => {
     const { breaker, clock, transitions } = setup();
     breaker.forceOpen();
     clock.advance(10 ** 9);
     expect(breaker.stateName).toBe('open');
     const a = breaker.tryAcquire();
     expect(a.ok).toBe(false);
-    // A Retry-After header is built from this value: it must be a real number of ms.
-    expect(!a.ok && Number.isFinite(a.retryAfterMs) && a.retryAfterMs > 0).toBe(true);
+    // Honest: only an operator ends it. The stage caps the Retry-After it builds from this.
+    expect(a).toEqual({ ok: false, retryAfterMs: Number.POSITIVE_INFINITY, forced: true });
     expect(transitions).toEqual([['closed', 'open', 'forced_open']]);
     const s = breaker.snapshot();
     expect(s.forced).toBe(true);
