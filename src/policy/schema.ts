@@ -149,7 +149,7 @@ export const upstreamSchema = z.strictObject({
 export const policySchema = z.strictObject({
   server: z
     .strictObject({
-      host: z.string().default('0.0.0.0').describe('Proxy listener address (PROXY_HOST).'),
+      host: z.string().default('127.0.0.1').describe('Proxy listener address (PROXY_HOST); loopback by default, since this listener injects credentials.'),
       port: z.number().int().min(0).max(65535).default(8080).describe('Proxy listener port (PROXY_PORT).'),
       adminHost: z.string().default('127.0.0.1').describe('Admin listener address (ADMIN_HOST).'),
       adminPort: z.number().int().min(0).max(65535).default(9090).describe('Admin listener port (ADMIN_PORT).'),
