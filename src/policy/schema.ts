@@ -98,6 +98,10 @@ export const holdSchema = z
     defaultHold: seconds('Hold when the upstream sends no Retry-After.').default(1),
     maxHold: seconds('Cap on a hold taken from Retry-After.').default(60),
     jitter: z.number().min(0).max(1).default(0.1).describe('Share of random extra added to each hold.'),
+    also: z
+      .array(z.strictObject({ status: z.number().int().min(400).max(499), bodyIncludes: z.string().min(1) }))
+      .default([])
+      .describe('Other upstream answers that are back-pressure, held and surfaced like a 429 (Vapi: 400 `{"error":"Over Concurrency Limit"}`).'),
   })
   .describe('Learn from upstream 429s: hold that key locally until the upstream’s Retry-After.');
 

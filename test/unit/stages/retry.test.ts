@@ -227,3 +227,24 @@ describe('retry stage: full-jitter back-off', () => {
     expect(sleeps).toEqual([]);
   });
 });
+
+describe('retry stage: statuses an outer stage holds for itself', () => {
+  const outer: ReadonlySet<number> = new Set([400]);
+
+  it('holds the union for an idempotent attempt, the outer set alone for the last attempt and for POST', async () => {
+    const get = setup([held(503), held(503), held(503)]);
+    await get.run({ method: 'GET', holdStatuses: outer });
+    expect(get.calls.map((c) => [...(c.holdStatuses ?? [])].sort())).toEqual([[400, 502, 503, 504], [400, 502, 503, 504], [400]]);
+    const post = setup([SENT_200]);
+    await post.run({ method: 'POST', holdStatuses: outer });
+    expect(post.calls[0]!.holdStatuses).toBe(outer);
+  });
+
+  it('never retries a held answer whose status is not a retry status', async () => {
+    const { run, calls, retried } = setup([held(400), SENT_200]);
+    const { reply } = await run({ method: 'GET', holdStatuses: outer });
+    expect(reply).toMatchObject({ kind: 'held', status: 400 });
+    expect(calls).toHaveLength(1);
+    expect(retried).toEqual([]);
+  });
+});
