@@ -33,8 +33,15 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
   const onReset = failOn.has('reset');
   const timed = policy.slowCall !== null;
 
+  // One app request moves the breaker by at most one failure, however many attempts its retries
+  // made: with the default threshold (3) equal to one attempt plus two retries, one failed GET
+  // (or one request to an unreachable host) would otherwise open the breaker for everyone. A
+  // probe's failure always counts: it is what re-opens a half-open breaker. Kept here, not on the
+  // exchange, and only for requests that failed once (weakly held: gone with the exchange).
+  const counted = new WeakSet<Exchange>();
+
   /** Feeds one attempt's outcome back to the state machine. */
-  function record(reply: Reply, probe: boolean, ms: number): void {
+  function record(ex: Exchange, reply: Reply, probe: boolean, ms: number): void {
     let failed = false;
     let neutral = false;
     switch (reply.kind) {
@@ -58,7 +65,12 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
       default:
         neutral = true; // a local refusal further in (bulkhead, body too large)
     }
+    if (failed && !probe && counted.has(ex)) {
+      failed = false;
+      neutral = true;
+    }
     if (failed) {
+      counted.add(ex);
       deps.onFailure();
       breaker.onFailure(probe);
     } else if (neutral) breaker.onNeutral(probe);
@@ -76,7 +88,7 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
     const began = timed ? performance.now() : 0;
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
-      record(reply, probe, timed ? performance.now() - began : 0);
+      record(ex, reply, probe, timed ? performance.now() - began : 0);
       return reply;
     });
   };

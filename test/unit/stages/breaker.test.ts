@@ -114,3 +114,31 @@ describe('breaker stage: open', () => {
     expect(calls()).toBe(2);
   });
 });
+
+describe('breaker stage: one request, one failure', () => {
+  it('counts the failed attempts of one request (its retries) as one failure', async () => {
+    const { cb } = setup({ threshold: 2 });
+    const stage = breaker(cb, breakerSchema.parse({ threshold: 2 }), { onFailure: () => {}, onRejected: () => {} });
+    const ex = fakeExchange();
+    let counted = 0;
+    const attempt = () => stage(ex, async () => sent(503)).then(() => counted++);
+    for (let i = 0; i < 3; i++) await attempt();
+    expect(counted).toBe(3);
+    expect(cb.stateName).toBe('closed');
+    expect(cb.snapshot().consecutiveFailures).toBe(1);
+    // A second request's failure is its own: now two in a row, and the breaker opens.
+    await stage(fakeExchange(), async () => sent(503));
+    expect(cb.stateName).toBe('open');
+  });
+
+  it('a failed probe always counts, even from a request that already failed once', async () => {
+    const { cb, clock } = setup({ threshold: 1, recoveryTimeout: 1 });
+    const stage = breaker(cb, breakerSchema.parse({ threshold: 1, recoveryTimeout: 1 }), { onFailure: () => {}, onRejected: () => {} });
+    const ex = fakeExchange();
+    await stage(ex, async () => sent(503));
+    expect(cb.stateName).toBe('open');
+    clock.advance(1000);
+    await stage(ex, async () => sent(503));
+    expect(cb.stateName).toBe('open');
+  });
+});
