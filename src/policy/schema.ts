@@ -57,6 +57,7 @@ export const retrySchema = z
     budgetRatio: z.number().min(0).max(1).default(0.2).describe('Retries allowed as a share of requests (Finagle/linkerd retry budget).'),
     minRetriesPerSecond: z.number().min(0).default(5).describe('Retries always allowed per second regardless of the ratio.'),
     on: z.array(z.number().int().min(500).max(599)).default([502, 503, 504]).describe('Upstream statuses retried for idempotent methods.'),
+    unprocessed: z.array(z.number().int().min(400).max(599)).default([]).describe('Statuses the upstream documents as "not processed" (Twilio 429 / 20429): retried for any method, POST included, with back-off inside the retry budget.'),
   })
   .describe('Retries: idempotent methods on connect errors and listed statuses; never a request that may have reached the upstream.');
 

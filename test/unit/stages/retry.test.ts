@@ -248,3 +248,21 @@ describe('retry stage: statuses an outer stage holds for itself', () => {
     expect(retried).toEqual([]);
   });
 });
+
+describe('retry stage: statuses the upstream documents as not processed', () => {
+  it('retries a held 429 for POST too when 429 is listed as unprocessed, and holds it for any method', async () => {
+    const { run, calls, retried } = setup([held(429), SENT_200], { policy: { unprocessed: [429] } });
+    const { reply } = await run({ method: 'POST' });
+    expect(reply).toBe(SENT_200);
+    expect(calls).toHaveLength(2);
+    expect(calls[0]!.holdStatuses?.has(429)).toBe(true);
+    expect(retried).toEqual(['429']);
+  });
+
+  it('never retries a POST 429 when nothing is listed', async () => {
+    const { run, calls } = setup([held(429), SENT_200]);
+    await run({ method: 'POST' });
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.holdStatuses).toBeUndefined();
+  });
+});
