@@ -203,3 +203,37 @@ export class CircuitBreaker {
     this.ringFailures = 0;
   }
 }
+
+/**
+ * One breaker per destination (Envoy keeps circuit-breaking state per cluster, outlier state per
+ * host): the upstream's base URL has `base`; each host-routed origin (Verify, a regional host, a
+ * typo'd name) gets its own, built on first use, so one failing host never refuses requests to
+ * another. Bounded: past `max` scopes, the rest share one overflow breaker rather than grow
+ * without limit on hostile Host headers.
+ */
+export class BreakerScopes {
+  private readonly byScope = new Map<string, CircuitBreaker>();
+  private overflow: CircuitBreaker | undefined;
+
+  constructor(
+    readonly base: CircuitBreaker,
+    private readonly make: (scope: string) => CircuitBreaker,
+    private readonly max: number,
+  ) {}
+
+  get(scope: string): CircuitBreaker {
+    const hit = this.byScope.get(scope);
+    if (hit !== undefined) return hit;
+    if (this.byScope.size >= this.max) return (this.overflow ??= this.make('(other)'));
+    const made = this.make(scope);
+    this.byScope.set(scope, made);
+    return made;
+  }
+
+  /** The destinations' breakers built so far (base not included), by scope. */
+  entries(): [string, CircuitBreaker][] {
+    const out = [...this.byScope];
+    if (this.overflow !== undefined) out.push(['(other)', this.overflow]);
+    return out;
+  }
+}

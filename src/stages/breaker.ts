@@ -9,7 +9,7 @@
 // says so rather than promising a time.
 import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { BreakerPolicy } from '../policy/schema.js';
-import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { BreakerScopes, type CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 
 export interface BreakerDeps {
@@ -26,7 +26,15 @@ export function circuitOpen(retryAfterMs: number, forced: boolean, capMs: number
   return proxyError('circuit_open', { headers: header, message: `The circuit breaker for this upstream is open; retry in ${retryAfterSeconds(retryAfterMs)} s.` });
 }
 
-export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: BreakerDeps): Stage {
+/**
+ * `scopes` gives each destination its own breaker: requests to the base URL (the /prefix route)
+ * use the base breaker, host-routed ones their host's (by host, not origin: with a host target
+ * every host shares one origin). A plain breaker serves every request.
+ * Metrics (deps) describe the base breaker, as the SPEC's series do.
+ */
+export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerPolicy, deps: BreakerDeps, baseUrl?: { origin: string; host: string }): Stage {
+  const base = scopes instanceof BreakerScopes ? scopes.base : scopes;
+  const scoped = scopes instanceof BreakerScopes ? scopes : undefined;
   const capMs = policy.retryAfterMax * 1000;
   const failOn = new Set(policy.failOn);
   const on5xx = failOn.has('5xx');
@@ -41,7 +49,7 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
   const counted = new WeakSet<Exchange>();
 
   /** Feeds one attempt's outcome back to the state machine. */
-  function record(ex: Exchange, reply: Reply, probe: boolean, ms: number): void {
+  function record(breaker: CircuitBreaker, ex: Exchange, reply: Reply, probe: boolean, ms: number): void {
     let failed = false;
     let neutral = false;
     switch (reply.kind) {
@@ -71,16 +79,17 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
     }
     if (failed) {
       counted.add(ex);
-      deps.onFailure();
+      if (breaker === base) deps.onFailure();
       breaker.onFailure(probe);
     } else if (neutral) breaker.onNeutral(probe);
     else breaker.onSuccess(ms, probe);
   }
 
   return function breakerStage(ex: Exchange, next: Next): Promise<Reply> {
+    const breaker = scoped === undefined || (ex.origin === baseUrl?.origin && ex.host === baseUrl.host) ? base : scoped.get(ex.host);
     const admission = breaker.tryAcquire();
     if (!admission.ok) {
-      deps.onRejected();
+      if (breaker === base) deps.onRejected();
       return Promise.resolve(circuitOpen(admission.retryAfterMs, admission.forced, capMs));
     }
     const probe = admission.probe;
@@ -88,7 +97,7 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
     const began = timed ? performance.now() : 0;
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
-      record(ex, reply, probe, timed ? performance.now() - began : 0);
+      record(breaker, ex, reply, probe, timed ? performance.now() - began : 0);
       return reply;
     });
   };

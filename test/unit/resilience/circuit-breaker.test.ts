@@ -1,6 +1,6 @@
 // The breaker state machine driven by a manual clock: no sleeps, every transition asserted.
 import { describe, expect, it } from 'vitest';
-import { CircuitBreaker, type BreakerOptions, type BreakerStateName, type TransitionCause } from '../../../src/resilience/circuit-breaker.js';
+import { BreakerScopes, CircuitBreaker, type BreakerOptions, type BreakerStateName, type TransitionCause } from '../../../src/resilience/circuit-breaker.js';
 import { manualClock } from '../../../src/resilience/clock.js';
 
 const DEFAULTS: BreakerOptions = {
@@ -417,5 +417,27 @@ describe('CircuitBreaker: snapshot', () => {
     clock.advance(30_000);
     expect(breaker.snapshot().state).toBe('half_open');
     expect(breaker.snapshot().openForMs).toBeNull();
+  });
+});
+
+describe('BreakerScopes', () => {
+  it('builds one breaker per scope on first use, and past the cap the rest share one', () => {
+    const made: string[] = [];
+    const clock = manualClock(0);
+    const opts = { enforce: true, threshold: 1, recoveryMs: 1000, halfOpenProbes: 1, failureRatio: null, window: 1, minCalls: 1, slowCallMs: null, backoffMultiplier: 1, maxRecoveryMs: 1000 };
+    const base = new CircuitBreaker('base', opts, clock);
+    const scopes = new BreakerScopes(base, (s) => (made.push(s), new CircuitBreaker(s, opts, clock)), 2);
+    const a = scopes.get('a.example');
+    expect(scopes.get('a.example')).toBe(a);
+    const b = scopes.get('b.example');
+    expect(b).not.toBe(a);
+    const c = scopes.get('c.example');
+    expect(scopes.get('d.example')).toBe(c);
+    expect(made).toEqual(['a.example', 'b.example', '(other)']);
+    expect(scopes.entries().map(([s]) => s)).toEqual(['a.example', 'b.example', '(other)']);
+    a.onFailure(false);
+    expect(a.stateName).toBe('open');
+    expect(b.stateName).toBe('closed');
+    expect(base.stateName).toBe('closed');
   });
 });
