@@ -33,6 +33,16 @@ describe('routing by prefix and by allow-listed Host', () => {
     expect(twilio.seen.at(-1)?.url).toBe('/v2/Services');
   });
 
+  it('a /twilio path goes to the base URL even with Host: api.twilio.com', async () => {
+    const n = twilio.seen.length;
+    const r = await request(p.proxyPort, 'GET', '/twilio/2010-04-01/Accounts/AC1/Messages.json', { headers: { host: 'api.twilio.com' } });
+    expect(r.status).toBe(200);
+    expect(twilio.seen.length).toBe(n + 1);
+    // The prefix was stripped (a host-routed request would keep it) and the base URL's Host sent.
+    expect(twilio.seen.at(-1)?.url).toBe('/2010-04-01/Accounts/AC1/Messages.json');
+    expect(twilio.seen.at(-1)?.headers.host).toBe(`127.0.0.1:${twilio.port}`);
+  });
+
   it('sends host-routed Vapi requests to VAPI_HOST_TARGET, Host kept', async () => {
     const n = vapi.seen.length;
     const r = await request(p.proxyPort, 'GET', '/call', { headers: { host: 'api.vapi.ai' } });
