@@ -104,7 +104,11 @@ export function adminHandler(deps: AdminDeps) {
       return;
     }
     if (method === 'GET' && path === '/breakers') {
-      const breakers = [...deps.proxy().upstreams.values()].map((u) => u.breaker.snapshot());
+      // The base breaker of each upstream, then each host-routed destination's, with its scope.
+      const breakers = [...deps.proxy().upstreams.values()].flatMap((u) => [
+        { ...u.breaker.snapshot(), scope: 'base' },
+        ...(u.breakerScopes?.entries() ?? []).map(([scope, cb]) => ({ ...cb.snapshot(), name: u.name, scope })),
+      ]);
       return json(res, 200, { breakers });
     }
     if (method === 'GET' && (path === '/status.json' || path === '/')) {

@@ -139,7 +139,12 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     // RFC 9112 §3.2: more than one Host line is a 400. Node keeps the first; a server behind us
     // might believe another, so neither is trusted for routing.
     if (hostHeader !== undefined && hostLines(ex.req.rawHeaders) > 1) return proxyError('bad_request', { message: 'More than one Host header.' });
-    if (hostHeader !== undefined && hostRules.length > 0) {
+    const slash = ex.path.indexOf('/', 1);
+    const first = slash < 0 ? ex.path.slice(1) : ex.path.slice(1, slash);
+    const prefixed = byPrefix.get(first);
+    // A /prefix path always goes to the base URL, whatever its Host says: an SDK's httpClient
+    // rewrite keeps `Host: api.twilio.com`, which must not dial the real host past a mock base URL.
+    if (prefixed === undefined && hostHeader !== undefined && hostRules.length > 0) {
       const rule = hostHeader === lastHostHeader ? lastHostRule : hostRule(hostHeader);
       if (rule !== undefined) {
         const u = rule.upstream;
@@ -151,9 +156,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
         return u;
       }
     }
-    const slash = ex.path.indexOf('/', 1);
-    const first = slash < 0 ? ex.path.slice(1) : ex.path.slice(1, slash);
-    const u = byPrefix.get(first);
+    const u = prefixed;
     if (u === undefined) return proxyError('no_route');
     const rest = slash < 0 ? '/' : ex.path.slice(slash);
     ex.upstream = u;

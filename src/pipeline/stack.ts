@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Policy, UpstreamPolicy } from '../policy/schema.js';
 import { seedUpstreamSeries, type Metrics } from '../metrics.js';
 import type { Log } from '../log.js';
-import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { BreakerScopes, CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { Semaphore } from '../resilience/semaphore.js';
 import { RetryBudget } from '../resilience/retry-budget.js';
 import type { Clock } from '../resilience/clock.js';
@@ -80,6 +80,9 @@ export class SharedState {
 
 const BREAKER_STATE = { closed: 0, half_open: 1, open: 2 } as const;
 
+/** Destinations per upstream with a breaker of their own; the rest share one. */
+const MAX_BREAKER_SCOPES = 64;
+
 /** Accumulates seconds spent open: on leaving open, and at each scrape while still open. */
 function openTimer(clock: Clock, counter: { inc(n: number): void }) {
   let since: number | undefined;
@@ -119,21 +122,22 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
 
   // Exact time open, per upstream, kept across reloads with the breaker it measures.
   const openTime = state.get(`${name}/open-time`, b, () => openTimer(clock, metrics.breakerOpenSeconds.labels(name)));
+  const breakerOpts = {
+    enforce: b.enabled,
+    threshold: b.threshold,
+    recoveryMs: b.recoveryTimeout * 1000,
+    halfOpenProbes: b.halfOpenProbes,
+    failureRatio: b.failureRatio,
+    window: b.window,
+    minCalls: b.minCalls,
+    slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
+    backoffMultiplier: b.backoffMultiplier,
+    maxRecoveryMs: b.maxRecoveryTimeout * 1000,
+  };
   const breakerSm = state.get(`${name}/breaker`, b, () => {
     const cb = new CircuitBreaker(
       name,
-      {
-        enforce: b.enabled,
-        threshold: b.threshold,
-        recoveryMs: b.recoveryTimeout * 1000,
-        halfOpenProbes: b.halfOpenProbes,
-        failureRatio: b.failureRatio,
-        window: b.window,
-        minCalls: b.minCalls,
-        slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
-        backoffMultiplier: b.backoffMultiplier,
-        maxRecoveryMs: b.maxRecoveryTimeout * 1000,
-      },
+      breakerOpts,
       clock,
       (from, to, cause) => {
         openTime.transition(from, to);
@@ -148,6 +152,15 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     seedUpstreamSeries(metrics, name);
     return cb;
   });
+  // Host-routed destinations (Verify, regional hosts) get their own breakers, built on first use
+  // and bounded; they log their transitions, while the SPEC's metric series describe the base.
+  const breakerScopes = state.get(`${name}/breaker-scopes`, [b, u.baseUrl], () => new BreakerScopes(
+    breakerSm,
+    (scope) => new CircuitBreaker(`${name} ${scope}`, breakerOpts, clock, (from, to, cause) => {
+      log.warn({ upstream: name, destination: scope, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
+    }),
+    MAX_BREAKER_SCOPES,
+  ));
   const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout * 1000));
   const budget = state.get(`${name}/budget`, u.retry, () => new RetryBudget(u.retry.budgetRatio, u.retry.minRetriesPerSecond, clock));
   const holds = state.get(`${name}/holds`, u.holdOn429.key, () => new HoldTable(policy.clientId.maxClients));
@@ -211,7 +224,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       onRetry: (reason) => metrics.retries.labels(name, reason).inc(),
       onSkipped: (reason) => metrics.retriesSkipped.labels(name, reason).inc(),
     }),
-    breaker(breakerSm, b, { onFailure: () => failures.inc(), onRejected: () => rejections.inc() }),
+    breaker(breakerScopes, b, { onFailure: () => failures.inc(), onRejected: () => rejections.inc() }, { origin, host }),
     // The bulkhead holds a slot only while an attempt is really in flight.
     u.bulkhead.fleet && deps.fleetSemaphore
       ? fleetBulkhead(
@@ -234,6 +247,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     routes: routeTable(u),
     dropHeaders,
     breaker: breakerSm,
+    breakerScopes,
     semaphore,
     budget,
     holds,

@@ -6,7 +6,7 @@
 // 7 MB resident) that the proxy never uses. test/unit/pipeline/upstream.test.ts guards it.
 import Agent, { type PoolAgent } from 'undici/lib/dispatcher/agent.js';
 import type { UpstreamPolicy } from '../policy/schema.js';
-import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import type { BreakerScopes, CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Semaphore } from '../resilience/semaphore.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
 import { RouteTable } from '../routing/route-table.js';
@@ -24,6 +24,8 @@ export interface UpstreamRuntime {
   readonly routes: RouteTable<string>;
   readonly dropHeaders: ReadonlySet<string>;
   readonly breaker: CircuitBreaker;
+  /** Breakers of host-routed destinations, built on first use. */
+  readonly breakerScopes?: BreakerScopes;
   readonly semaphore: Semaphore;
   readonly budget: RetryBudget;
   readonly holds: HoldTable;

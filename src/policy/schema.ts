@@ -41,6 +41,7 @@ export const breakerSchema = z
     slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().default(null),
     backoffMultiplier: z.number().min(1).default(1).describe('Open time grows by this factor on each re-open without a close (1: fixed).'),
     maxRecoveryTimeout: seconds('Cap on the grown open time.').default(300),
+    retryAfterMax: seconds('Cap on the Retry-After of a circuit_open reply (the message still says the time left): SDKs sleep on Retry-After before re-sending, so a long one turns a fast 503 into a stall.').default(1),
     failOn: z
       .array(z.enum(['connect', 'timeout', 'reset', '5xx']))
       .default(['connect', 'timeout', 'reset', '5xx'])
@@ -56,6 +57,7 @@ export const retrySchema = z
     budgetRatio: z.number().min(0).max(1).default(0.2).describe('Retries allowed as a share of requests (Finagle/linkerd retry budget).'),
     minRetriesPerSecond: z.number().min(0).default(5).describe('Retries always allowed per second regardless of the ratio.'),
     on: z.array(z.number().int().min(500).max(599)).default([502, 503, 504]).describe('Upstream statuses retried for idempotent methods.'),
+    unprocessed: z.array(z.number().int().min(400).max(599)).default([]).describe('Statuses the upstream documents as "not processed" (Twilio 429 / 20429): retried for any method, POST included, with back-off inside the retry budget.'),
   })
   .describe('Retries: idempotent methods on connect errors and listed statuses; never a request that may have reached the upstream.');
 
@@ -99,6 +101,10 @@ export const holdSchema = z
     defaultHold: seconds('Hold when the upstream sends no Retry-After.').default(1),
     maxHold: seconds('Cap on a hold taken from Retry-After.').default(60),
     jitter: z.number().min(0).max(1).default(0.1).describe('Share of random extra added to each hold.'),
+    also: z
+      .array(z.strictObject({ status: z.number().int().min(400).max(499), bodyIncludes: z.string().min(1) }))
+      .default([])
+      .describe('Other upstream answers that are back-pressure, held and surfaced like a 429 (Vapi: 400 `{"error":"Over Concurrency Limit"}`).'),
   })
   .describe('Learn from upstream 429s: hold that key locally until the upstream’s Retry-After.');
 
@@ -180,7 +186,7 @@ export const upstreamSchema = z.strictObject({
 export const policySchema = z.strictObject({
   server: z
     .strictObject({
-      host: z.string().default('0.0.0.0').describe('Proxy listener address (PROXY_HOST).'),
+      host: z.string().default('127.0.0.1').describe('Proxy listener address (PROXY_HOST); loopback by default, since this listener injects credentials.'),
       port: z.number().int().min(0).max(65535).default(8080).describe('Proxy listener port (PROXY_PORT).'),
       adminHost: z.string().default('127.0.0.1').describe('Admin listener address (ADMIN_HOST).'),
       adminPort: z.number().int().min(0).max(65535).default(9090).describe('Admin listener port (ADMIN_PORT).'),

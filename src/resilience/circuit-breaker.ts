@@ -26,7 +26,12 @@ export interface BreakerOptions {
   maxRecoveryMs: number;
 }
 
-export type Admission = { readonly ok: true; readonly probe: boolean } | { readonly ok: false; readonly retryAfterMs: number };
+/**
+ * A refusal says honestly when the breaker may next admit a call: `retryAfterMs` is the time
+ * left until half-open (Infinity while forced open: only an operator closes it), or a second
+ * while half-open with every probe slot taken.
+ */
+export type Admission = { readonly ok: true; readonly probe: boolean } | { readonly ok: false; readonly retryAfterMs: number; readonly forced: boolean };
 
 export type TransitionCause = 'consecutive_failures' | 'failure_ratio' | 'probe_failed' | 'probe_succeeded' | 'recovery_timeout' | 'forced_open' | 'forced_close' | 'reset';
 
@@ -34,6 +39,8 @@ export type TransitionListener = (from: BreakerStateName, to: BreakerStateName, 
 
 const ADMIT: Admission = { ok: true, probe: false };
 const PROBE: Admission = { ok: true, probe: true };
+const PROBES_BUSY: Admission = { ok: false, retryAfterMs: 1000, forced: false };
+const FORCED: Admission = { ok: false, retryAfterMs: Number.POSITIVE_INFINITY, forced: true };
 
 export class CircuitBreaker {
   private state: BreakerState = { name: 'closed', consecutive: 0 };
@@ -73,13 +80,11 @@ export class CircuitBreaker {
       }
       if (!this.opts.enforce) return ADMIT;
       this.rejections++;
-      return { ok: false, retryAfterMs: 1000 };
+      return PROBES_BUSY;
     }
     if (!this.opts.enforce && !s.forced) return ADMIT;
     this.rejections++;
-    // A forced open has no end (until = ∞): hint one recovery period rather than an infinite wait,
-    // which would become `Retry-After: Infinity`.
-    return { ok: false, retryAfterMs: s.forced ? this.opts.recoveryMs : Math.max(0, s.until - this.clock()) };
+    return s.forced ? FORCED : { ok: false, retryAfterMs: Math.max(0, s.until - this.clock()), forced: false };
   }
 
   onSuccess(durationMs: number, probe: boolean): void {
@@ -196,5 +201,39 @@ export class CircuitBreaker {
     this.ringLen = 0;
     this.ringPos = 0;
     this.ringFailures = 0;
+  }
+}
+
+/**
+ * One breaker per destination (Envoy keeps circuit-breaking state per cluster, outlier state per
+ * host): the upstream's base URL has `base`; each host-routed origin (Verify, a regional host, a
+ * typo'd name) gets its own, built on first use, so one failing host never refuses requests to
+ * another. Bounded: past `max` scopes, the rest share one overflow breaker rather than grow
+ * without limit on hostile Host headers.
+ */
+export class BreakerScopes {
+  private readonly byScope = new Map<string, CircuitBreaker>();
+  private overflow: CircuitBreaker | undefined;
+
+  constructor(
+    readonly base: CircuitBreaker,
+    private readonly make: (scope: string) => CircuitBreaker,
+    private readonly max: number,
+  ) {}
+
+  get(scope: string): CircuitBreaker {
+    const hit = this.byScope.get(scope);
+    if (hit !== undefined) return hit;
+    if (this.byScope.size >= this.max) return (this.overflow ??= this.make('(other)'));
+    const made = this.make(scope);
+    this.byScope.set(scope, made);
+    return made;
+  }
+
+  /** The destinations' breakers built so far (base not included), by scope. */
+  entries(): [string, CircuitBreaker][] {
+    const out = [...this.byScope];
+    if (this.overflow !== undefined) out.push(['(other)', this.overflow]);
+    return out;
   }
 }

@@ -1,9 +1,15 @@
 // Breaker stage: refuse at once while open (no upstream contact), and feed each attempt's
 // outcome back to the state machine. Sits inside the retry loop so every retry is admitted
 // by the breaker too.
-import { proxyError, retryAfterSeconds } from '../errors.js';
+//
+// Retry-After on circuit_open is short (breaker.retryAfterMax, 1 s by default) while the message
+// says the time left until half-open: the Vapi SDK sleeps on Retry-After (up to 60 s) before each
+// of its retries, so an honest 30 s header turned a fast 503 into a 60 s stall. A retry after 1 s
+// costs one more local refusal, not an upstream call. A forced open never ends by itself, so it
+// says so rather than promising a time.
+import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { BreakerPolicy } from '../policy/schema.js';
-import type { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { BreakerScopes, type CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 
 export interface BreakerDeps {
@@ -11,14 +17,39 @@ export interface BreakerDeps {
   onRejected(): void;
 }
 
-export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: BreakerDeps): Stage {
+const FORCED_MESSAGE = 'The circuit breaker for this upstream was forced open by an operator; it stays open until it is closed through the admin API.';
+
+/** The circuit_open reply for a refusal: a capped Retry-After, the honest wait in the message. */
+export function circuitOpen(retryAfterMs: number, forced: boolean, capMs: number): ProxyError {
+  const header = { 'retry-after': retryAfterSeconds(Math.min(retryAfterMs, capMs)) };
+  if (forced) return proxyError('circuit_open', { headers: header, message: FORCED_MESSAGE });
+  return proxyError('circuit_open', { headers: header, message: `The circuit breaker for this upstream is open; retry in ${retryAfterSeconds(retryAfterMs)} s.` });
+}
+
+/**
+ * `scopes` gives each destination its own breaker: requests to the base URL (the /prefix route)
+ * use the base breaker, host-routed ones their host's (by host, not origin: with a host target
+ * every host shares one origin). A plain breaker serves every request.
+ * Metrics (deps) describe the base breaker, as the SPEC's series do.
+ */
+export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerPolicy, deps: BreakerDeps, baseUrl?: { origin: string; host: string }): Stage {
+  const base = scopes instanceof BreakerScopes ? scopes.base : scopes;
+  const scoped = scopes instanceof BreakerScopes ? scopes : undefined;
+  const capMs = policy.retryAfterMax * 1000;
   const failOn = new Set(policy.failOn);
   const on5xx = failOn.has('5xx');
   const onReset = failOn.has('reset');
   const timed = policy.slowCall !== null;
 
+  // One app request moves the breaker by at most one failure, however many attempts its retries
+  // made: with the default threshold (3) equal to one attempt plus two retries, one failed GET
+  // (or one request to an unreachable host) would otherwise open the breaker for everyone. A
+  // probe's failure always counts: it is what re-opens a half-open breaker. Kept here, not on the
+  // exchange, and only for requests that failed once (weakly held: gone with the exchange).
+  const counted = new WeakSet<Exchange>();
+
   /** Feeds one attempt's outcome back to the state machine. */
-  function record(reply: Reply, probe: boolean, ms: number): void {
+  function record(breaker: CircuitBreaker, ex: Exchange, reply: Reply, probe: boolean, ms: number): void {
     let failed = false;
     let neutral = false;
     switch (reply.kind) {
@@ -42,25 +73,31 @@ export function breaker(breaker: CircuitBreaker, policy: BreakerPolicy, deps: Br
       default:
         neutral = true; // a local refusal further in (bulkhead, body too large)
     }
+    if (failed && !probe && counted.has(ex)) {
+      failed = false;
+      neutral = true;
+    }
     if (failed) {
-      deps.onFailure();
+      counted.add(ex);
+      if (breaker === base) deps.onFailure();
       breaker.onFailure(probe);
     } else if (neutral) breaker.onNeutral(probe);
     else breaker.onSuccess(ms, probe);
   }
 
   return function breakerStage(ex: Exchange, next: Next): Promise<Reply> {
+    const breaker = scoped === undefined || (ex.origin === baseUrl?.origin && ex.host === baseUrl.host) ? base : scoped.get(ex.host);
     const admission = breaker.tryAcquire();
     if (!admission.ok) {
-      deps.onRejected();
-      return Promise.resolve(proxyError('circuit_open', { headers: { 'retry-after': retryAfterSeconds(admission.retryAfterMs) } }));
+      if (breaker === base) deps.onRejected();
+      return Promise.resolve(circuitOpen(admission.retryAfterMs, admission.forced, capMs));
     }
     const probe = admission.probe;
     // The duration only matters to slow-call detection: without it, no clock reads.
     const began = timed ? performance.now() : 0;
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
-      record(reply, probe, timed ? performance.now() - began : 0);
+      record(breaker, ex, reply, probe, timed ? performance.now() - began : 0);
       return reply;
     });
   };

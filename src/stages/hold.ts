@@ -2,11 +2,18 @@
 // ceiling; sending more only burns more 429s. So after one, requests for the same key (the
 // account by default) are answered locally with 429 upstream_rate_limited until the upstream's
 // Retry-After (seconds or HTTP-date, capped, jittered) or a doubling back-off when it gave none.
-// Other accounts are unaffected.
+// Other accounts are unaffected. Twilio's 429 says the request was not processed, whatever its
+// method, so it holds the account for any method.
+//
+// Some upstreams refuse for concurrency with another status: Vapi answers 400
+// `{"error":"Over Concurrency Limit"}`. Listed in `also`, such an answer is asked to be held
+// (buffered, not streamed) so its body can be read, starts a hold like a 429, and reaches the app
+// as 429 upstream_rate_limited: back-pressure, never a breaker failure, and a status every SDK
+// already treats as "wait and retry".
 import { proxyError, retryAfterSeconds } from '../errors.js';
 import type { HoldPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
-import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import type { Exchange, Held, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { keyFn } from './keys.js';
 import { MapCursor } from '../resilience/map-cursor.js';
 
@@ -75,16 +82,30 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   const random = deps.random ?? Math.random;
   const maxMs = policy.maxHold * 1000;
   const defMs = policy.defaultHold * 1000;
+  const also = policy.also;
+  const alsoStatuses: ReadonlySet<number> | undefined = also.length === 0 ? undefined : new Set(also.map((a) => a.status));
+
+  /** A held answer that a rule in `also` names as back-pressure. */
+  function backPressure(reply: Reply): boolean {
+    if (reply.kind !== 'held' || alsoStatuses?.has(reply.status) !== true) return false;
+    const body = reply.body.toString('utf8');
+    return also.some((a) => a.status === reply.status && body.includes(a.bodyIncludes));
+  }
+
+  function startHold(ex: Exchange, k: string, entry: HoldEntry | undefined, retryAfter: string | undefined): number {
+    const strikes = (entry?.strikes ?? 0) + 1;
+    const given = parseRetryAfter(retryAfter, wall());
+    const base = Math.min(maxMs, given ?? defMs * 2 ** (strikes - 1));
+    const ms = base * (1 + random() * policy.jitter);
+    table.set(k, { until: deps.clock() + ms, strikes }, deps.clock());
+    deps.onHold(k, ms, ex.requestId);
+    return ms;
+  }
 
   /** After the answer: start (or extend) a hold on an upstream 429, end one on anything else. */
   function learn(ex: Exchange, k: string, entry: HoldEntry | undefined): void {
     if (ex.upstreamStatus === 429) {
-      const strikes = (entry?.strikes ?? 0) + 1;
-      const given = parseRetryAfter(ex.upstreamRetryAfter, wall());
-      const base = Math.min(maxMs, given ?? defMs * 2 ** (strikes - 1));
-      const ms = base * (1 + random() * policy.jitter);
-      table.set(k, { until: deps.clock() + ms, strikes }, deps.clock());
-      deps.onHold(k, ms, ex.requestId);
+      startHold(ex, k, entry, ex.upstreamRetryAfter);
     } else if (entry !== undefined && ex.upstreamStatus !== 0) {
       table.entries.delete(k);
     }
@@ -101,8 +122,14 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
         return Promise.resolve(proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } }));
       }
     }
+    if (alsoStatuses !== undefined) ex.holdStatuses = alsoStatuses;
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
+      if (alsoStatuses !== undefined && backPressure(reply)) {
+        const h = (reply as Held).headers['retry-after'];
+        const ms = startHold(ex, k, entry, typeof h === 'string' ? h : undefined);
+        return proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(ms) } });
+      }
       learn(ex, k, entry);
       return reply;
     });

@@ -3,7 +3,9 @@
 // `POST /Messages.json` is a second SMS and a re-sent `POST /call` a second phone call.
 // So: idempotent methods retry on connect errors, resets and the listed statuses (not on
 // timeouts: UPSTREAM_TIMEOUT bounds the whole exchange, as Envoy's route timeout does);
-// any method retries when the request certainly never left (connection refused, DNS, TLS).
+// any method retries when the request certainly never left (connection refused, DNS, TLS), or
+// when the upstream answered a status it documents as "not processed" (`unprocessed`: Twilio's
+// 429, error 20429).
 // Every retry spends from a per-upstream budget and passes the breaker again.
 import type { RetryPolicy } from '../policy/schema.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
@@ -22,6 +24,11 @@ const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps): Stage {
   const statuses: ReadonlySet<number> = new Set(policy.on);
+  // Answers the upstream documents as "not processed" (Twilio's 429): nothing happened, so any
+  // method may be sent again.
+  const unprocessed: ReadonlySet<number> = new Set(policy.unprocessed);
+  const anyMethod: ReadonlySet<number> | undefined = unprocessed.size === 0 ? undefined : unprocessed;
+  const allStatuses: ReadonlySet<number> = new Set([...statuses, ...unprocessed]);
   const random = deps.random ?? Math.random;
   const sleep = deps.sleep ?? defaultSleep;
   const baseMs = policy.backoffBase * 1000;
@@ -30,7 +37,9 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   /** Why this answer may be tried again, or undefined when it stands. */
   function reasonFor(ex: Exchange, reply: Reply, idempotent: boolean): string | undefined {
     let reason: string | undefined;
-    if (reply.kind === 'held') reason = String(reply.status);
+    // A stage further out may hold other statuses for itself (the hold stage's back-pressure
+    // answers): only the retry statuses, on an idempotent method, are retried.
+    if (reply.kind === 'held') reason = (idempotent && statuses.has(reply.status)) || unprocessed.has(reply.status) ? String(reply.status) : undefined;
     // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
     // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
     else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
@@ -45,14 +54,25 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
     return reply.kind === 'failed' && reply.cause === 'client' && !reply.mayHaveReachedUpstream;
   }
 
+  // The statuses held for an idempotent attempt: the retry statuses plus any an outer stage asked
+  // for. The outer set is one per upstream, so a one-entry cache holds the union.
+  const unions = new WeakMap<ReadonlySet<number>, [ReadonlySet<number>, ReadonlySet<number>]>();
+  function heldFor(outer: ReadonlySet<number> | undefined, idempotent: boolean): ReadonlySet<number> | undefined {
+    const own = idempotent ? allStatuses : anyMethod;
+    if (outer === undefined || own === undefined) return own ?? outer;
+    let pair = unions.get(outer);
+    if (pair === undefined) unions.set(outer, (pair = [new Set([...outer, ...unprocessed]), new Set([...outer, ...allStatuses])]));
+    return idempotent ? pair[1] : pair[0];
+  }
+
   /** Attempts after the first, once `first` turned out retryable. */
-  async function again(ex: Exchange, next: Next, first: Reply, idempotent: boolean): Promise<Reply> {
+  async function again(ex: Exchange, next: Next, first: Reply, idempotent: boolean, outer: ReadonlySet<number> | undefined): Promise<Reply> {
     let reply = first;
     let previous: Reply | undefined;
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) {
         const mayRetry = attempt < policy.attempts;
-        ex.holdStatuses = mayRetry && idempotent ? statuses : undefined;
+        ex.holdStatuses = mayRetry ? heldFor(outer, idempotent) : outer;
         reply = await next(ex);
         if (previous && neverLeft(reply)) {
           // What the upstream last said stands: it may have been reached, which an idempotency
@@ -80,14 +100,12 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
 
   return function retryStage(ex: Exchange, next: Next): Promise<Reply> {
     budget.recordRequest();
+    const outer = ex.holdStatuses;
     // A streamed body has been consumed by the first attempt and cannot be replayed.
-    if (ex.streamed || policy.attempts === 0) {
-      ex.holdStatuses = undefined;
-      return next(ex);
-    }
+    if (ex.streamed || policy.attempts === 0) return next(ex);
     const idempotent = IDEMPOTENT.has(ex.method);
-    ex.holdStatuses = idempotent ? statuses : undefined;
+    ex.holdStatuses = heldFor(outer, idempotent);
     // The first attempt needs no frame of its own: most answers stand as they are.
-    return next(ex).then((reply) => (reasonFor(ex, reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent)));
+    return next(ex).then((reply) => (reasonFor(ex, reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent, outer)));
   };
 }

@@ -20,8 +20,8 @@ beforeAll(async () => {
   vapi = await fakeUpstream('vapi');
   v = await victim();
   // Host-routed requests (Host: *.twilio.com) go to the fake instead of the real Twilio.
-  const policy = policyWithServer({ maxBodyBytes: MAX_BODY }, DEFAULT_POLICY.replace('hosts: ["*.twilio.com"]', `hosts: ["*.twilio.com"]\n    hostTarget: ${twilio.url}`));
-  p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000000' }, policy);
+  const policy = policyWithServer({ maxBodyBytes: MAX_BODY }, DEFAULT_POLICY);
+  p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, TWILIO_HOST_TARGET: twilio.url, RATE_LIMIT_PER_MINUTE: '1000000' }, policy);
 });
 
 afterAll(async () => {

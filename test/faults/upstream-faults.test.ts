@@ -68,7 +68,7 @@ async function expectOtherUpstreamServed(p: TestProxy) {
 }
 
 describe('upstream refuses connections (closed port)', () => {
-  it('retries even a POST (it never left), answers 502, opens the breaker, then 503 circuit_open until the upstream is back', async () => {
+  it('retries even a POST (it never left), answers 502, opens the breaker after three requests, then 503 circuit_open until the upstream is back', async () => {
     const port = await closedPort();
     const { p } = await boot({}, `http://${LOCAL}:${port}`);
 
@@ -77,6 +77,11 @@ describe('upstream refuses connections (closed port)', () => {
     expect(r.headers['x-breakwater-retries']).toBe('2');
     let m = await scrape(p);
     expect(m('breakwater_retries_total', { upstream: 'twilio', reason: 'connect' })).toBe(2);
+    // One app request moves the breaker by one failure, however many attempts it made.
+    expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(1);
+    expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(0);
+    for (let i = 0; i < 2; i++) expectCoded(await post(p), 502, 'upstream_unavailable');
+    m = await scrape(p);
     expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(3);
     expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(2);
     expect(m('circuit_breaker_opens_total', { service: 'twilio' })).toBe(1);
@@ -116,11 +121,11 @@ describe('upstream resets the connection before answering', () => {
 
     let m = await scrape(p);
     expect(m('breakwater_retries_total', { upstream: 'twilio', reason: 'reset' })).toBe(2);
-    expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(4);
+    // One failure per app request: the GET's three attempts count once.
+    expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(2);
     expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(0);
 
-    const r3 = await post(p); // fifth consecutive failure
-    expectCoded(r3, 502, 'upstream_unavailable');
+    for (let i = 0; i < 3; i++) expectCoded(await post(p), 502, 'upstream_unavailable'); // the fifth failing request opens it
     m = await scrape(p);
     expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(2);
     const seen = tw.seen.length;
@@ -230,7 +235,7 @@ describe('upstream answers malformed HTTP', () => {
     expect(tw.seen.length).toBe(4);
     const m = await scrape(p);
     expect(m('breakwater_retries_total', { upstream: 'twilio', reason: 'reset' })).toBe(2);
-    expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(4);
+    expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(2); // one per request
     tw.mode = 'ok';
     await expectRecovers(p);
   });
@@ -265,7 +270,7 @@ describe('upstream closes keep-alive connections early', () => {
 });
 
 describe('upstream answers a burst of 5xx', () => {
-  it('a GET retries the 503 twice then relays it; the breaker opens and a burst is refused locally; then it recovers', async () => {
+  it('a GET retries the 503 twice then relays it; three such requests open the breaker and a burst is refused locally; then it recovers', async () => {
     const { p, tw } = await boot();
     tw.mode = 'fail';
     tw.status = 503;
@@ -276,19 +281,22 @@ describe('upstream answers a burst of 5xx', () => {
     expect(JSON.parse(first.text)).toEqual({ upstream: 'twilio', error: 'down' });
     expect(first.headers['x-breakwater-retries']).toBe('2');
     expect(tw.seen.length).toBe(3);
+    // One failure per app request: two more open the breaker (the third's retry is refused locally).
+    for (let i = 0; i < 2; i++) expect((await get(p)).status).toBe(503);
+    expect(tw.seen.length).toBe(7);
 
     const burst = await Promise.all(Array.from({ length: 20 }, () => get(p)));
     for (const r of burst) {
       expectCoded(r, 503, 'circuit_open');
       expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     }
-    expect(tw.seen.length).toBe(3);
+    expect(tw.seen.length).toBe(7);
 
     let m = await scrape(p);
-    expect(m('breakwater_retries_total', { upstream: 'twilio', reason: '503' })).toBe(2);
+    expect(m('breakwater_retries_total', { upstream: 'twilio', reason: '503' })).toBe(5);
     expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(3);
     expect(m('circuit_breaker_opens_total', { service: 'twilio' })).toBe(1);
-    expect(m('circuit_breaker_rejections_total', { service: 'twilio' })).toBe(20);
+    expect(m('circuit_breaker_rejections_total', { service: 'twilio' })).toBe(21);
     expect(m('breakwater_requests_total', { upstream: 'twilio', status: '503', outcome: 'circuit_open' })).toBe(20);
 
     await expectOtherUpstreamServed(p);

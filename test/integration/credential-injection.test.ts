@@ -137,6 +137,28 @@ describe('credential injection', () => {
     expect(vapi.seen.at(-1)?.headers.authorization).toBe(`Bearer ${VAPI_KEY}`);
   });
 
+  it('replaces the placeholder secret `breakwater` with the held credentials (SPEC)', async () => {
+    const p = await up({ TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: AUTH_TOKEN, VAPI_API_KEY: VAPI_KEY });
+    const r = await request(p.proxyPort, 'POST', messages, { ...form, headers: { ...form.headers, authorization: basic(ACCOUNT_SID, 'breakwater') } });
+    expect(r.status).toBe(200);
+    expect(twilio.seen.at(-1)?.headers.authorization).toBe(basic(ACCOUNT_SID, AUTH_TOKEN));
+    expect((await request(p.proxyPort, 'GET', '/vapi/call', { headers: { authorization: 'Bearer breakwater' } })).status).toBe(200);
+    expect(vapi.seen.at(-1)?.headers.authorization).toBe(`Bearer ${VAPI_KEY}`);
+  });
+
+  it('refuses the placeholder with 401 credentials_missing, never sending it, when nothing is held', async () => {
+    const p = await up({});
+    const before = twilio.seen.length + vapi.seen.length;
+    const t = await request(p.proxyPort, 'POST', messages, { ...form, headers: { ...form.headers, authorization: basic(ACCOUNT_SID, 'breakwater') } });
+    const v = await request(p.proxyPort, 'GET', '/vapi/call', { headers: { authorization: 'Bearer breakwater' } });
+    for (const r of [t, v]) {
+      expect(r.status).toBe(401);
+      expect(r.headers['x-breakwater-error']).toBe('credentials_missing');
+      expect(JSON.parse(r.text)).toMatchObject({ code: 'credentials_missing', status: 401 });
+    }
+    expect(twilio.seen.length + vapi.seen.length).toBe(before);
+  });
+
   it('forwards no Authorization when no credentials are configured', async () => {
     const p = await up({});
     await request(p.proxyPort, 'GET', '/vapi/call');

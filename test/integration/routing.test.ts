@@ -7,8 +7,9 @@ describe('routing by prefix and by allow-listed Host', () => {
   beforeAll(async () => {
     twilio = await fakeUpstream('twilio');
     vapi = await fakeUpstream('vapi');
-    const policy = (await import('../support/proxy.js')).DEFAULT_POLICY.replace('hosts: ["*.twilio.com"]', `hosts: ["*.twilio.com"]\n    hostTarget: ${twilio.url}`);
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url }, policy);
+    const policy = (await import('../support/proxy.js')).DEFAULT_POLICY;
+    // Host-routed requests go to the fake through the default policy's TWILIO_HOST_TARGET.
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, TWILIO_HOST_TARGET: twilio.url, VAPI_HOST_TARGET: vapi.url }, policy);
   });
   afterAll(async () => {
     await p.close();
@@ -30,6 +31,24 @@ describe('routing by prefix and by allow-listed Host', () => {
     expect(twilio.seen.length).toBe(n + 1);
     expect(twilio.seen.at(-1)?.headers.host).toBe('verify.twilio.com');
     expect(twilio.seen.at(-1)?.url).toBe('/v2/Services');
+  });
+
+  it('a /twilio path goes to the base URL even with Host: api.twilio.com', async () => {
+    const n = twilio.seen.length;
+    const r = await request(p.proxyPort, 'GET', '/twilio/2010-04-01/Accounts/AC1/Messages.json', { headers: { host: 'api.twilio.com' } });
+    expect(r.status).toBe(200);
+    expect(twilio.seen.length).toBe(n + 1);
+    // The prefix was stripped (a host-routed request would keep it) and the base URL's Host sent.
+    expect(twilio.seen.at(-1)?.url).toBe('/2010-04-01/Accounts/AC1/Messages.json');
+    expect(twilio.seen.at(-1)?.headers.host).toBe(`127.0.0.1:${twilio.port}`);
+  });
+
+  it('sends host-routed Vapi requests to VAPI_HOST_TARGET, Host kept', async () => {
+    const n = vapi.seen.length;
+    const r = await request(p.proxyPort, 'GET', '/call', { headers: { host: 'api.vapi.ai' } });
+    expect(r.status).toBe(200);
+    expect(vapi.seen.length).toBe(n + 1);
+    expect(vapi.seen.at(-1)?.headers.host).toBe('api.vapi.ai');
   });
 
   it.each(['api.twilio.com.evil.test', 'evil-twilio.com', 'twilio.com.', 'x.twilio.com:99999/../'])('does not treat Host %s as Twilio', async (host) => {

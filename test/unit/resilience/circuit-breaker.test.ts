@@ -1,6 +1,6 @@
 // The breaker state machine driven by a manual clock: no sleeps, every transition asserted.
 import { describe, expect, it } from 'vitest';
-import { CircuitBreaker, type BreakerOptions, type BreakerStateName, type TransitionCause } from '../../../src/resilience/circuit-breaker.js';
+import { BreakerScopes, CircuitBreaker, type BreakerOptions, type BreakerStateName, type TransitionCause } from '../../../src/resilience/circuit-breaker.js';
 import { manualClock } from '../../../src/resilience/clock.js';
 
 const DEFAULTS: BreakerOptions = {
@@ -65,7 +65,7 @@ describe('CircuitBreaker: closed → open on consecutive failures', () => {
     trip(breaker);
     clock.advance(12_345);
     const a = breaker.tryAcquire();
-    expect(a).toEqual({ ok: false, retryAfterMs: 30_000 - 12_345 });
+    expect(a).toEqual({ ok: false, retryAfterMs: 30_000 - 12_345, forced: false });
     expect(breaker.rejections).toBe(1);
   });
 });
@@ -282,7 +282,7 @@ describe('CircuitBreaker: open-time back-off', () => {
     expect(breaker.snapshot().trips).toBe(0);
     trip(breaker);
     const a = breaker.tryAcquire();
-    expect(a).toEqual({ ok: false, retryAfterMs: 1000 });
+    expect(a).toEqual({ ok: false, retryAfterMs: 1000, forced: false });
   });
 
   it('snapshot counts trips and the time left while open', () => {
@@ -329,15 +329,15 @@ describe('CircuitBreaker: enforce=false (metrics-only)', () => {
 });
 
 describe('CircuitBreaker: forceOpen / forceClose / reset', () => {
-  it('forceOpen blocks indefinitely, ignores the recovery timeout and reports a finite retryAfterMs', () => {
+  it('forceOpen blocks indefinitely, ignores the recovery timeout and reports itself forced, with no end', () => {
     const { breaker, clock, transitions } = setup();
     breaker.forceOpen();
     clock.advance(10 ** 9);
     expect(breaker.stateName).toBe('open');
     const a = breaker.tryAcquire();
     expect(a.ok).toBe(false);
-    // A Retry-After header is built from this value: it must be a real number of ms.
-    expect(!a.ok && Number.isFinite(a.retryAfterMs) && a.retryAfterMs > 0).toBe(true);
+    // Honest: only an operator ends it. The stage caps the Retry-After it builds from this.
+    expect(a).toEqual({ ok: false, retryAfterMs: Number.POSITIVE_INFINITY, forced: true });
     expect(transitions).toEqual([['closed', 'open', 'forced_open']]);
     const s = breaker.snapshot();
     expect(s.forced).toBe(true);
@@ -417,5 +417,27 @@ describe('CircuitBreaker: snapshot', () => {
     clock.advance(30_000);
     expect(breaker.snapshot().state).toBe('half_open');
     expect(breaker.snapshot().openForMs).toBeNull();
+  });
+});
+
+describe('BreakerScopes', () => {
+  it('builds one breaker per scope on first use, and past the cap the rest share one', () => {
+    const made: string[] = [];
+    const clock = manualClock(0);
+    const opts = { enforce: true, threshold: 1, recoveryMs: 1000, halfOpenProbes: 1, failureRatio: null, window: 1, minCalls: 1, slowCallMs: null, backoffMultiplier: 1, maxRecoveryMs: 1000 };
+    const base = new CircuitBreaker('base', opts, clock);
+    const scopes = new BreakerScopes(base, (s) => (made.push(s), new CircuitBreaker(s, opts, clock)), 2);
+    const a = scopes.get('a.example');
+    expect(scopes.get('a.example')).toBe(a);
+    const b = scopes.get('b.example');
+    expect(b).not.toBe(a);
+    const c = scopes.get('c.example');
+    expect(scopes.get('d.example')).toBe(c);
+    expect(made).toEqual(['a.example', 'b.example', '(other)']);
+    expect(scopes.entries().map(([s]) => s)).toEqual(['a.example', 'b.example', '(other)']);
+    a.onFailure(false);
+    expect(a.stateName).toBe('open');
+    expect(b.stateName).toBe('closed');
+    expect(base.stateName).toBe('closed');
   });
 });

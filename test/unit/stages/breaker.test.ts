@@ -60,7 +60,7 @@ describe('breaker stage: what counts', () => {
 });
 
 describe('breaker stage: open', () => {
-  it('answers 503 circuit_open with Retry-After at once, without calling the upstream', async () => {
+  it('answers 503 circuit_open at once, without calling the upstream: a short Retry-After, the time left in the message', async () => {
     const { send, clock, calls, rejected } = setup({ recoveryTimeout: 30 });
     await send(sent(503));
     clock.advance(12_500);
@@ -68,16 +68,32 @@ describe('breaker stage: open', () => {
     expect(r.kind).toBe('error');
     expect(r.code).toBe('circuit_open');
     expect(r.status).toBe(503);
-    expect(r.headers).toEqual({ 'retry-after': '18' });
+    // An SDK sleeps on Retry-After before re-sending: 18 s would stall the app for the open period.
+    expect(r.headers).toEqual({ 'retry-after': '1' });
+    expect(r.message).toMatch(/retry in 18 s\.$/);
     expect(calls()).toBe(1);
     expect(rejected()).toBe(1);
   });
 
-  it('a forced open still carries a numeric Retry-After', async () => {
+  it('Retry-After follows the time left when it is under breaker.retryAfterMax', async () => {
+    const { send, clock } = setup({ recoveryTimeout: 30, retryAfterMax: 10 });
+    await send(sent(503));
+    clock.advance(12_500);
+    expect(((await send(sent(200))) as ProxyError).headers).toEqual({ 'retry-after': '10' });
+    clock.advance(15_000);
+    const r = (await send(sent(200))) as ProxyError;
+    expect(r.headers).toEqual({ 'retry-after': '3' });
+    expect(r.message).toMatch(/retry in 3 s\.$/);
+  });
+
+  it('a forced open says it is forced and promises no end, with a short numeric Retry-After', async () => {
     const { cb, send } = setup({ recoveryTimeout: 30 });
     cb.forceOpen();
     const r = (await send(sent(200))) as ProxyError;
-    expect(r.headers!['retry-after']).toMatch(/^[1-9]\d*$/);
+    expect(r.code).toBe('circuit_open');
+    expect(r.headers).toEqual({ 'retry-after': '1' });
+    expect(r.message).toMatch(/forced open by an operator/);
+    expect(r.message).not.toMatch(/retry in/);
   });
 
   it('a 429 probe frees the probe slot instead of closing or re-opening', async () => {
@@ -96,5 +112,33 @@ describe('breaker stage: open', () => {
     expect(cb.stateName).toBe('open');
     await send(sent(200));
     expect(calls()).toBe(2);
+  });
+});
+
+describe('breaker stage: one request, one failure', () => {
+  it('counts the failed attempts of one request (its retries) as one failure', async () => {
+    const { cb } = setup({ threshold: 2 });
+    const stage = breaker(cb, breakerSchema.parse({ threshold: 2 }), { onFailure: () => {}, onRejected: () => {} });
+    const ex = fakeExchange();
+    let counted = 0;
+    const attempt = () => stage(ex, async () => sent(503)).then(() => counted++);
+    for (let i = 0; i < 3; i++) await attempt();
+    expect(counted).toBe(3);
+    expect(cb.stateName).toBe('closed');
+    expect(cb.snapshot().consecutiveFailures).toBe(1);
+    // A second request's failure is its own: now two in a row, and the breaker opens.
+    await stage(fakeExchange(), async () => sent(503));
+    expect(cb.stateName).toBe('open');
+  });
+
+  it('a failed probe always counts, even from a request that already failed once', async () => {
+    const { cb, clock } = setup({ threshold: 1, recoveryTimeout: 1 });
+    const stage = breaker(cb, breakerSchema.parse({ threshold: 1, recoveryTimeout: 1 }), { onFailure: () => {}, onRejected: () => {} });
+    const ex = fakeExchange();
+    await stage(ex, async () => sent(503));
+    expect(cb.stateName).toBe('open');
+    clock.advance(1000);
+    await stage(ex, async () => sent(503));
+    expect(cb.stateName).toBe('open');
   });
 });

@@ -155,3 +155,58 @@ describe('hold stage', () => {
     expect((await send(200)).reply).toEqual(SENT_200);
   });
 });
+
+describe('hold stage: other back-pressure answers (`also`)', () => {
+  const VAPI_ALSO = [{ status: 400, bodyIncludes: 'Over Concurrency Limit' }];
+  function setup() {
+    const clock = manualClock(0);
+    const holds: [string, number][] = [];
+    const stage = hold(holdSchema.parse({ key: ['account'], jitter: 0, defaultHold: 2, also: VAPI_ALSO }), new HoldTable(100), {
+      clock,
+      now: () => NOW + clock(),
+      random: () => 0,
+      onHold: (k, ms) => holds.push([k, ms]),
+      onHeld: () => {},
+    })!;
+    const send = async (reply: Reply) => {
+      const ex = fakeExchange({ upstreamPath: '/2010-04-01/Accounts/AC1/Calls.json' });
+      let asked: ReadonlySet<number> | undefined;
+      let forwarded = false;
+      const out = await stage(ex, async (e: Exchange) => {
+        forwarded = true;
+        asked = e.holdStatuses;
+        return reply;
+      });
+      return { out, forwarded, asked };
+    };
+    return { clock, send, holds };
+  }
+  const held400 = (body: string, headers: Record<string, string> = {}): Reply => ({ kind: 'held', status: 400, headers, body: Buffer.from(body) });
+
+  it('asks for 400s to be held, then turns Vapi\'s concurrency refusal into a hold and 429 upstream_rate_limited', async () => {
+    const { send, holds, clock } = setup();
+    const first = await send(held400('{"error":"Over Concurrency Limit"}'));
+    expect(first.asked?.has(400)).toBe(true);
+    expect(first.out).toMatchObject({ kind: 'error', code: 'upstream_rate_limited', status: 429, headers: { 'retry-after': '2' } });
+    expect(holds).toEqual([['AC1', 2000]]);
+    // The account is now held locally: nothing is sent.
+    const during = await send(held400('{}'));
+    expect(during.forwarded).toBe(false);
+    expect(during.out).toMatchObject({ code: 'upstream_rate_limited' });
+    clock.advance(2000);
+    expect((await send({ kind: 'sent', status: 200, outcome: 'forwarded' })).forwarded).toBe(true);
+  });
+
+  it('takes the hold from the refusal\'s own Retry-After when it has one', async () => {
+    const { send, holds } = setup();
+    await send(held400('{"error":"Over Concurrency Limit"}', { 'retry-after': '5' }));
+    expect(holds).toEqual([['AC1', 5000]]);
+  });
+
+  it('passes any other 400 through unchanged, without a hold', async () => {
+    const { send, holds } = setup();
+    const other = held400('{"message":["phoneNumberId must be a UUID"]}');
+    expect((await send(other)).out).toBe(other);
+    expect(holds).toEqual([]);
+  });
+});

@@ -227,3 +227,42 @@ describe('retry stage: full-jitter back-off', () => {
     expect(sleeps).toEqual([]);
   });
 });
+
+describe('retry stage: statuses an outer stage holds for itself', () => {
+  const outer: ReadonlySet<number> = new Set([400]);
+
+  it('holds the union for an idempotent attempt, the outer set alone for the last attempt and for POST', async () => {
+    const get = setup([held(503), held(503), held(503)]);
+    await get.run({ method: 'GET', holdStatuses: outer });
+    expect(get.calls.map((c) => [...(c.holdStatuses ?? [])].sort())).toEqual([[400, 502, 503, 504], [400, 502, 503, 504], [400]]);
+    const post = setup([SENT_200]);
+    await post.run({ method: 'POST', holdStatuses: outer });
+    expect(post.calls[0]!.holdStatuses).toBe(outer);
+  });
+
+  it('never retries a held answer whose status is not a retry status', async () => {
+    const { run, calls, retried } = setup([held(400), SENT_200]);
+    const { reply } = await run({ method: 'GET', holdStatuses: outer });
+    expect(reply).toMatchObject({ kind: 'held', status: 400 });
+    expect(calls).toHaveLength(1);
+    expect(retried).toEqual([]);
+  });
+});
+
+describe('retry stage: statuses the upstream documents as not processed', () => {
+  it('retries a held 429 for POST too when 429 is listed as unprocessed, and holds it for any method', async () => {
+    const { run, calls, retried } = setup([held(429), SENT_200], { policy: { unprocessed: [429] } });
+    const { reply } = await run({ method: 'POST' });
+    expect(reply).toBe(SENT_200);
+    expect(calls).toHaveLength(2);
+    expect(calls[0]!.holdStatuses?.has(429)).toBe(true);
+    expect(retried).toEqual(['429']);
+  });
+
+  it('never retries a POST 429 when nothing is listed', async () => {
+    const { run, calls } = setup([held(429), SENT_200]);
+    await run({ method: 'POST' });
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.holdStatuses).toBeUndefined();
+  });
+});
