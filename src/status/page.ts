@@ -30,7 +30,7 @@ const cell = (v: unknown) => `<td>${esc(v ?? '-')}</td>`;
 
 function trafficRows(s: Summary | undefined): string {
   if (!s || s.traffic.length === 0) return '<tr><td colspan="8">No requests in the last minute</td></tr>';
-  return s.traffic.map((t) => `<tr>${cell(t.upstream)}${cell(t.route)}${cell(t.perSecond)}${cell(`${t.errorPct}%`)}${cell(t.p50Ms === null ? null : `${t.p50Ms} ms`)}${cell(t.p99Ms === null ? null : `${t.p99Ms} ms`)}${cell(t.rateLimited)}${cell(t.replays)}</tr>`).join('');
+  return s.traffic.map((t) => `<tr>${cell(t.upstream)}${cell(t.route)}${cell(t.perSecond)}${cell(`${t.errorPct}%`)}${cell(t.p50Ms === null ? null : `${t.p50Ms} ms`)}${cell(t.p99Ms === null ? null : `${t.p99Ms} ms`)}${cell(t.rateLimited)}${cell(t.replays)}${cell(t.cacheHits)}</tr>`).join('');
 }
 
 function errorRows(s: Summary | undefined): string {
@@ -71,7 +71,7 @@ export function renderPage(s: Summary | undefined, nonce: string): string {
 <section class="cards" id="breakers" aria-labelledby="breakers-h">${s ? s.breakers.map(breakerHtml).join('') : ''}</section>
 <p id="notice" role="status"></p>
 <h2 id="traffic-h">Last minute</h2>
-<div class="scroll"><table aria-labelledby="traffic-h"><thead><tr><th>Upstream</th><th>Route</th><th>Req/s</th><th>Errors</th><th>p50</th><th>p99</th><th>Rate-limited</th><th>Replays</th></tr></thead><tbody id="traffic">${trafficRows(s)}</tbody></table></div>
+<div class="scroll"><table aria-labelledby="traffic-h"><thead><tr><th>Upstream</th><th>Route</th><th>Req/s</th><th>Errors</th><th>p50</th><th>p99</th><th>Rate-limited</th><th>Replays</th><th>Cache hits</th></tr></thead><tbody id="traffic">${trafficRows(s)}</tbody></table></div>
 <h2 id="errors-h">Recent proxy-made errors</h2>
 <div class="scroll"><table aria-labelledby="errors-h"><thead><tr><th>Time (UTC)</th><th>Request id</th><th>Code</th><th>Route</th><th>Status</th><th>Cause</th></tr></thead><tbody id="errors">${errorRows(s)}</tbody></table></div>
 </main>
@@ -108,7 +108,7 @@ function render(s){
   var rl=s.lastReload?' · last reload '+(s.lastReload.ok?'ok':'refused')+' '+s.lastReload.at.slice(11,19):'';
   document.getElementById('meta').textContent='v'+s.version+' · policy '+s.policyVersion+' · store '+s.store+(s.storeFallback?' (fallback: local buckets)':'')+' · '+(s.ready?'ready':'draining')+(s.stubMode?' · stub mode':'')+rl;
   s.breakers.forEach(card);
-  rows('traffic',s.traffic,function(t){return [t.upstream,t.route,t.perSecond,t.errorPct+'%',t.p50Ms==null?null:t.p50Ms+' ms',t.p99Ms==null?null:t.p99Ms+' ms',t.rateLimited,t.replays];},'No requests in the last minute',8);
+  rows('traffic',s.traffic,function(t){return [t.upstream,t.route,t.perSecond,t.errorPct+'%',t.p50Ms==null?null:t.p50Ms+' ms',t.p99Ms==null?null:t.p99Ms+' ms',t.rateLimited,t.replays,t.cacheHits];},'No requests in the last minute',9);
   rows('errors',s.recentErrors,function(e){return [e.at.slice(11,19),e.requestId,e.code,e.method+' '+e.upstream+'/'+e.route,e.status,e.cause];},'None since start',6);
 }
 function tick(){

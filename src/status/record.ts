@@ -6,7 +6,7 @@ import type { Clock } from '../resilience/clock.js';
 
 // Outcomes that are not an answer Breakwater made up: the upstream's, a stub's, a replay, or
 // the app hanging up.
-const NOT_PROXY_MADE = new Set(['forwarded', 'stub', 'replayed', 'client_closed']);
+const NOT_PROXY_MADE = new Set(['forwarded', 'stub', 'replayed', 'cached', 'client_closed']);
 
 export interface StatusRecorder {
   readonly stats: RollingStats;

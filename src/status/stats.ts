@@ -32,6 +32,8 @@ export interface WindowStats {
   errorPct: number;
   rateLimited: number;
   replays: number;
+  /** Answers served from the response cache (fresh or stale). */
+  cacheHits: number;
   p50Ms: number | null;
   p99Ms: number | null;
 }
@@ -42,6 +44,7 @@ class Series {
   readonly errors = new Uint32Array(SECONDS);
   readonly limited = new Uint32Array(SECONDS);
   readonly replays = new Uint32Array(SECONDS);
+  readonly cached = new Uint32Array(SECONDS);
   readonly latency = new Uint32Array(SECONDS * BINS);
   constructor(readonly upstream: string, readonly route: string) {}
 
@@ -53,6 +56,7 @@ class Series {
       this.errors[i] = 0;
       this.limited[i] = 0;
       this.replays[i] = 0;
+      this.cached[i] = 0;
       this.latency.fill(0, i * BINS, i * BINS + BINS);
     }
     return i;
@@ -88,6 +92,7 @@ export class RollingStats {
     if (o.status >= 500) s.errors[i]!++;
     if (o.outcome === 'rate_limited') s.limited[i]!++;
     if (o.outcome === 'replayed') s.replays[i]!++;
+    if (o.outcome === 'cached') s.cached[i]!++;
     s.latency[i * BINS + binOf(o.seconds * 1000)]!++;
   }
 
@@ -97,7 +102,7 @@ export class RollingStats {
     const out: WindowStats[] = [];
     const hist = new Float64Array(BINS);
     for (const s of this.series) {
-      let requests = 0, errors = 0, limited = 0, replays = 0;
+      let requests = 0, errors = 0, limited = 0, replays = 0, cacheHits = 0;
       hist.fill(0);
       for (let i = 0; i < SECONDS; i++) {
         const st = s.stamp[i]!;
@@ -106,6 +111,7 @@ export class RollingStats {
         errors += s.errors[i]!;
         limited += s.limited[i]!;
         replays += s.replays[i]!;
+        cacheHits += s.cached[i]!;
         for (let b = 0; b < BINS; b++) hist[b]! += s.latency[i * BINS + b]!;
       }
       if (requests === 0) continue;
@@ -118,6 +124,7 @@ export class RollingStats {
         errorPct: Math.round((errors / requests) * 1000) / 10,
         rateLimited: limited,
         replays,
+        cacheHits,
         p50Ms: quantile(hist, requests, 0.5),
         p99Ms: quantile(hist, requests, 0.99),
       });

@@ -101,8 +101,8 @@ export function renderText(s: Summary): string {
   out.push('', 'LAST MINUTE');
   if (s.traffic.length === 0) out.push('  no requests');
   else {
-    out.push(`  ${pad('upstream/route', 32)}${pad('req/s', 8)}${pad('err%', 7)}${pad('p50', 9)}${pad('p99', 9)}${pad('429s', 6)}replays`);
-    for (const t of s.traffic) out.push(`  ${pad(`${t.upstream}/${t.route}`, 32)}${pad(String(t.perSecond), 8)}${pad(String(t.errorPct), 7)}${pad(ms(t.p50Ms), 9)}${pad(ms(t.p99Ms), 9)}${pad(String(t.rateLimited), 6)}${t.replays}`);
+    out.push(`  ${pad('upstream/route', 32)}${pad('req/s', 8)}${pad('err%', 7)}${pad('p50', 9)}${pad('p99', 9)}${pad('429s', 6)}${pad('replays', 9)}cache`);
+    for (const t of s.traffic) out.push(`  ${pad(`${t.upstream}/${t.route}`, 32)}${pad(String(t.perSecond), 8)}${pad(String(t.errorPct), 7)}${pad(ms(t.p50Ms), 9)}${pad(ms(t.p99Ms), 9)}${pad(String(t.rateLimited), 6)}${pad(String(t.replays), 9)}${t.cacheHits}`);
   }
   out.push('', `RECENT PROXY-MADE ERRORS (${s.recentErrors.length})`);
   for (const e of s.recentErrors.slice(0, 10)) out.push(`  ${e.at}  ${pad(e.code, 22)}${pad(String(e.status), 5)}${pad(`${e.upstream}/${e.route}`, 28)}${e.requestId}${e.cause ? `  ${e.cause}` : ''}`);
