@@ -4,14 +4,22 @@
 import { Counter, Gauge, Histogram, Summary } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { ALLOWED_LABELS, createMetrics } from '../../src/metrics.js';
+import { HotCounter, HotHistogram } from '../../src/metric-types.js';
 
 type Declared = Counter | Gauge | Histogram | Summary;
 
 const metrics = createMetrics();
 const json = await metrics.registry.getMetricsAsJSON();
-/** Breakwater's own series: every metric object createMetrics() returns (not the process defaults). */
-const own = (Object.values(metrics) as unknown[]).filter((v): v is Declared => v instanceof Counter || v instanceof Gauge || v instanceof Histogram || v instanceof Summary);
+/**
+ * Breakwater's own series: every metric object createMetrics() returns, prom-client classes and
+ * the hot-path HotCounter/HotHistogram alike (not the process defaults). Read from the registry
+ * too, so a series registered some other way is not missed either.
+ */
+const isMetric = (v: unknown): v is Declared | HotCounter | HotHistogram =>
+  v instanceof Counter || v instanceof Gauge || v instanceof Histogram || v instanceof Summary || v instanceof HotCounter || v instanceof HotHistogram;
+const own = (Object.values(metrics) as unknown[]).filter(isMetric);
 const ownNames = own.map((m) => (json.find((j) => metrics.registry.getSingleMetric(j.name) === m) ?? { name: '?' }).name);
+const registered = json.map((j) => j.name).filter((n) => !/^(process|nodejs)_/.test(n));
 const labelsOf = (name: string): string[] => [...((metrics.registry.getSingleMetric(name) as unknown as { labelNames?: readonly string[] }).labelNames ?? [])];
 const typeOf = (name: string) => String(json.find((j) => j.name === name)!.type);
 
@@ -46,6 +54,9 @@ describe('metrics', () => {
     expect(own.length).toBeGreaterThan(20);
     expect(ownNames).not.toContain('?');
     expect(new Set(ownNames).size).toBe(ownNames.length);
+    // Nothing in the registry escapes the rules below, and the busiest series are among them.
+    expect([...registered].sort()).toEqual([...ownNames].sort());
+    for (const hot of ['breakwater_requests_total', 'breakwater_request_duration_seconds']) expect(ownNames).toContain(hot);
   });
 
   it('includes the series SPEC fixes, labelled by service', () => {
