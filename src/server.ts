@@ -275,7 +275,18 @@ function refuseRaw(socket: Socket, code: ErrorCode, message?: string): void {
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-breakwater-error: ${code}\r\nconnection: close\r\n\r\n${body}`,
   );
+  // Node's server sockets are half-open: end() only sends our FIN, and a client that never reads
+  // (so never sees it) nor closes keeps the connection, and its maxConnections slot, for ever.
+  // Linger briefly so a reading client gets the answer before a reset could eat it (nginx's
+  // lingering_close), then destroy. Bytes it still sends are read and dropped meanwhile.
+  socket.resume();
+  const linger = setTimeout(() => socket.destroy(), REFUSE_LINGER_MS);
+  linger.unref();
+  socket.once('close', () => clearTimeout(linger));
 }
+
+/** How long a refused connection may stay open after its answer was written. */
+const REFUSE_LINGER_MS = 1000;
 
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
