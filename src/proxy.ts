@@ -208,7 +208,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     }
     switch (reply.kind) {
       case 'sent':
-        return { status: reply.status, outcome: reply.outcome };
+        // A body the upstream cut (a reset, the exchange deadline) must not pass as forwarded.
+        return { status: reply.status, outcome: reply.broken === 'upstream' ? 'truncated' : reply.outcome };
       case 'held':
         sendBuffered(ex, reply.status, reply.headers, reply.body);
         return { status: reply.status, outcome: 'forwarded' };

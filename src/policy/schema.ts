@@ -132,6 +132,8 @@ export const upstreamSchema = z.strictObject({
   hostTarget: z.url({ protocol: /^https?$/ }).nullable().default(null).describe('Send host-routed requests to this origin instead of https://<host>, keeping the Host header (an egress proxy, or tests).'),
   timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').default(15),
   connectTimeout: seconds('Seconds to establish a connection.').default(5),
+  sendTimeout: seconds('Seconds an answer may wait on a client that stopped reading before the client and the upstream request are dropped (nginx send_timeout).').default(60),
+  exchangeTimeout: seconds('Seconds the whole upstream exchange may take, 1xx, headers and body (Envoy route timeout); a body cut by it is logged and counted as outcome truncated.').default(120),
   connections: count('Connection pool size.').default(128),
   stub: z.boolean().default(false).describe('Answer from `stubs`, never contact the upstream.'),
   routes: z.array(routeSchema).default([]).describe('Named route patterns: metric labels and per-route policy.'),

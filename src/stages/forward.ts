@@ -24,7 +24,7 @@ export function classify(err: Error & { code?: string }): Failed | ProxyError {
   if (CONNECT_CODES.has(code)) {
     return { kind: 'failed', cause: 'connect', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: code }) };
   }
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === EXCHANGE_TIMEOUT) {
     return { kind: 'failed', cause: 'timeout', mayHaveReachedUpstream: true, error: proxyError('upstream_timeout', { detail: code }) };
   }
   return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
@@ -42,8 +42,56 @@ class HeadersTimeout extends Error {
   readonly code = 'UND_ERR_HEADERS_TIMEOUT';
 }
 
-export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY): (ex: Exchange) => Promise<Reply> {
+export const EXCHANGE_TIMEOUT = 'BW_EXCHANGE_TIMEOUT';
+class ExchangeTimeout extends Error {
+  readonly code = EXCHANGE_TIMEOUT;
+}
+/** What the access line's `aborted` says when a client stopped reading for longer than sendTimeout. */
+export const SEND_TIMEOUT = 'send_timeout';
+
+export interface ForwardLimits {
+  /**
+   * ms a paused answer may wait for the client to take more bytes (nginx send_timeout): undici's
+   * body timeout does not run while the attempt is paused on back-pressure.
+   */
+  sendTimeoutMs?: number;
+  /**
+   * ms the whole exchange may take, 1xx, headers and body (Envoy's route timeout): undici's timers
+   * are re-armed by each 1xx and each body chunk, so a trickling upstream is otherwise unbounded.
+   */
+  deadlineMs?: number;
+}
+
+/**
+ * One coarse sweep for the deadlines that undici does not keep (total exchange, send timeout,
+ * headers across 1xx): a timer per request would be the hot path's dearest allocation, and these
+ * limits are seconds long, so a 100 ms tick is precise enough.
+ */
+const SWEEP_MS = 100;
+const live = new Set<Attempt>();
+let sweeper: NodeJS.Timeout | undefined;
+function track(a: Attempt): void {
+  live.add(a);
+  if (sweeper === undefined) {
+    sweeper = setInterval(sweep, SWEEP_MS);
+    sweeper.unref();
+  }
+}
+function untrack(a: Attempt): void {
+  live.delete(a);
+  if (live.size === 0 && sweeper !== undefined) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
+}
+function sweep(): void {
+  const now = performance.now();
+  for (const a of live) a.check(now);
+}
+
+export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY, limits: ForwardLimits = {}): (ex: Exchange) => Promise<Reply> {
   const precise = timeoutMs < PRECISE_BELOW_MS ? timeoutMs : 0;
+  const bounds: Bounds = { headersMs: timeoutMs, sendMs: limits.sendTimeoutMs ?? Number.POSITIVE_INFINITY, deadlineMs: limits.deadlineMs ?? Number.POSITIVE_INFINITY };
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
     // The app hung up while the request waited in an earlier stage (its pacing turn, a Redis
     // round trip, a retry's backoff). Nobody is left to read the answer and the app will retry,
@@ -51,7 +99,7 @@ export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Nu
     // already happened, so an attempt started now would never hear of it.
     if (clientGone(ex)) return Promise.resolve(goneBeforeSending(ex, 'forwarding'));
     return new Promise<Reply>((resolve) => {
-      const attempt = new Attempt(ex, resolve, precise);
+      const attempt = new Attempt(ex, resolve, precise, bounds);
       try {
         dispatcher.dispatch(
           {
@@ -115,16 +163,47 @@ class Attempt implements Dispatcher.DispatchHandler {
     private readonly resolve: (reply: Reply) => void,
     /** ms of a precise headers timeout, 0 for none. */
     private readonly precise: number,
+    private readonly bounds: Bounds,
   ) {
     this.res = ex.res;
     this.hold = ex.holdStatuses;
     this.res.on('close', this.onClientClose);
+    if (Number.isFinite(bounds.headersMs) || Number.isFinite(bounds.deadlineMs) || Number.isFinite(bounds.sendMs)) track(this);
+  }
+
+  /** performance.now() since when the answer waits on the client's back-pressure, 0 when flowing. */
+  private pausedSince = 0;
+  /** The client was cut off for not reading (send timeout). */
+  private sendTimedOut = false;
+
+  /** Called by the sweep: enforces the deadlines undici does not. */
+  check(now: number): void {
+    if (this.done) return;
+    const elapsed = now - this.began;
+    if (elapsed > this.bounds.deadlineMs) {
+      this.abort?.(new ExchangeTimeout('upstream exchange deadline'));
+      return;
+    }
+    // undici re-arms its headers timer on every 1xx: the wait for the final answer is bounded here.
+    if (this.status < 200 && elapsed > this.bounds.headersMs) {
+      this.abort?.(new HeadersTimeout('upstream headers timeout'));
+      return;
+    }
+    if (this.pausedSince > 0 && !this.clientLeft && now - this.pausedSince > this.bounds.sendMs) {
+      // The client stopped reading: drop it (freeing its connection) and, through its close,
+      // the attempt, which frees the bulkhead slot and the upstream connection.
+      this.sendTimedOut = true;
+      this.ex.aborted = SEND_TIMEOUT;
+      this.res.destroy();
+      this.ex.req.socket.destroy();
+    }
   }
 
   finish(reply: Reply): void {
     if (this.done) return;
     this.done = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    untrack(this);
     this.res.off('close', this.onClientClose);
     if (this.socketWatched) this.ex.req.socket.off('close', this.onClientClose);
     this.ex.upstreamSeconds += (performance.now() - this.began) / 1000;
@@ -202,7 +281,11 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.ex.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
-    this.onDrain ??= () => this.resumeUpstream?.();
+    this.onDrain ??= () => {
+      this.pausedSince = 0;
+      this.resumeUpstream?.();
+    };
+    this.pausedSince = performance.now();
     this.res.once('drain', this.onDrain);
     // A pipelined response queued behind an earlier one hears neither 'drain' nor 'close' from
     // its connection, and undici's body timeout does not run while paused: if the client left,
@@ -243,7 +326,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.res.headersSent) {
       // Mid-stream failure: the status is already out, so the only honest signal left is a
       // truncated response. Destroying it makes the client see the break.
-      this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
+      if (!this.sendTimedOut) this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
       this.res.destroy();
       this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: byUs ? 'client' : 'upstream' });
       return;
@@ -257,6 +340,12 @@ class Attempt implements Dispatcher.DispatchHandler {
     else if (byUs) this.finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
     else this.finish(classify(err));
   }
+}
+
+interface Bounds {
+  readonly headersMs: number;
+  readonly sendMs: number;
+  readonly deadlineMs: number;
 }
 
 function toObject(raw: Buffer[]): Record<string, string | string[]> {

@@ -44,3 +44,107 @@ describe('raw refusals do not leave half-open connections (maxConnections 30)', 
     expect(r.status).toBe(200);
   });
 });
+
+/** The default policy with keys added to every upstream block (after its `timeout:` line). */
+function policyWithUpstream(lines: Record<string, number>, base = policyWithServer({})): string {
+  const extra = Object.entries(lines).map(([k, v]) => `\n    ${k}: ${v}`).join('');
+  return base.replace(/^(    timeout: .*)$/gm, `$1${extra}`).replace(/maxConcurrent: 100/g, 'maxConcurrent: 2');
+}
+
+describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 2)', () => {
+  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    up = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    up.body = Buffer.alloc(16 * 1024 * 1024, 'x'); // far more than socket buffers hold
+    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url }, policyWithUpstream({ sendTimeout: 1 }));
+  });
+  afterAll(async () => {
+    await p.close();
+    await up.close();
+    await vapi.close();
+  });
+  const active = async () => metricValue(await metricsText(p.adminPort), 'breakwater_bulkhead_active', { upstream: 'twilio' }) ?? -1;
+
+  it('releases the bulkhead slot, the upstream connection and the client connection within the send timeout', async () => {
+    const stalled: Socket[] = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await connectRaw(p.proxyPort);
+      s.on('error', () => {});
+      s.write(`GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\n\r\n`);
+      s.pause(); // reads nothing: the answer backs up into the proxy
+      stalled.push(s);
+    }
+    expect(await waitFor(async () => (await active()) === 2, 3000)).toBe(true);
+    const t0 = Date.now();
+    // Both slots come back within sendTimeout plus a sweep and scheduling slack.
+    expect(await waitFor(async () => (await active()) === 0, 6000, 50)).toBe(true);
+    const released = Date.now() - t0;
+    expect(released).toBeLessThan(5000);
+    // The upstream's sockets of those answers are closed, and the stalled clients are cut off.
+    expect(await waitFor(() => up.sockets.size === 0 || [...up.sockets].every((s) => s.destroyed), 3000)).toBe(true);
+    expect(await waitFor(() => stalled.every((s) => s.destroyed || s.readableEnded || (s.resume(), false)), 3000)).toBe(true);
+    // Others are served again, and the access line says why the answers were cut.
+    up.body = 'small';
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
+    expect(r.status).toBe(200);
+    expect(p.logLines().filter((l) => l.msg === 'request' && l.aborted === 'send_timeout').length).toBe(2);
+    for (const s of stalled) s.destroy();
+  });
+});
+
+describe('the upstream exchange has a total deadline (UPSTREAM_TIMEOUT 2 s, exchangeTimeout 3 s)', () => {
+  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    up = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url, UPSTREAM_TIMEOUT: '2' }, policyWithUpstream({ exchangeTimeout: 3 }));
+  });
+  afterAll(async () => {
+    await p.close();
+    await up.close();
+    await vapi.close();
+  });
+
+  it('a 103 every 0.4 s does not re-arm the headers timeout: 504 upstream_timeout after about 2 s', async () => {
+    up.handler = (_req, res) => {
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.writeEarlyHints({ link: '</a>; rel=preload' })), 400);
+      res.on('close', () => clearInterval(t));
+    };
+    const t0 = Date.now();
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES, { timeoutMs: 15_000 });
+    expect(r.status).toBe(504);
+    expect(r.headers['x-breakwater-error']).toBe('upstream_timeout');
+    expect(Date.now() - t0).toBeLessThan(4500);
+  });
+
+  it('a body trickled a byte every 0.3 s is cut at the deadline: the client sees no clean end, the outcome is truncated', async () => {
+    up.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write('x')), 300);
+      res.on('close', () => clearInterval(t));
+    };
+    const t0 = Date.now();
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES, { timeoutMs: 15_000 });
+    expect(r.status).toBe(200);
+    expect(r.complete).toBe(false);
+    expect(Date.now() - t0).toBeLessThan(5500);
+    const m = await metricsText(p.adminPort);
+    expect(metricValue(m, 'breakwater_requests_total', { upstream: 'twilio', status: '200', outcome: 'truncated' })).toBe(1);
+    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.aborted === 'BW_EXCHANGE_TIMEOUT'), 2000)).toBe(true);
+  });
+
+  it('chunked: a cut body never gets the terminating chunk', async () => {
+    up.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }); // chunked
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write('y')), 300);
+      res.on('close', () => clearInterval(t));
+    };
+    const t0 = Date.now();
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES, { timeoutMs: 15_000 });
+    expect(r.status).toBe(200);
+    expect(r.complete).toBe(false);
+    expect(r.error).not.toBe('client-timeout'); // the proxy broke it, not our own give-up
+    expect(Date.now() - t0).toBeLessThan(5500);
+  });
+});
