@@ -5,6 +5,7 @@
 // ignored is a limit that silently does not apply.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { patternProblem } from '../routing/route-table.js';
 
 const seconds = (d: string) => z.number().positive().describe(d);
 const count = (d: string) => z.number().int().min(1).describe(d);
@@ -14,7 +15,9 @@ const routePattern = z
   .string()
   .regex(/^(?:(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|\*) )?\/\S*$/, 'must look like "POST /2010-04-01/Accounts/*/Messages.json"')
   // Anywhere else `**` would silently mean "one segment of two or more characters".
-  .refine((p) => !/\*\*(?!$)|[^/]\*\*$/.test(p), '`**` matches the rest of the path: it must be the whole last segment');
+  .refine((p) => !/\*\*(?!$)|[^/]\*\*$/.test(p), '`**` matches the rest of the path: it must be the whole last segment')
+  // Adjacent globs have no literal to split them: matching them would need backtracking.
+  .refine((p) => patternProblem(p) === undefined, 'two globs side by side in a segment (`{a}{b}`, `*{a}`) need a literal between them');
 
 /** An address or a CIDR, as node's BlockList takes them: checked here so `validate` catches a typo, not `start`. */
 const cidr = z.string().refine((s) => {
