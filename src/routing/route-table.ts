@@ -56,7 +56,8 @@ export function patternProblem(pattern: string): string | undefined {
   const { segments } = parsePattern(pattern);
   for (let i = 0; i < segments.length; i++) {
     const seg = segments[i]!;
-    if (seg === '**' && i === segments.length - 1) continue;
+    // `**` is the rest of the path; anywhere else the schema refuses it on its own.
+    if (seg.includes('**')) continue;
     const g = segmentGlob(seg);
     if (g && g.pieces.slice(1, -1).some((piece) => piece === '')) return `segment "${seg}" has two globs side by side: put a literal between them`;
   }

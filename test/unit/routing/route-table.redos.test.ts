@@ -50,7 +50,7 @@ describe('route globs do not backtrack', () => {
   });
 
   it('globs side by side are refused at load, by the schema and by the table', () => {
-    for (const bad of ['GET /x/{a}{b}', '/x/**y', '/x/*{a}.json', '/x/a**b/c']) {
+    for (const bad of ['GET /x/{a}{b}', '/x/*{a}.json', '/x/{a}*', '/x/a-{b}{c}-d/**']) {
       expect(routeSchema.safeParse({ name: 'r', match: bad }).success, bad).toBe(false);
     }
     expect(patternProblem('/x/{a}{b}')).toMatch(/side by side/);
