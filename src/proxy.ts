@@ -11,7 +11,7 @@ import type { UpstreamRuntime } from './pipeline/upstream.js';
 import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
 import { sendBuffered, sendError } from './http/respond.js';
-import { oneByte } from './http/headers.js';
+import { oneByte, requestProblem } from './http/headers.js';
 
 export interface Proxy {
   readonly policy: Policy;
@@ -120,6 +120,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   /** Picks the upstream from the Host (allow-listed patterns) or the path prefix. */
   function route(ex: Exchange): ProxyError | undefined {
     const url = ex.req.url!;
+    const problem = requestProblem(ex.req, policy.server.maxHeaders);
+    if (problem !== undefined) return problem;
     if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
     // Every dot-segment or encoded slash needs a "/.", a "%" or a "\\": most paths have none.
     const path = ex.path;

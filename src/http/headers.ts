@@ -1,6 +1,27 @@
 // Header handling precomputed at module load: hop-by-hop names, headers that only Breakwater
 // reads, and the two lists built per request (to the upstream, to the client).
+import type { IncomingMessage } from 'node:http';
 import type { Exchange } from '../pipeline/exchange.js';
+import { proxyError, type ProxyError } from '../errors.js';
+
+/**
+ * The methods the Twilio and Vapi APIs use. TRACE would echo the request, injected credentials
+ * included (RFC 9110 §9.3.8), and CONNECT is refused on the wire.
+ */
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/** Request-level refusals that come before routing: method, header count, framing. */
+export function requestProblem(req: IncomingMessage, maxHeaders: number): ProxyError | undefined {
+  if (!METHODS.has(req.method ?? '')) return proxyError('method_not_allowed', { message: `${req.method} is not supported; use one of ${[...METHODS].join(', ')}.` });
+  // The server keeps one line more than the limit (server.ts), so "more" is visible here.
+  if (req.rawHeaders.length > maxHeaders * 2) return proxyError('headers_too_large', { message: `More than ${maxHeaders} header lines.` });
+  const te = req.headers['transfer-encoding'];
+  // RFC 9112 §6.1 would answer 501 to an unknown coding; the catalog's only 501 is stub_missing,
+  // so this is bad_request (400). Relaying a body still gzip- or compress-coded as if it were
+  // plain would hand the upstream different bytes from the ones the client meant.
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return proxyError('bad_request', { message: 'Transfer-Encoding other than chunked is not supported.' });
+  return undefined;
+}
 
 // RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still strip.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);

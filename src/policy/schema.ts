@@ -160,6 +160,7 @@ export const policySchema = z.strictObject({
       maxBodyBytes: count('Largest request body; bigger is 413.').default(10 * 1024 * 1024),
       bufferBodyBytes: z.number().int().min(0).default(65536).describe('Bodies up to this size are buffered (enables retry, idempotency hashing, body keys); larger stream through.'),
       maxHeaderBytes: count('Largest request head; bigger is 431.').default(16384),
+      maxHeaders: count('Most header lines in a request head; more is 431 (HAProxy tune.http.maxhdr). Node would otherwise drop the excess silently.').default(100),
       headersTimeout: seconds('Seconds a client may take to send its request head (slowloris).').default(10),
       requestTimeout: seconds('Seconds a client may take to send the whole request.').default(60),
       keepAliveTimeout: seconds('Idle client keep-alive.').default(5),

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, startProxy, type TestProxy } from '../support/proxy.js';
-import { connectRaw, fetchOnce, LOCAL, policyWithServer, waitFor } from './support.js';
+import { connectRaw, fetchOnce, LOCAL, policyWithServer, rawExchange, rawHeader, waitFor } from './support.js';
 
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json';
 const ENV = { RATE_LIMIT_PER_MINUTE: '1000000' };
@@ -146,5 +146,59 @@ describe('the upstream exchange has a total deadline (UPSTREAM_TIMEOUT 2 s, exch
     expect(r.complete).toBe(false);
     expect(r.error).not.toBe('client-timeout'); // the proxy broke it, not our own give-up
     expect(Date.now() - t0).toBeLessThan(5500);
+  });
+});
+
+describe('requests refused before routing', () => {
+  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    up = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url, TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000001', TWILIO_AUTH_TOKEN: 'secret-token' });
+  });
+  afterAll(async () => {
+    await p.close();
+    await up.close();
+    await vapi.close();
+  });
+
+  it.each(['TRACE', 'PROPFIND', 'LINK'])('%s is 405 method_not_allowed and never reaches the upstream (no credentials echoed)', async (method) => {
+    const before = up.started;
+    const r = await rawExchange(p.proxyPort, `${method} ${MESSAGES} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(405);
+    expect(rawHeader(r.text, 'x-breakwater-error')).toBe('method_not_allowed');
+    expect(r.text).not.toContain('Basic ');
+    expect(up.started).toBe(before);
+  });
+
+  it('a head of more than 100 lines is 431 headers_too_large, not cut to size (a late Authorization would vanish)', async () => {
+    const before = up.started;
+    const lines = Array.from({ length: 120 }, (_, i) => `X-H${i}: v\r\n`).join('');
+    const r = await rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\n${lines}Authorization: Basic QUM6eA==\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(431);
+    expect(rawHeader(r.text, 'x-breakwater-error')).toBe('headers_too_large');
+    expect(up.started).toBe(before);
+    // 99 lines are fine.
+    const ok = await rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\n${lines.split('\r\n').slice(0, 97).join('\r\n')}\r\nConnection: close\r\n\r\n`);
+    expect(ok.status).toBe(200);
+  });
+
+  it('a Transfer-Encoding other than chunked is 400 bad_request (no 501 code in the catalog), never relayed decoded', async () => {
+    const before = up.started;
+    const r = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nContent-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
+    expect(r.status).toBe(400);
+    expect(rawHeader(r.text, 'x-breakwater-error')).toBe('bad_request');
+    expect(up.started).toBe(before);
+  });
+
+  it('Expect: 100-continue with an oversized Content-Length gets 413 and never 100', async () => {
+    const before = up.started;
+    const r = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${64 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`, { untilResponse: true });
+    expect(r.statusLine).toMatch(/^HTTP\/1\.1 413 /);
+    expect(r.text).not.toContain('100 Continue');
+    expect(up.started).toBe(before);
+    // A small body still gets its 100 and is forwarded.
+    const ok = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`, { untilResponse: true });
+    expect(ok.statusLine).toMatch(/^HTTP\/1\.1 100 /);
   });
 });
