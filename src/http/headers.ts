@@ -84,6 +84,34 @@ export function upstreamRequestHeaders(ex: Exchange): string[] {
   return out;
 }
 
+/**
+ * Response headers an upstream may not set: Breakwater's own (an upstream's X-Breakwater-Error
+ * would pass its answer off as one of ours, to the SDKs and to alerting) and the idempotency
+ * replay mark.
+ */
+export function isOursOnly(name: string): boolean {
+  if (name.length < 13) return false;
+  const lower = name.toLowerCase();
+  return lower.startsWith('x-breakwater-') || lower === 'idempotent-replayed';
+}
+
+/**
+ * The lower-case names a `Connection` header in a raw [name, value, …] list makes hop-by-hop
+ * (RFC 9110 §7.6.1), or undefined when it names none beyond the usual keep-alive/close.
+ */
+export function connectionNamed(raw: Buffer[]): Set<string> | undefined {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!;
+    if (k.length !== 10 || k.toString('latin1').toLowerCase() !== 'connection') continue;
+    for (const t of raw[i + 1]!.toString('latin1').split(',')) {
+      const token = t.trim().toLowerCase();
+      if (token !== '' && token !== 'keep-alive' && token !== 'close') (named ??= new Set()).add(token);
+    }
+  }
+  return named;
+}
+
 /** The headers Breakwater adds to every response it relays: correlation, rate limit, retries. */
 export function responseHeaderPrelude(ex: Exchange): string[] {
   const out = ['x-request-id', ex.requestId];

@@ -4,7 +4,7 @@
 import type { Dispatcher } from 'undici';
 import { proxyError, type ProxyError } from '../errors.js';
 import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
-import { isHopByHop, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
+import { connectionNamed, isHopByHop, isOursOnly, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
 
 /** The largest upstream answer held back for a retry decision (5xx bodies are small). */
 const HOLD_LIMIT = 64 * 1024;
@@ -40,6 +40,10 @@ const PRECISE_BELOW_MS = 2000;
 
 class HeadersTimeout extends Error {
   readonly code = 'UND_ERR_HEADERS_TIMEOUT';
+}
+
+class BadStatus extends Error {
+  readonly code = 'BW_BAD_STATUS';
 }
 
 export const EXCHANGE_TIMEOUT = 'BW_EXCHANGE_TIMEOUT';
@@ -233,16 +237,26 @@ class Attempt implements Dispatcher.DispatchHandler {
       this.timer = undefined;
     }
     if (statusCode < 200) return true; // 1xx: undici delivers the final answer next
+    if (statusCode > 599) {
+      // Not a status HTTP defines a class for (RFC 9110 §15): the answer means nothing we can relay.
+      this.abort?.(new BadStatus(`upstream status ${statusCode}`));
+      return false;
+    }
+    const named = connectionNamed(rawHeaders);
     if (this.hold?.has(statusCode)) {
-      this.held = { headers: toObject(rawHeaders), chunks: [], bytes: 0 };
+      this.held = { headers: toObject(rawHeaders, named), chunks: [], bytes: 0 };
       return true;
     }
     this.resumeUpstream = resume;
     const out = responseHeaderPrelude(ex);
     const capture = ex.capture;
+    // 204 and 304 never have a body (RFC 9110 §15.3.5, §15.4.5), whatever Content-Length says.
+    const bodiless = statusCode === 204 || statusCode === 304;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const key = rawHeaders[i]!.toString('latin1');
-      if (isHopByHop(key) || key.length === 12 && key.toLowerCase() === 'x-request-id') continue;
+      // A 204 must not carry Content-Length (§8.6); a 304's describes the cached representation.
+      if (statusCode === 204 && key.length === 14 && key.toLowerCase() === 'content-length') continue;
+      if (isHopByHop(key) || isOursOnly(key) || key.length === 12 && key.toLowerCase() === 'x-request-id' || named?.has(key.toLowerCase())) continue;
       const value = rawHeaders[i + 1]!.toString('latin1');
       out.push(key, value);
       if (statusCode === 429 && key.length === 11 && key.toLowerCase() === 'retry-after') ex.upstreamRetryAfter = value;
@@ -251,13 +265,21 @@ class Attempt implements Dispatcher.DispatchHandler {
     ex.upstreamStatus = statusCode;
     if (capture) {
       capture.status = statusCode;
-      capture.headers = toObject(rawHeaders);
+      capture.headers = toObject(rawHeaders, named);
     }
     if (!this.clientLeft) this.res.writeHead(statusCode, out);
+    if (bodiless) {
+      // The answer is whole now. undici would go on to fault a 304 whose Content-Length it sees
+      // unmet (UND_ERR_RES_CONTENT_LENGTH_MISMATCH), which must not break the app's connection
+      // nor count against the upstream: what follows on this attempt is ignored.
+      if (!this.clientLeft) this.res.end();
+      this.finish({ kind: 'sent', status: statusCode, outcome: 'forwarded' });
+    }
     return true;
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.done) return true;
     const held = this.held;
     if (held) {
       if (held.bytes + chunk.length > HOLD_LIMIT) return true; // keep the head of a huge error body
@@ -298,6 +320,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    if (this.done) return;
     const held = this.held;
     if (held) {
       this.finish({ kind: 'held', status: this.status, headers: held.headers, body: Buffer.concat(held.chunks, held.bytes) } satisfies Held);
@@ -320,6 +343,8 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    // Already answered (a bodiless 204/304): a later fault of this exchange changes nothing.
+    if (this.done) return;
     // After the app left, a failure while reading on is the upstream's own (a reset, a timeout):
     // the breaker should count it; one the proxy caused by stopping the attempt is not.
     const byUs = this.clientLeft && !this.readingOn;
@@ -348,11 +373,11 @@ interface Bounds {
   readonly deadlineMs: number;
 }
 
-function toObject(raw: Buffer[]): Record<string, string | string[]> {
+function toObject(raw: Buffer[], named: Set<string> | undefined): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (let i = 0; i < raw.length; i += 2) {
     const key = raw[i]!.toString('latin1').toLowerCase();
-    if (isHopByHop(key)) continue;
+    if (isHopByHop(key) || isOursOnly(key) || named?.has(key)) continue;
     const value = raw[i + 1]!.toString('latin1');
     const prev = out[key];
     out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];

@@ -1,7 +1,7 @@
 // The second hardening pass (issue 19): hostile clients and misbehaving upstreams that used to
 // hold resources for ever or slip past a limit. Raw sockets where Node's client would not
 // misbehave the way an attacker does.
-import type { Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, startProxy, type TestProxy } from '../support/proxy.js';
@@ -200,5 +200,87 @@ describe('requests refused before routing', () => {
     // A small body still gets its 100 and is forwarded.
     const ok = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`, { untilResponse: true });
     expect(ok.statusLine).toMatch(/^HTTP\/1\.1 100 /);
+  });
+});
+
+/** An upstream that answers every request with `script(request head)` written raw, then keeps or closes the socket. */
+async function rawUpstream(script: { answer: (head: string) => string }): Promise<{ url: string; close(): Promise<void> }> {
+  const socks = new Set<Socket>();
+  const server = net.createServer((s) => {
+    socks.add(s);
+    s.on('error', () => {});
+    s.on('close', () => socks.delete(s));
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.slice(0, end);
+      const cl = /content-length: *(\d+)/i.exec(head);
+      if (cl && buf.length < end + 4 + Number(cl[1])) return;
+      buf = '';
+      s.write(script.answer(head));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, LOCAL, r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://${LOCAL}:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of socks) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('upstream answers handled per RFC 9110/9112', () => {
+  let answer = (_head: string) => '';
+  let up: Awaited<ReturnType<typeof rawUpstream>>, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    up = await rawUpstream({ answer: (h) => answer(h) });
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url, UPSTREAM_TIMEOUT: '3' });
+  });
+  afterAll(async () => {
+    await p.close();
+    await up.close();
+    await vapi.close();
+  });
+  const failures = async () => metricValue(await metricsText(p.adminPort), 'circuit_breaker_failures_total', { service: 'twilio' }) ?? 0;
+
+  it('upstream-set X-Breakwater-Error, Idempotent-Replayed and headers named in its Connection are not relayed', async () => {
+    answer = () => 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Breakwater-Error: circuit_open\r\nIdempotent-Replayed: true\r\nX-Breakwater-Retries: 9\r\nConnection: keep-alive, X-Secret-Hop\r\nX-Secret-Hop: internal\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\n{}';
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
+    expect(r.status).toBe(200);
+    expect(r.headers['x-kept']).toBe('yes');
+    expect(r.headers['x-breakwater-error']).toBeUndefined();
+    expect(r.headers['idempotent-replayed']).toBeUndefined();
+    expect(r.headers['x-breakwater-retries']).toBeUndefined();
+    expect(r.headers['x-secret-hop']).toBeUndefined();
+  });
+
+  it('a 304 and a 204 with Content-Length, and a HEAD answer with Content-Length, are relayed whole on a working connection; no breaker failure', async () => {
+    const before = await failures();
+    answer = (h) =>
+      h.startsWith('HEAD') ? 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n' : /if-none-match/i.test(h) ? 'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\nContent-Length: 1234\r\n\r\n' : 'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n';
+    const a = await fetchOnce(p.proxyPort, 'GET', MESSAGES, { headers: { 'if-none-match': '"a"' } });
+    expect(a.status, JSON.stringify(a) + JSON.stringify(p.logLines().slice(-3))).toBe(304);
+    expect(a.error).toBeUndefined();
+    const b = await fetchOnce(p.proxyPort, 'DELETE', MESSAGES);
+    expect(b.status).toBe(204);
+    expect(b.error).toBeUndefined();
+    const c = await fetchOnce(p.proxyPort, 'HEAD', MESSAGES);
+    expect(c.status).toBe(200);
+    expect(c.error).toBeUndefined();
+    expect(c.headers['content-length']).toBe('1234');
+    expect(await failures()).toBe(before);
+  });
+
+  it('a status outside 100-599 is not relayed: 502 upstream_unavailable', async () => {
+    answer = () => 'HTTP/1.1 700 Weird\r\nContent-Length: 0\r\n\r\n';
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
+    expect(r.status).toBe(502);
+    expect(r.headers['x-breakwater-error']).toBe('upstream_unavailable');
   });
 });
