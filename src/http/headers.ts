@@ -67,6 +67,10 @@ export function upstreamRequestHeaders(ex: Exchange): string[] {
     if (lower === 'connection') connectionTokens = raw[i + 1];
     if (lower === 'x-forwarded-for') xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1]}`;
     if (HOP_BY_HOP.has(lower) || DROP_REQUEST.has(lower) || drop.has(lower)) continue;
+    // `X_Forwarded_For` is `X-Forwarded-For` to servers that map both to one CGI variable, so a
+    // name with `_` could pass a header this list drops: never relayed (nginx's
+    // underscores_in_headers off).
+    if (name.includes('_')) continue;
     out.push(name, raw[i + 1]!);
   }
   if (connectionTokens) {

@@ -68,6 +68,7 @@ describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 
 
   it('releases the bulkhead slot, the upstream connection and the client connection within the send timeout', async () => {
     const stalled: Socket[] = [];
+    const started = up.started;
     for (let i = 0; i < 2; i++) {
       const s = await connectRaw(p.proxyPort);
       s.on('error', () => {});
@@ -75,7 +76,9 @@ describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 
       s.pause(); // reads nothing: the answer backs up into the proxy
       stalled.push(s);
     }
-    expect(await waitFor(async () => (await active()) === 2, 3000)).toBe(true);
+    // Both answers started (on a loaded machine the first may already be cut before the second
+    // fills its slot, so the slots are not required to be seen full at once).
+    expect(await waitFor(() => up.started >= started + 2, 5000)).toBe(true);
     const t0 = Date.now();
     // Both slots come back within sendTimeout plus a sweep and scheduling slack.
     expect(await waitFor(async () => (await active()) === 0, 6000, 50)).toBe(true);
@@ -282,5 +285,27 @@ describe('upstream answers handled per RFC 9110/9112', () => {
     const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
     expect(r.status).toBe(502);
     expect(r.headers['x-breakwater-error']).toBe('upstream_unavailable');
+  });
+});
+
+describe('request header names with underscores', () => {
+  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    up = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url });
+  });
+  afterAll(async () => {
+    await p.close();
+    await up.close();
+    await vapi.close();
+  });
+
+  it('are not relayed (X_Forwarded_For, X_Original_URL would alias dropped headers behind CGI-style servers)', async () => {
+    const r = await rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nX_Original_URL: /admin\r\nX-Kept: yes\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(200);
+    const seen = up.seen.at(-1)!;
+    expect(seen.headers['x-kept']).toBe('yes');
+    expect(Object.keys(seen.headers).filter((k) => k.includes('_'))).toEqual([]);
   });
 });
