@@ -144,7 +144,7 @@ export class RouteTable<T> {
   /** `path` is the path without query, starting with `/`. */
   match(method: string, path: string): RouteMatch<T> | undefined {
     if (this.size === 0) return undefined;
-    return walk(this.root, method, path, 1, undefined);
+    return walk(this.root, method, normalisePath(path), 1, undefined);
   }
 }
 
@@ -192,6 +192,24 @@ function walk<T>(node: TrieNode<T>, method: string, path: string, from: number, 
   }
   const rest = fromLeaf(node.rest, method);
   return rest === undefined ? undefined : { value: rest, params: params ?? NO_PARAMS };
+}
+
+const UNRESERVED_ESCAPE = /%(?:[46][1-9A-Fa-f]|[57][0-9Aa]|3[0-9]|2[Dd]|2[Ee]|5[Ff]|7[Ee])/g;
+
+/**
+ * The spelling route patterns are matched against: escapes of unreserved characters decoded
+ * (RFC 3986 §6.2.2.2: `%4D` is `M`), empty segments (`//`) and a trailing `/` dropped. Otherwise
+ * `/Accounts/AC1/%4Dessages.json` or `/Accounts//AC1/Messages.json/` would reach the upstream,
+ * which reads them as the same resource, past a route-scoped limit such as the per-recipient
+ * cap. What is forwarded is unchanged; only matching sees this form. Most paths need none of it.
+ */
+export function normalisePath(path: string): string {
+  const last = path.length - 1;
+  if (!path.includes('%') && !path.includes('//') && (last === 0 || path.charCodeAt(last) !== 47)) return path;
+  let p = path.replace(UNRESERVED_ESCAPE, (e) => String.fromCharCode(parseInt(e.slice(1), 16)));
+  p = p.replace(/\/{2,}/g, '/');
+  if (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
+  return p;
 }
 
 function decodeSafe(s: string): string {

@@ -309,3 +309,25 @@ describe('request header names with underscores', () => {
     expect(Object.keys(seen.headers).filter((k) => k.includes('_'))).toEqual([]);
   });
 });
+
+describe('respelled paths meet the same route (and so its limits)', () => {
+  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  beforeAll(async () => {
+    up = await fakeUpstream('twilio');
+    vapi = await fakeUpstream('vapi');
+    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url });
+  });
+  afterAll(async () => {
+    await p.close();
+    await up.close();
+    await vapi.close();
+  });
+
+  it.each(['/twilio/2010-04-01/Accounts/AC1/%4Dessages.json', '/twilio/2010-04-01/Accounts/AC1/Messages.json/', '/twilio/2010-04-01//Accounts/AC1/Messages.json'])('%s is route messages.create', async (path) => {
+    const r = await fetchOnce(p.proxyPort, 'POST', path, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'To=%2B15550001111&Body=x' });
+    expect(r.status).toBe(200);
+    const id = r.headers['x-request-id'];
+    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.reqId === id), 2000)).toBe(true);
+    expect(p.logLines().find((l) => l.msg === 'request' && l.reqId === id)?.route).toBe('messages.create');
+  });
+});
