@@ -177,6 +177,8 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   /** performance.now() since when the answer waits on the client's back-pressure, 0 when flowing. */
   private pausedSince = 0;
+  /** performance.now() of the first 1xx, 0 before one. */
+  private interimAt = 0;
   /** The client was cut off for not reading (send timeout). */
   private sendTimedOut = false;
 
@@ -188,8 +190,10 @@ class Attempt implements Dispatcher.DispatchHandler {
       this.abort?.(new ExchangeTimeout('upstream exchange deadline'));
       return;
     }
-    // undici re-arms its headers timer on every 1xx: the wait for the final answer is bounded here.
-    if (this.status < 200 && elapsed > this.bounds.headersMs) {
+    // undici re-arms its headers timer on every 1xx: once one came, the final head must follow
+    // within the headers timeout. (Before any, undici's own timer holds, paused while a slow
+    // request body is still being written.)
+    if (this.interimAt > 0 && this.status < 200 && now - this.interimAt > this.bounds.headersMs) {
       this.abort?.(new HeadersTimeout('upstream headers timeout'));
       return;
     }
@@ -236,7 +240,11 @@ class Attempt implements Dispatcher.DispatchHandler {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (statusCode < 200) return true; // 1xx: undici delivers the final answer next
+    if (statusCode < 200) {
+      // 1xx: undici delivers the final answer next.
+      if (this.interimAt === 0) this.interimAt = performance.now();
+      return true;
+    }
     if (statusCode > 599) {
       // Not a status HTTP defines a class for (RFC 9110 §15): the answer means nothing we can relay.
       this.abort?.(new BadStatus(`upstream status ${statusCode}`));
