@@ -194,6 +194,8 @@ function walk<T>(node: TrieNode<T>, method: string, path: string, from: number, 
   return rest === undefined ? undefined : { value: rest, params: params ?? NO_PARAMS };
 }
 
+const decodeEscape = (e: string): string => String.fromCharCode(parseInt(e.slice(1), 16));
+const MALFORMED_ESCAPE = /%(?![0-9A-Fa-f]{2})/;
 const UNRESERVED_ESCAPE = /%(?:[46][1-9A-Fa-f]|[57][0-9Aa]|3[0-9]|2[Dd]|2[Ee]|5[Ff]|7[Ee])/g;
 
 /**
@@ -206,7 +208,9 @@ const UNRESERVED_ESCAPE = /%(?:[46][1-9A-Fa-f]|[57][0-9Aa]|3[0-9]|2[Dd]|2[Ee]|5[
 export function normalisePath(path: string): string {
   const last = path.length - 1;
   if (!path.includes('%') && !path.includes('//') && (last === 0 || path.charCodeAt(last) !== 47)) return path;
-  let p = path.replace(UNRESERVED_ESCAPE, (e) => String.fromCharCode(parseInt(e.slice(1), 16)));
+  // A segment with a malformed escape is left spelled as it is: decoding around it would change
+  // what its param decodes to (a lone `%` next to `%30` would become an escape of its own).
+  let p = path.includes('%') ? path.split('/').map((seg) => (seg.includes('%') && !MALFORMED_ESCAPE.test(seg) ? seg.replace(UNRESERVED_ESCAPE, decodeEscape) : seg)).join('/') : path;
   p = p.replace(/\/{2,}/g, '/');
   if (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
   return p;

@@ -31,3 +31,9 @@ describe('route matching sees one spelling of a path', () => {
     expect(normalisePath('/')).toBe('/');
   });
 });
+
+describe('malformed escapes', () => {
+  it('leave their own segment as spelled, and the others are still normalised', () => {
+    expect(normalisePath('/a/%%30/%4Dx')).toBe('/a/%%30/Mx');
+  });
+});
