@@ -11,7 +11,7 @@ import type { UpstreamRuntime } from './pipeline/upstream.js';
 import { buildUpstream, type StackDeps } from './pipeline/stack.js';
 import { requestId } from './stages/correlation.js';
 import { sendBuffered, sendError } from './http/respond.js';
-import { oneByte } from './http/headers.js';
+import { oneByte, requestProblem } from './http/headers.js';
 import { classifyUpstreamError, CodeBound } from './upstream-errors.js';
 import { tracing } from './tracing.js';
 
@@ -127,6 +127,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   /** Chooses the upstream (or refuses the request): the only writer of ex.upstream, host, origin and paths. */
   function route(ex: Exchange): ProxyError | UpstreamRuntime {
     const url = ex.req.url!;
+    const problem = requestProblem(ex.req, policy.server.maxHeaders);
+    if (problem !== undefined) return problem;
     if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
     // Every dot-segment or encoded slash needs a "/.", a "%" or a "\\": most paths have none.
     const path = ex.path;
@@ -231,7 +233,8 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     }
     switch (reply.kind) {
       case 'sent':
-        return { status: reply.status, outcome: reply.outcome };
+        // A body the upstream cut (a reset, the exchange deadline) must not pass as forwarded.
+        return { status: reply.status, outcome: reply.broken === 'upstream' ? 'truncated' : reply.outcome };
       case 'held':
         sendBuffered(ex, reply.status, reply.headers, reply.body);
         return { status: reply.status, outcome: 'forwarded' };

@@ -140,6 +140,18 @@ export async function start(opts: StartOptions): Promise<Running> {
     onRequest,
   );
   server.maxConnections = policy.server.maxConnections;
+  // One line more than the limit is kept, so a head over it is seen and refused (431) rather than
+  // cut to size: Node drops lines past its limit silently, and a late Content-Length or
+  // Authorization would vanish.
+  server.maxHeadersCount = policy.server.maxHeaders + 1;
+  // Node answers `Expect: 100-continue` with 100 by itself before the request is seen, inviting a
+  // body the proxy is about to refuse: a declared oversize gets its 413 without the 100 (the
+  // request-body stage answers it), as nginx does.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const declared = Number(req.headers['content-length']);
+    if (!(declared > policy.server.maxBodyBytes)) res.writeContinue();
+    onRequest(req, res);
+  });
   server.on('connection', (s: Socket) => {
     sockets.add(s);
     metrics.clientConnections.inc();
@@ -158,6 +170,14 @@ export async function start(opts: StartOptions): Promise<Running> {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
+      return;
+    }
+    // The parser can fail after it handed us a request whose answer is already written (a framing
+    // error found past the head, e.g. an unknown transfer coding): a second, raw answer would
+    // read as the answer to a request the client never sent. Close after the first one instead.
+    const current = (socket as TrackedSocket)[kConn]?.current;
+    if (current !== undefined && current.headersSent) {
+      lingerThenDestroy(socket);
       return;
     }
     if (err.code === 'HPE_HEADER_OVERFLOW') refuseRaw(socket, 'headers_too_large');
@@ -201,7 +221,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       // Listeners, the shared store and the per-client table size are set up once, at start (as
       // nginx keeps its listen sockets): say so rather than let an edit look applied.
       const atStart = {
-        server: ['host', 'port', 'adminHost', 'adminPort', 'maxHeaderBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'watch'],
+        server: ['host', 'port', 'adminHost', 'adminPort', 'maxHeaderBytes', 'maxHeaders', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'watch'],
         clientId: ['maxClients', 'idleTimeout'],
         store: Object.keys(next.store),
       } as const;
@@ -297,10 +317,28 @@ function refuseRaw(socket: Socket, code: ErrorCode, message?: string): void {
   const err = proxyError(code, message === undefined ? {} : { message });
   const status = err.status;
   const body = errorBody(err, undefined, '-');
-  socket.end(
+  lingerThenDestroy(
+    socket,
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-breakwater-error: ${code}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
+
+/** Ends the connection (after `last`, if given) and destroys it soon, read or not. */
+function lingerThenDestroy(socket: Socket, last?: string): void {
+  if (last === undefined) socket.end();
+  else socket.end(last);
+  // Node's server sockets are half-open: end() only sends our FIN, and a client that never reads
+  // (so never sees it) nor closes keeps the connection, and its maxConnections slot, for ever.
+  // Linger briefly so a reading client gets the answer before a reset could eat it (nginx's
+  // lingering_close), then destroy. Bytes it still sends are read and dropped meanwhile.
+  socket.resume();
+  const linger = setTimeout(() => socket.destroy(), REFUSE_LINGER_MS);
+  linger.unref();
+  socket.once('close', () => clearTimeout(linger));
+}
+
+/** How long a refused connection may stay open after its answer was written. */
+const REFUSE_LINGER_MS = 1000;
 
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {

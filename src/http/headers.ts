@@ -1,6 +1,27 @@
 // Header handling precomputed at module load: hop-by-hop names, headers that only Breakwater
 // reads, and the two lists built per request (to the upstream, to the client).
+import type { IncomingMessage } from 'node:http';
 import type { Exchange } from '../pipeline/exchange.js';
+import { proxyError, type ProxyError } from '../errors.js';
+
+/**
+ * The methods the Twilio and Vapi APIs use. TRACE would echo the request, injected credentials
+ * included (RFC 9110 §9.3.8), and CONNECT is refused on the wire.
+ */
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/** Request-level refusals that come before routing: method, header count, framing. */
+export function requestProblem(req: IncomingMessage, maxHeaders: number): ProxyError | undefined {
+  if (!METHODS.has(req.method ?? '')) return proxyError('method_not_allowed', { message: `${req.method} is not supported; use one of ${[...METHODS].join(', ')}.` });
+  // The server keeps one line more than the limit (server.ts), so "more" is visible here.
+  if (req.rawHeaders.length > maxHeaders * 2) return proxyError('headers_too_large', { message: `More than ${maxHeaders} header lines.` });
+  const te = req.headers['transfer-encoding'];
+  // RFC 9112 §6.1 would answer 501 to an unknown coding; the catalog's only 501 is stub_missing,
+  // so this is bad_request (400). Relaying a body still gzip- or compress-coded as if it were
+  // plain would hand the upstream different bytes from the ones the client meant.
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return proxyError('bad_request', { message: 'Transfer-Encoding other than chunked is not supported.' });
+  return undefined;
+}
 
 // RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still strip.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -46,6 +67,10 @@ export function upstreamRequestHeaders(ex: Exchange): string[] {
     if (lower === 'connection') connectionTokens = raw[i + 1];
     if (lower === 'x-forwarded-for') xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1]}`;
     if (HOP_BY_HOP.has(lower) || DROP_REQUEST.has(lower) || drop.has(lower)) continue;
+    // `X_Forwarded_For` is `X-Forwarded-For` to servers that map both to one CGI variable, so a
+    // name with `_` could pass a header this list drops: never relayed (nginx's
+    // underscores_in_headers off).
+    if (name.includes('_')) continue;
     out.push(name, raw[i + 1]!);
   }
   if (connectionTokens) {
@@ -61,6 +86,34 @@ export function upstreamRequestHeaders(ex: Exchange): string[] {
   else if (ex.bodyStream !== undefined && ex.req.headers['content-length'] !== undefined) out.push('content-length', ex.req.headers['content-length']);
   ex.outHeaders = out;
   return out;
+}
+
+/**
+ * Response headers an upstream may not set: Breakwater's own (an upstream's X-Breakwater-Error
+ * would pass its answer off as one of ours, to the SDKs and to alerting) and the idempotency
+ * replay mark.
+ */
+export function isOursOnly(name: string): boolean {
+  if (name.length < 13) return false;
+  const lower = name.toLowerCase();
+  return lower.startsWith('x-breakwater-') || lower === 'idempotent-replayed';
+}
+
+/**
+ * The lower-case names a `Connection` header in a raw [name, value, …] list makes hop-by-hop
+ * (RFC 9110 §7.6.1), or undefined when it names none beyond the usual keep-alive/close.
+ */
+export function connectionNamed(raw: Buffer[]): Set<string> | undefined {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!;
+    if (k.length !== 10 || k.toString('latin1').toLowerCase() !== 'connection') continue;
+    for (const t of raw[i + 1]!.toString('latin1').split(',')) {
+      const token = t.trim().toLowerCase();
+      if (token !== '' && token !== 'keep-alive' && token !== 'close') (named ??= new Set()).add(token);
+    }
+  }
+  return named;
 }
 
 /** The headers Breakwater adds to every response it relays: correlation, rate limit, retries. */

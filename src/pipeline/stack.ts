@@ -236,7 +236,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       : bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];
 
-  const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout * 1000);
+  const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout * 1000, { sendTimeoutMs: u.sendTimeout * 1000, deadlineMs: u.exchangeTimeout * 1000 });
   return {
     name,
     policy: u,

@@ -12,7 +12,10 @@ export function maskUrl(url: string): string {
   // ioredis (WHATWG URL) reads `redis://u:p@ss@host` as password `p@ss`.
   return url.replace(/\/\/([^/?#]*)@/, (whole, info: string) => {
     const colon = info.indexOf(':');
-    return colon < 0 ? whole : `//${info.slice(0, colon)}:***@`;
+    // User-info without a colon is as often a token (`https://<token>@host`, `redis://<password>@host`)
+    // as a user name: mask all of it.
+    if (colon < 0) return info === '' ? whole : '//***@';
+    return `//${info.slice(0, colon)}:***@`;
   });
 }
 

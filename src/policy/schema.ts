@@ -5,6 +5,7 @@
 // ignored is a limit that silently does not apply.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { patternProblem } from '../routing/route-table.js';
 
 const seconds = (d: string) => z.number().positive().describe(d);
 const count = (d: string) => z.number().int().min(1).describe(d);
@@ -14,7 +15,9 @@ const routePattern = z
   .string()
   .regex(/^(?:(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|\*) )?\/\S*$/, 'must look like "POST /2010-04-01/Accounts/*/Messages.json"')
   // Anywhere else `**` would silently mean "one segment of two or more characters".
-  .refine((p) => !/\*\*(?!$)|[^/]\*\*$/.test(p), '`**` matches the rest of the path: it must be the whole last segment');
+  .refine((p) => !/\*\*(?!$)|[^/]\*\*$/.test(p), '`**` matches the rest of the path: it must be the whole last segment')
+  // Adjacent globs have no literal to split them: matching them would need backtracking.
+  .refine((p) => patternProblem(p) === undefined, 'two globs side by side in a segment (`{a}{b}`, `*{a}`) need a literal between them');
 
 /** An address or a CIDR, as node's BlockList takes them: checked here so `validate` catches a typo, not `start`. */
 const cidr = z.string().refine((s) => {
@@ -163,6 +166,8 @@ export const upstreamSchema = z.strictObject({
   hostTarget: z.url({ protocol: /^https?$/ }).nullable().default(null).describe('Send host-routed requests to this origin instead of https://<host>, keeping the Host header (an egress proxy, or tests).'),
   timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').default(15),
   connectTimeout: seconds('Seconds to establish a connection.').default(5),
+  sendTimeout: seconds('Seconds an answer may wait on a client that stopped reading before the client and the upstream request are dropped (nginx send_timeout).').default(60),
+  exchangeTimeout: seconds('Seconds the whole upstream exchange may take, 1xx, headers and body (Envoy route timeout); a body cut by it is logged and counted as outcome truncated.').default(120),
   connections: count('Connection pool size.').default(128),
   stub: z.boolean().default(false).describe('Answer from `stubs`, never contact the upstream.'),
   routes: z.array(routeSchema).default([]).describe('Named route patterns: metric labels and per-route policy.'),
@@ -197,6 +202,7 @@ export const policySchema = z.strictObject({
       maxBodyBytes: count('Largest request body; bigger is 413.').default(10 * 1024 * 1024),
       bufferBodyBytes: z.number().int().min(0).default(65536).describe('Bodies up to this size are buffered (enables retry, idempotency hashing, body keys); larger stream through.'),
       maxHeaderBytes: count('Largest request head; bigger is 431.').default(16384),
+      maxHeaders: count('Most header lines in a request head; more is 431 (HAProxy tune.http.maxhdr). Node would otherwise drop the excess silently.').default(100),
       headersTimeout: seconds('Seconds a client may take to send its request head (slowloris).').default(10),
       requestTimeout: seconds('Seconds a client may take to send the whole request.').default(60),
       keepAliveTimeout: seconds('Idle client keep-alive.').default(5),

@@ -48,7 +48,9 @@ export function clientIdentity(header: string, trusted: BlockList | undefined): 
     const xff = h['x-forwarded-for'];
     ex.clientIp = resolveClientIp(ex.req.socket.remoteAddress ?? '', Array.isArray(xff) ? xff.join(',') : xff, trusted);
     const id = h[name];
-    ex.clientKey = typeof id === 'string' && VALID_ID.test(id) ? id : ex.clientIp;
+    // Ids and peer addresses share one key space: an id spelled as an address is moved out of the
+    // addresses' part of it, or a client could spend another's IP budget by sending its address.
+    ex.clientKey = typeof id === 'string' && VALID_ID.test(id) ? (isIP(id) === 0 && !id.startsWith('::ffff:') ? id : `id:${id}`) : ex.clientIp;
     return next(ex);
   };
 }

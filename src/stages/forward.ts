@@ -6,7 +6,7 @@ import { tracing, type ClientSpan } from '../tracing.js';
 import type { Dispatcher } from 'undici';
 import { proxyError, type ProxyError } from '../errors.js';
 import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
-import { isHopByHop, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
+import { connectionNamed, isHopByHop, isOursOnly, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
 
 /** The largest upstream answer held back for a retry decision (5xx bodies are small). */
 const HOLD_LIMIT = 64 * 1024;
@@ -26,7 +26,7 @@ export function classify(err: Error & { code?: string }): Failed | ProxyError {
   if (CONNECT_CODES.has(code)) {
     return { kind: 'failed', cause: 'connect', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: code }) };
   }
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === EXCHANGE_TIMEOUT) {
     return { kind: 'failed', cause: 'timeout', mayHaveReachedUpstream: true, error: proxyError('upstream_timeout', { detail: code }) };
   }
   return { kind: 'failed', cause: 'reset', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: code || err.message }) };
@@ -44,8 +44,60 @@ class HeadersTimeout extends Error {
   readonly code = 'UND_ERR_HEADERS_TIMEOUT';
 }
 
-export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY): (ex: Exchange) => Promise<Reply> {
+class BadStatus extends Error {
+  readonly code = 'BW_BAD_STATUS';
+}
+
+export const EXCHANGE_TIMEOUT = 'BW_EXCHANGE_TIMEOUT';
+class ExchangeTimeout extends Error {
+  readonly code = EXCHANGE_TIMEOUT;
+}
+/** What the access line's `aborted` says when a client stopped reading for longer than sendTimeout. */
+export const SEND_TIMEOUT = 'send_timeout';
+
+export interface ForwardLimits {
+  /**
+   * ms a paused answer may wait for the client to take more bytes (nginx send_timeout): undici's
+   * body timeout does not run while the attempt is paused on back-pressure.
+   */
+  sendTimeoutMs?: number;
+  /**
+   * ms the whole exchange may take, 1xx, headers and body (Envoy's route timeout): undici's timers
+   * are re-armed by each 1xx and each body chunk, so a trickling upstream is otherwise unbounded.
+   */
+  deadlineMs?: number;
+}
+
+/**
+ * One coarse sweep for the deadlines that undici does not keep (total exchange, send timeout,
+ * headers across 1xx): a timer per request would be the hot path's dearest allocation, and these
+ * limits are seconds long, so a 100 ms tick is precise enough.
+ */
+const SWEEP_MS = 100;
+const live = new Set<Attempt>();
+let sweeper: NodeJS.Timeout | undefined;
+function track(a: Attempt): void {
+  live.add(a);
+  if (sweeper === undefined) {
+    sweeper = setInterval(sweep, SWEEP_MS);
+    sweeper.unref();
+  }
+}
+function untrack(a: Attempt): void {
+  live.delete(a);
+  if (live.size === 0 && sweeper !== undefined) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
+}
+function sweep(): void {
+  const now = performance.now();
+  for (const a of live) a.check(now);
+}
+
+export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY, limits: ForwardLimits = {}): (ex: Exchange) => Promise<Reply> {
   const precise = timeoutMs < PRECISE_BELOW_MS ? timeoutMs : 0;
+  const bounds: Bounds = { headersMs: timeoutMs, sendMs: limits.sendTimeoutMs ?? Number.POSITIVE_INFINITY, deadlineMs: limits.deadlineMs ?? Number.POSITIVE_INFINITY };
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
     // The app hung up while the request waited in an earlier stage (its pacing turn, a Redis
     // round trip, a retry's backoff). Nobody is left to read the answer and the app will retry,
@@ -53,7 +105,7 @@ export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Nu
     // already happened, so an attempt started now would never hear of it.
     if (clientGone(ex)) return Promise.resolve(goneBeforeSending(ex, 'forwarding'));
     return new Promise<Reply>((resolve) => {
-      const attempt = new Attempt(ex, resolve, precise);
+      const attempt = new Attempt(ex, resolve, precise, bounds);
       const span = tracing?.startClient(ex);
       attempt.span = span;
       try {
@@ -124,16 +176,51 @@ class Attempt implements Dispatcher.DispatchHandler {
     private readonly resolve: (reply: Reply) => void,
     /** ms of a precise headers timeout, 0 for none. */
     private readonly precise: number,
+    private readonly bounds: Bounds,
   ) {
     this.res = ex.res;
     this.hold = ex.holdStatuses;
     this.res.on('close', this.onClientClose);
+    if (Number.isFinite(bounds.headersMs) || Number.isFinite(bounds.deadlineMs) || Number.isFinite(bounds.sendMs)) track(this);
+  }
+
+  /** performance.now() since when the answer waits on the client's back-pressure, 0 when flowing. */
+  private pausedSince = 0;
+  /** performance.now() of the first 1xx, 0 before one. */
+  private interimAt = 0;
+  /** The client was cut off for not reading (send timeout). */
+  private sendTimedOut = false;
+
+  /** Called by the sweep: enforces the deadlines undici does not. */
+  check(now: number): void {
+    if (this.done) return;
+    const elapsed = now - this.began;
+    if (elapsed > this.bounds.deadlineMs) {
+      this.abort?.(new ExchangeTimeout('upstream exchange deadline'));
+      return;
+    }
+    // undici re-arms its headers timer on every 1xx: once one came, the final head must follow
+    // within the headers timeout. (Before any, undici's own timer holds, paused while a slow
+    // request body is still being written.)
+    if (this.interimAt > 0 && this.status < 200 && now - this.interimAt > this.bounds.headersMs) {
+      this.abort?.(new HeadersTimeout('upstream headers timeout'));
+      return;
+    }
+    if (this.pausedSince > 0 && !this.clientLeft && now - this.pausedSince > this.bounds.sendMs) {
+      // The client stopped reading: drop it (freeing its connection) and, through its close,
+      // the attempt, which frees the bulkhead slot and the upstream connection.
+      this.sendTimedOut = true;
+      this.ex.aborted = SEND_TIMEOUT;
+      this.res.destroy();
+      this.ex.req.socket.destroy();
+    }
   }
 
   finish(reply: Reply): void {
     if (this.done) return;
     this.done = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    untrack(this);
     this.res.off('close', this.onClientClose);
     if (this.socketWatched) this.ex.req.socket.off('close', this.onClientClose);
     this.ex.upstreamSeconds += (performance.now() - this.began) / 1000;
@@ -163,17 +250,31 @@ class Attempt implements Dispatcher.DispatchHandler {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (statusCode < 200) return true; // 1xx: undici delivers the final answer next
+    if (statusCode < 200) {
+      // 1xx: undici delivers the final answer next.
+      if (this.interimAt === 0) this.interimAt = performance.now();
+      return true;
+    }
+    if (statusCode > 599) {
+      // Not a status HTTP defines a class for (RFC 9110 §15): the answer means nothing we can relay.
+      this.abort?.(new BadStatus(`upstream status ${statusCode}`));
+      return false;
+    }
+    const named = connectionNamed(rawHeaders);
     if (this.hold?.has(statusCode)) {
-      this.held = { headers: toObject(rawHeaders), chunks: [], bytes: 0 };
+      this.held = { headers: toObject(rawHeaders, named), chunks: [], bytes: 0 };
       return true;
     }
     this.resumeUpstream = resume;
     const out = responseHeaderPrelude(ex);
     const capture = ex.capture;
+    // 204 and 304 never have a body (RFC 9110 §15.3.5, §15.4.5), whatever Content-Length says.
+    const bodiless = statusCode === 204 || statusCode === 304;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const key = rawHeaders[i]!.toString('latin1');
-      if (isHopByHop(key) || key.length === 12 && key.toLowerCase() === 'x-request-id') continue;
+      // A 204 must not carry Content-Length (§8.6); a 304's describes the cached representation.
+      if (statusCode === 204 && key.length === 14 && key.toLowerCase() === 'content-length') continue;
+      if (isHopByHop(key) || isOursOnly(key) || key.length === 12 && key.toLowerCase() === 'x-request-id' || named?.has(key.toLowerCase())) continue;
       const value = rawHeaders[i + 1]!.toString('latin1');
       out.push(key, value);
       if (statusCode === 429 && key.length === 11 && key.toLowerCase() === 'retry-after') ex.upstreamRetryAfter = value;
@@ -183,13 +284,21 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (statusCode >= 400) this.errorHead = [];
     if (capture) {
       capture.status = statusCode;
-      capture.headers = toObject(rawHeaders);
+      capture.headers = toObject(rawHeaders, named);
     }
     if (!this.clientLeft) this.res.writeHead(statusCode, out);
+    if (bodiless) {
+      // The answer is whole now. undici would go on to fault a 304 whose Content-Length it sees
+      // unmet (UND_ERR_RES_CONTENT_LENGTH_MISMATCH), which must not break the app's connection
+      // nor count against the upstream: what follows on this attempt is ignored.
+      if (!this.clientLeft) this.res.end();
+      this.finish({ kind: 'sent', status: statusCode, outcome: 'forwarded' });
+    }
     return true;
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.done) return true;
     const held = this.held;
     if (held) {
       if (held.bytes + chunk.length > HOLD_LIMIT) return true; // keep the head of a huge error body
@@ -221,7 +330,11 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.ex.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
-    this.onDrain ??= () => this.resumeUpstream?.();
+    this.onDrain ??= () => {
+      this.pausedSince = 0;
+      this.resumeUpstream?.();
+    };
+    this.pausedSince = performance.now();
     this.res.once('drain', this.onDrain);
     // A pipelined response queued behind an earlier one hears neither 'drain' nor 'close' from
     // its connection, and undici's body timeout does not run while paused: if the client left,
@@ -234,6 +347,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    if (this.done) return;
     const held = this.held;
     if (held) {
       this.finish({ kind: 'held', status: this.status, headers: held.headers, body: Buffer.concat(held.chunks, held.bytes) } satisfies Held);
@@ -257,13 +371,15 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    // Already answered (a bodiless 204/304): a later fault of this exchange changes nothing.
+    if (this.done) return;
     // After the app left, a failure while reading on is the upstream's own (a reset, a timeout):
     // the breaker should count it; one the proxy caused by stopping the attempt is not.
     const byUs = this.clientLeft && !this.readingOn;
     if (this.res.headersSent) {
       // Mid-stream failure: the status is already out, so the only honest signal left is a
       // truncated response. Destroying it makes the client see the break.
-      this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
+      if (!this.sendTimedOut) this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
       this.res.destroy();
       this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: byUs ? 'client' : 'upstream' });
       return;
@@ -279,11 +395,17 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 }
 
-function toObject(raw: Buffer[]): Record<string, string | string[]> {
+interface Bounds {
+  readonly headersMs: number;
+  readonly sendMs: number;
+  readonly deadlineMs: number;
+}
+
+function toObject(raw: Buffer[], named: Set<string> | undefined): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (let i = 0; i < raw.length; i += 2) {
     const key = raw[i]!.toString('latin1').toLowerCase();
-    if (isHopByHop(key)) continue;
+    if (isHopByHop(key) || isOursOnly(key) || named?.has(key)) continue;
     const value = raw[i + 1]!.toString('latin1');
     const prev = out[key];
     out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];

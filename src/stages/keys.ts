@@ -6,6 +6,9 @@ import type { Exchange } from '../pipeline/exchange.js';
 
 export type KeyFn = (ex: Exchange) => string | undefined;
 
+/** Headers whose values are secrets: keys built from them are hashed. */
+const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'x-auth-token']);
+
 const ACCOUNT_IN_PATH = /\/Accounts\/([A-Za-z0-9]{2,64})(?:\/|\.json|$)/;
 
 function basicUser(auth: string | undefined): string | undefined {
@@ -66,6 +69,20 @@ function part(spec: string): KeyFn {
   }
   if (spec.startsWith('header:')) {
     const name = spec.slice(7).toLowerCase();
+    // A credential header's value would land in log lines and Redis key names: key on its hash.
+    if (CREDENTIAL_HEADERS.has(name)) {
+      let last: string | undefined;
+      let lastHash = '';
+      return (ex) => {
+        const v = ex.req.headers[name];
+        if (typeof v !== 'string') return undefined;
+        if (v !== last) {
+          lastHash = createHash('sha256').update(v).digest('base64url').slice(0, 16);
+          last = v;
+        }
+        return lastHash;
+      };
+    }
     return (ex) => {
       const v = ex.req.headers[name];
       return typeof v === 'string' ? v : undefined;

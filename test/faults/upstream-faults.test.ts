@@ -150,7 +150,7 @@ describe('upstream resets mid-response', () => {
     expect(tw.seen.length).toBe(1); // nothing is retried once bytes reached the app
     const m = await scrape(p);
     expect(m('breakwater_retries_total', { upstream: 'twilio', reason: 'reset' })).toBe(0);
-    expect(m('breakwater_requests_total', { upstream: 'twilio', status: '200', outcome: 'forwarded' })).toBe(1);
+    expect(m('breakwater_requests_total', { upstream: 'twilio', status: '200', outcome: 'truncated' })).toBe(1); // not passed off as forwarded
     // A body cut off by the upstream is a reset for the breaker, though a 200 went out first.
     expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(1);
     // The access log records the abort for the operator.

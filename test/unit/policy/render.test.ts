@@ -87,7 +87,8 @@ describe('maskUrl', () => {
     { desc: 'no credentials', url: 'https://api.twilio.com', want: 'https://api.twilio.com' },
     { desc: 'an @ in the path is not userinfo', url: 'https://h/users/@me', want: 'https://h/users/@me' },
     { desc: 'an @ in the query is not userinfo', url: 'https://h/x?u=a:b@c', want: 'https://h/x?u=a:b@c' },
-    { desc: 'user without password', url: 'redis://user@h', want: 'redis://user@h' },
+    { desc: 'user-info without a colon may be a token: masked whole', url: 'redis://user@h', want: 'redis://***@h' },
+    { desc: 'a token as the whole user-info', url: 'https://ghp_s3cr3tT0ken@api.example.test/x', want: 'https://***@api.example.test/x' },
     { desc: 'TLS scheme', url: 'rediss://:tok@h:6380', want: 'rediss://:***@h:6380' },
     { desc: 'empty', url: '', want: '' },
   ];

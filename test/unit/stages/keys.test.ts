@@ -54,6 +54,18 @@ describe('keyFn', () => {
     expect(key(fakeExchange({ authorization: 'Bearer sk_live_very_secret' }))).toBe(a);
   });
 
+  it.each(['header:Authorization', 'header:cookie', 'header:X-Api-Key'])('%s is keyed on a hash, never the credential', (spec) => {
+    const name = spec.slice(7).toLowerCase();
+    const key = keyFn([spec]);
+    const a = key(fakeExchange({ headers: { [name]: 'Bearer sk_live_very_secret' } }));
+    const b = key(fakeExchange({ headers: { [name]: 'Bearer sk_live_other' } }));
+    expect(a).toMatch(/^[A-Za-z0-9_-]{16}$/);
+    expect(a).not.toContain('secret');
+    expect(a).not.toBe(b);
+    expect(key(fakeExchange({ headers: { [name]: 'Bearer sk_live_very_secret' } }))).toBe(a);
+    expect(key(fakeExchange({}))).toBeUndefined();
+  });
+
   it('an unknown key part is refused at build time', () => {
     expect(() => keyFn(['phone'])).toThrow(/unknown key part phone/);
   });
