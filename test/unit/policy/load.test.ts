@@ -338,7 +338,7 @@ describe('parsePolicy: defaults and freezing', () => {
   const u = p.upstreams['twilio']!;
 
   const rows: { desc: string; got: unknown; want: unknown }[] = [
-    { desc: 'proxy listener', got: [p.server.host, p.server.port], want: ['0.0.0.0', 8080] },
+    { desc: 'proxy listener', got: [p.server.host, p.server.port], want: ['127.0.0.1', 8080] },
     { desc: 'admin listener', got: [p.server.adminHost, p.server.adminPort], want: ['127.0.0.1', 9090] },
     { desc: 'max body 10 MiB', got: p.server.maxBodyBytes, want: 10 * 1024 * 1024 },
     { desc: 'no trusted proxies', got: p.server.trustedProxies, want: [] },
@@ -350,9 +350,9 @@ describe('parsePolicy: defaults and freezing', () => {
     {
       desc: 'breaker: 3 consecutive, 30 s, 1 probe, no ratio, fixed open time',
       got: u.breaker,
-      want: { enabled: true, threshold: 3, recoveryTimeout: 30, halfOpenProbes: 1, failureRatio: null, window: 20, minCalls: 10, slowCall: null, backoffMultiplier: 1, maxRecoveryTimeout: 300, failOn: ['connect', 'timeout', 'reset', '5xx'] },
+      want: { enabled: true, threshold: 3, recoveryTimeout: 30, halfOpenProbes: 1, failureRatio: null, window: 20, minCalls: 10, slowCall: null, backoffMultiplier: 1, maxRecoveryTimeout: 300, retryAfterMax: 1, failOn: ['connect', 'timeout', 'reset', '5xx'] },
     },
-    { desc: 'retry', got: u.retry, want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504] } },
+    { desc: 'retry', got: u.retry, want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504], unprocessed: [] } },
     { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1, fleet: false, leaseTimeout: 30 } },
     { desc: 'idempotency off unless asked', got: u.idempotency.enabled, want: false },
     { desc: 'hold on 429 by account', got: [u.holdOn429.enabled, u.holdOn429.key], want: [true, ['account']] },
@@ -395,7 +395,7 @@ describe('config/policy.yaml (the shipped default)', () => {
     expect(p.upstreams['vapi']!.baseUrl).toBe('https://api.vapi.ai');
     expect(p.upstreams['twilio']!.breaker).toMatchObject({ enabled: true, threshold: 3, recoveryTimeout: 30 });
     expect(p.upstreams['twilio']!.rateLimits[0]).toMatchObject({ rate: 60, per: 60 });
-    expect(p.server).toMatchObject({ host: '0.0.0.0', port: 8080, adminHost: '127.0.0.1', adminPort: 9090 });
+    expect(p.server).toMatchObject({ host: '127.0.0.1', port: 8080, adminHost: '127.0.0.1', adminPort: 9090 });
     expect(p.stubMode).toBe(false);
   });
 

@@ -63,7 +63,7 @@ describe('renderPolicy', () => {
 
   it('shows the effective settings', () => {
     expect(out).toMatch(/^policy policy\.yaml: OK\n/);
-    expect(out).toContain('0.0.0.0:8080');
+    expect(out).toContain('127.0.0.1:8080');
     expect(out).toContain('127.0.0.1:9090');
     expect(out).toContain('on 3 fails, 30s open');
     expect(out).toMatch(/twilio\s+default\s+60\/60s\s+60\s+client\s+\(all\)\s+reject\s+enforce/);
