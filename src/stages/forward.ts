@@ -350,7 +350,10 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.done) return;
     const held = this.held;
     if (held) {
-      this.finish({ kind: 'held', status: this.status, headers: held.headers, body: Buffer.concat(held.chunks, held.bytes) } satisfies Held);
+      const body = Buffer.concat(held.chunks, held.bytes);
+      // A held error answer is classified like a relayed one; a later attempt's answer replaces it.
+      if (this.status >= 400 && held.bytes <= ERROR_HEAD_LIMIT) this.ex.errorHead = body;
+      this.finish({ kind: 'held', status: this.status, headers: held.headers, body } satisfies Held);
       return;
     }
     if (this.clientLeft) {

@@ -76,7 +76,7 @@ describe('the real SDKs with the placeholder secret', () => {
   });
 
   it('an open breaker stays a fast failure with the Vapi SDK at its default retries', async () => {
-    const forced = await request(held.adminPort, 'POST', '/breakers/vapi/open');
+    const forced = await request(held.adminPort, 'POST', '/breakers/vapi/open', { headers: { 'x-breakwater-admin': '1' } });
     expect(forced.status).toBe(200);
     try {
       const vapi = new VapiClient({ token: 'breakwater', baseUrl: `http://127.0.0.1:${held.proxyPort}/vapi` });
@@ -91,7 +91,7 @@ describe('the real SDKs with the placeholder secret', () => {
       await quick.calls.get({ id: 'call-1' }).then(() => undefined, () => undefined);
       expect(performance.now() - b2).toBeLessThan(1000);
     } finally {
-      await request(held.adminPort, 'POST', '/breakers/vapi/close');
+      await request(held.adminPort, 'POST', '/breakers/vapi/close', { headers: { 'x-breakwater-admin': '1' } });
     }
   }, 20_000);
 });
