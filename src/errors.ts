@@ -25,6 +25,12 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/**
+ * The `code` of the error a streamed request body raises when it outgrows the limit mid-stream:
+ * the body stage throws it, the forward stage maps it to `payload_too_large`.
+ */
+export const BODY_TOO_LARGE = 'BW_BODY_TOO_LARGE';
+
 /** A reply the proxy makes itself. Stages return it (Envoy's "local reply") rather than throw. */
 export interface ProxyError {
   readonly kind: 'error';

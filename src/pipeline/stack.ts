@@ -26,7 +26,7 @@ import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
 import { MemoryCacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
-import { isPhoneKey, maskPhone } from '../stages/keys.js';
+import { isPhoneKey, maskPhone } from './keys.js';
 import { compose } from './compose.js';
 import type { Exchange, Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';

@@ -4,7 +4,7 @@
 import { ERROR_HEAD_LIMIT } from '../upstream-errors.js';
 import { tracing, type ClientSpan } from '../tracing.js';
 import type { Dispatcher } from 'undici';
-import { proxyError, type ProxyError } from '../errors.js';
+import { BODY_TOO_LARGE, proxyError, type ProxyError } from '../errors.js';
 import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
 import { connectionNamed, isHopByHop, isOursOnly, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
 
@@ -17,8 +17,6 @@ const CONNECT_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'ERR_SSL_WRONG_VERSION_NUMBER',
   'UND_ERR_MAX_ORIGINS_REACHED', // refused locally: too many host-routed origins at once
 ]);
-
-export const BODY_TOO_LARGE = 'BW_BODY_TOO_LARGE';
 
 export function classify(err: Error & { code?: string }): Failed | ProxyError {
   const code = err.code ?? '';

@@ -14,7 +14,7 @@ import { proxyError, retryAfterSeconds } from '../errors.js';
 import type { HoldPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import type { Exchange, Held, Next, Reply, Stage } from '../pipeline/exchange.js';
-import { keyFn } from './keys.js';
+import { keyFn } from '../pipeline/keys.js';
 import { MapCursor } from '../resilience/map-cursor.js';
 
 interface HoldEntry {

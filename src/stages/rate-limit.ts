@@ -9,7 +9,7 @@ import type { LimiterStore } from '../store/store.js';
 import { limitId } from '../store/store.js';
 import type { Decision } from '../resilience/token-bucket.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
-import { isPhoneKey, keyFn, maskPhone } from './keys.js';
+import { isPhoneKey, keyFn, maskPhone } from '../pipeline/keys.js';
 import { oneByte } from '../http/headers.js';
 
 export interface RateLimitDeps {

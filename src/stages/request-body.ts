@@ -2,9 +2,8 @@
 // whole: that is what makes a retry replayable, an idempotency key hashable and a body field
 // usable as a limit key (Envoy buffers for retries the same way). Larger ones stream through
 // with their size enforced as bytes pass, never buffered.
-import { proxyError } from '../errors.js';
+import { BODY_TOO_LARGE, proxyError } from '../errors.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
-import { BODY_TOO_LARGE } from './forward.js';
 
 export interface BodyLimits {
   maxBodyBytes: number;

@@ -6,7 +6,7 @@ import type { StubPolicy } from '../policy/schema.js';
 import { RouteTable } from '../routing/route-table.js';
 import { sendBuffered } from '../http/respond.js';
 import { clientGone, goneBeforeSending, type Exchange, type Reply } from '../pipeline/exchange.js';
-import { bodyField } from './keys.js';
+import { bodyField } from '../pipeline/keys.js';
 import { compileTemplate, type Render } from '../stub-template.js';
 
 const STUB_HEADER = ['x-breakwater-stub', 'true'] as const;

@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { compileTemplate } from '../../../src/stub-template.js';
 import { fakeExchange, type FakeExchangeInit } from '../support/exchange.js';
-import { bodyField } from '../../../src/stages/keys.js';
+import { bodyField } from '../../../src/pipeline/keys.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -1,6 +1,6 @@
 // Rate-limit and hold keys compiled from the policy's key lists, and phone masking for logs.
 import { describe, expect, it } from 'vitest';
-import { bodyField, isPhoneKey, keyFn, maskPhone } from '../../../src/stages/keys.js';
+import { bodyField, isPhoneKey, keyFn, maskPhone } from '../../../src/pipeline/keys.js';
 import { fakeExchange, type FakeExchangeInit } from '../support/exchange.js';
 
 const basic = (user: string, pass = 'secret') => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;

@@ -2,7 +2,7 @@
 // (`[client]`, `[account]`, `["body:To"]`, `["body-prefix:To:5"]` …). A request lacking a part
 // gets no key, and the limit does not apply to it (Envoy's descriptor semantics).
 import { createHash } from 'node:crypto';
-import type { Exchange } from '../pipeline/exchange.js';
+import type { Exchange } from './exchange.js';
 
 export type KeyFn = (ex: Exchange) => string | undefined;
 
