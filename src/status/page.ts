@@ -33,6 +33,11 @@ function trafficRows(s: Summary | undefined): string {
   return s.traffic.map((t) => `<tr>${cell(t.upstream)}${cell(t.route)}${cell(t.perSecond)}${cell(`${t.errorPct}%`)}${cell(t.p50Ms === null ? null : `${t.p50Ms} ms`)}${cell(t.p99Ms === null ? null : `${t.p99Ms} ms`)}${cell(t.rateLimited)}${cell(t.replays)}${cell(t.cacheHits)}</tr>`).join('');
 }
 
+function destinationRows(s: Summary | undefined): string {
+  if (!s || s.destinations.length === 0) return '<tr><td colspan="6">No host-routed destination in use</td></tr>';
+  return s.destinations.map((d) => `<tr>${cell(d.upstream)}${cell(d.scope)}${cell(LABEL[d.state] + (d.forced ? ' (forced)' : ''))}${cell(d.openForMs === null ? null : `${Math.ceil(d.openForMs / 1000)} s`)}${cell(d.consecutiveFailures ?? d.failures)}${cell(d.trips)}</tr>`).join('');
+}
+
 function errorRows(s: Summary | undefined): string {
   if (!s || s.recentErrors.length === 0) return '<tr><td colspan="6">None since start</td></tr>';
   return s.recentErrors.map((e) => `<tr>${cell(e.at.slice(11, 19))}${cell(e.requestId)}${cell(e.code)}${cell(`${e.method} ${e.upstream}/${e.route}`)}${cell(e.status)}${cell(e.cause)}</tr>`).join('');
@@ -70,6 +75,8 @@ export function renderPage(s: Summary | undefined, nonce: string): string {
 <h2 id="breakers-h">Circuit breakers</h2>
 <section class="cards" id="breakers" aria-labelledby="breakers-h">${s ? s.breakers.map(breakerHtml).join('') : ''}</section>
 <p id="notice" role="status"></p>
+<h2 id="destinations-h">Host-routed destinations</h2>
+<div class="scroll"><table aria-labelledby="destinations-h"><thead><tr><th>Upstream</th><th>Host</th><th>State</th><th>Half-open in</th><th>Failures</th><th>Trips</th></tr></thead><tbody id="destinations">${destinationRows(s)}</tbody></table></div>
 <h2 id="traffic-h">Last minute</h2>
 <div class="scroll"><table aria-labelledby="traffic-h"><thead><tr><th>Upstream</th><th>Route</th><th>Req/s</th><th>Errors</th><th>p50</th><th>p99</th><th>Rate-limited</th><th>Replays</th><th>Cache hits</th></tr></thead><tbody id="traffic">${trafficRows(s)}</tbody></table></div>
 <h2 id="errors-h">Recent proxy-made errors</h2>
@@ -108,6 +115,7 @@ function render(s){
   var rl=s.lastReload?' · last reload '+(s.lastReload.ok?'ok':'refused')+' '+s.lastReload.at.slice(11,19):'';
   document.getElementById('meta').textContent='v'+s.version+' · policy '+s.policyVersion+' · store '+s.store+(s.storeFallback?' (fallback: local buckets)':'')+' · '+(s.ready?'ready':'draining')+(s.stubMode?' · stub mode':'')+rl;
   s.breakers.forEach(card);
+  rows('destinations',s.destinations,function(d){return [d.upstream,d.scope,LABEL[d.state]+(d.forced?' (forced)':''),d.openForMs==null?null:Math.ceil(d.openForMs/1000)+' s',d.consecutiveFailures==null?d.failures:d.consecutiveFailures,d.trips];},'No host-routed destination in use',6);
   rows('traffic',s.traffic,function(t){return [t.upstream,t.route,t.perSecond,t.errorPct+'%',t.p50Ms==null?null:t.p50Ms+' ms',t.p99Ms==null?null:t.p99Ms+' ms',t.rateLimited,t.replays,t.cacheHits];},'No requests in the last minute',9);
   rows('errors',s.recentErrors,function(e){return [e.at.slice(11,19),e.requestId,e.code,e.method+' '+e.upstream+'/'+e.route,e.status,e.cause];},'None since start',6);
 }

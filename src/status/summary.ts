@@ -32,6 +32,19 @@ export interface BreakerView {
   inFlight: number;
 }
 
+/** A host-routed destination's own breaker (Verify, a regional host): state and counts. */
+export interface DestinationView {
+  upstream: string;
+  /** The host the breaker guards. */
+  scope: string;
+  state: 'closed' | 'open' | 'half_open';
+  forced: boolean;
+  consecutiveFailures: number | null;
+  failures: number;
+  trips: number;
+  openForMs: number | null;
+}
+
 export interface Summary {
   version: string;
   store: string;
@@ -43,13 +56,19 @@ export interface Summary {
   stubMode: boolean;
   generatedAt: string;
   breakers: BreakerView[];
+  destinations: DestinationView[];
   traffic: WindowStats[];
   recentErrors: RecentError[];
 }
 
 export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: string; storeFallback: boolean; ready: boolean; now: number }): Summary {
   const breakers: BreakerView[] = [];
+  const destinations: DestinationView[] = [];
   for (const u of proxy.upstreams.values()) {
+    for (const [scope, cb] of u.breakerScopes?.entries() ?? []) {
+      const d = cb.snapshot();
+      destinations.push({ upstream: u.name, scope, state: d.state, forced: d.forced, consecutiveFailures: d.consecutiveFailures, failures: d.failures, trips: d.trips, openForMs: d.openForMs });
+    }
     const s = u.breaker.snapshot();
     let holdLeft = 0;
     for (const e of u.holds.entries.values()) if (e.until - extra.now > holdLeft) holdLeft = e.until - extra.now;
@@ -78,6 +97,7 @@ export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: str
     stubMode: proxy.policy.stubMode,
     generatedAt: new Date().toISOString(),
     breakers,
+    destinations,
     traffic: rec.stats.window(),
     recentErrors: rec.recent.list(),
   };
@@ -97,7 +117,12 @@ export function renderText(s: Summary): string {
     const state = b.state.toUpperCase().replace('_', '-') + (b.forced ? ' (forced)' : '') + (b.enforcing ? '' : ' (shadow)');
     const wait = b.openForMs === null ? '-' : `${Math.ceil(b.openForMs / 1000)}s`;
     out.push(`  ${pad(b.upstream, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(b.consecutiveFailures ?? b.failures), 10)}${pad(String(b.trips), 7)}${pad(String(b.rejections), 10)}${b.holdsActive}${b.holdLeftMs === null ? '' : ` (${Math.ceil(b.holdLeftMs / 1000)}s left)`}`);
+  }  for (const d of s.destinations) {
+    const state = d.state.toUpperCase().replace('_', '-') + (d.forced ? ' (forced)' : '');
+    const wait = d.openForMs === null ? '-' : `${Math.ceil(d.openForMs / 1000)}s`;
+    out.push(`  ${pad(`${d.upstream} @ ${d.scope}`, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(d.consecutiveFailures ?? d.failures), 10)}${d.trips}`);
   }
+
   out.push('', 'LAST MINUTE');
   if (s.traffic.length === 0) out.push('  no requests');
   else {

@@ -50,5 +50,13 @@ describe('one breaker per destination', () => {
     const text = await metricsText(p.adminPort);
     expect(text).toMatch(/circuit_breaker_state\{service="twilio"\} 0/);
     expect(text).toMatch(/circuit_breaker_failures_total\{service="twilio"\} 0/);
+    // The status page and its JSON show each destination's breaker beside the base one.
+    const status = (await request(p.adminPort, 'GET', '/status.json')).json as { destinations: { upstream: string; scope: string; state: string }[] };
+    expect(status.destinations).toEqual(expect.arrayContaining([
+      expect.objectContaining({ upstream: 'twilio', scope: 'verify.twilio.com', state: 'open' }),
+      expect.objectContaining({ upstream: 'twilio', scope: 'api.dublin.ie1.twilio.com', state: 'open' }),
+    ]));
+    const page = (await request(p.adminPort, 'GET', '/')).text;
+    expect(page).toMatch(/<td>twilio<\/td><td>verify\.twilio\.com<\/td><td>Open<\/td>/);
   });
 });
