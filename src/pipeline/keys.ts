@@ -123,3 +123,19 @@ export function isPhoneKey(specs: readonly string[]): boolean {
 export function maskPhone(v: string): string {
   return v.length <= 4 ? '****' : `${'*'.repeat(v.length - 4)}${v.slice(-4)}`;
 }
+
+const PHONE = /^\+?\d{6,}$/;
+const SID = /^(AC|SK|MG|PN)[0-9a-fA-F]{32}$/;
+const SID_IN = /\b(AC|SK|MG|PN)[0-9a-fA-F]{28}([0-9a-fA-F]{4})\b/g;
+
+/**
+ * A key or client id as a log line may show it: phone numbers to their last four digits, Twilio
+ * SIDs (accounts, API keys, services, numbers) to their prefix and last four, anywhere in a
+ * composite key. Cheap for the common case: only strings holding a digit run or a SID are touched.
+ */
+export function maskKey(v: string): string {
+  if (PHONE.test(v)) return maskPhone(v);
+  if (SID.test(v)) return `${v.slice(0, 2)}…${v.slice(-4)}`;
+  if (v.length >= 34 && v.includes('|')) return v.split('|').map(maskKey).join('|');
+  return v.length >= 34 ? v.replace(SID_IN, '$1…$2') : v;
+}

@@ -26,7 +26,7 @@ import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
 import { MemoryCacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
-import { isPhoneKey, maskPhone } from './keys.js';
+import { isPhoneKey, maskKey, maskPhone } from './keys.js';
 import { compose } from './compose.js';
 import type { Exchange, Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
@@ -215,7 +215,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       clock,
       onHold: (key, ms, reqId) => {
         holdsStarted.inc();
-        log.warn({ reqId, upstream: name, key: isPhoneKey(u.holdOn429.key) || /^\+?\d{6,}$/.test(key) ? maskPhone(key) : key, holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
+        log.warn({ reqId, upstream: name, key: isPhoneKey(u.holdOn429.key) ? maskPhone(key) : maskKey(key), holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
       },
       onHeld: () => heldRequests.inc(),
     }),

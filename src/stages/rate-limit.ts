@@ -9,7 +9,7 @@ import type { LimiterStore } from '../store/store.js';
 import { limitId } from '../store/store.js';
 import type { Decision } from '../resilience/token-bucket.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
-import { isPhoneKey, keyFn, maskPhone } from '../pipeline/keys.js';
+import { isPhoneKey, keyFn, maskKey, maskPhone } from '../pipeline/keys.js';
 import { oneByte } from '../http/headers.js';
 
 export interface RateLimitDeps {
@@ -76,7 +76,7 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
     if (!d.allowed) {
       c.limited.inc();
       if (c.shadow) {
-        deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : key, retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
+        deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : maskKey(key), retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
         return undefined;
       }
       if (tally.granted) for (const g of tally.granted) g.c.buckets.refund(g.key, g.d);

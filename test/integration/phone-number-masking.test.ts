@@ -96,3 +96,31 @@ describe('phone numbers in composite keys are masked too', () => {
     for (const n of [SENDER, RECIPIENT]) for (const f of forms(n)) expect(logs).not.toContain(f);
   });
 });
+
+describe('account SIDs and phone-number client ids are masked in log lines', () => {
+  let twilio: FakeUpstream, p: TestProxy;
+  const SID = accountSid('7');
+  beforeAll(async () => {
+    twilio = await fakeUpstream('twilio');
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url });
+  });
+  afterAll(async () => {
+    await p.close();
+    await twilio.close();
+  });
+
+  it('the default per-account 429 hold logs the SID as AC…<last four>, and an X-Client-Id phone number is masked', async () => {
+    twilio.mode = '429';
+    twilio.retryAfter = '30';
+    const path = `/twilio/2010-04-01/Accounts/${SID}/Messages.json`;
+    expect((await request(p.proxyPort, 'POST', path, { headers: { ...FORM, 'x-client-id': SENDER }, body: form({ To: RECIPIENT, Body: 'x' }) })).status).toBe(429);
+    twilio.mode = 'ok';
+    const holdLine = p.logLines().find((l) => /holding/.test(String(l.msg)));
+    expect(holdLine?.key).toBe(`AC…${SID.slice(-4)}`);
+    const access = p.logLines().find((l) => l.msg === 'request');
+    expect(access?.client).toBe(masked(SENDER));
+    const logs = p.logs.join('');
+    expect(logs).not.toContain(SID);
+    for (const f of forms(SENDER)) expect(logs).not.toContain(f);
+  });
+});

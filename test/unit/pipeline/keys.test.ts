@@ -1,6 +1,6 @@
 // Rate-limit and hold keys compiled from the policy's key lists, and phone masking for logs.
 import { describe, expect, it } from 'vitest';
-import { bodyField, isPhoneKey, keyFn, maskPhone } from '../../../src/pipeline/keys.js';
+import { bodyField, isPhoneKey, keyFn, maskKey, maskPhone } from '../../../src/pipeline/keys.js';
 import { fakeExchange, type FakeExchangeInit } from '../support/exchange.js';
 
 const basic = (user: string, pass = 'secret') => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
@@ -109,5 +109,19 @@ describe('maskPhone', () => {
     const masked = maskPhone(v);
     expect(masked).toHaveLength(v.length);
     expect(masked).not.toContain('7700');
+  });
+});
+
+describe('maskKey', () => {
+  const sid = `AC${'0'.repeat(28)}beef`;
+  it.each([
+    ['a phone number', '+15558675310', '********5310'],
+    ['digits without +', '15558675310', '*******5310'],
+    ['an account SID', sid, 'AC…beef'],
+    ['a SID inside a composite key', `${sid}|+15558675310`, 'AC…beef|********5310'],
+    ['a peer address passes', '10.1.2.3', '10.1.2.3'],
+    ['a plain client id passes', 'billing-worker', 'billing-worker'],
+  ])('%s', (_d, v, want) => {
+    expect(maskKey(v)).toBe(want);
   });
 });
