@@ -9,7 +9,7 @@
 import pino, { type Logger } from 'pino';
 import type { Exchange } from './pipeline/exchange.js';
 import { maskKey } from './pipeline/keys.js';
-import { BatchedStdout } from './log.js';
+import { BatchedStdout, isoTime, timeKeyAndSecond } from './log.js';
 import { tracing } from './tracing.js';
 
 /**
@@ -31,10 +31,12 @@ interface PinoInternals {
 
 /** Bytes a line can take besides its head, segment and escaped strings (keys and numbers). */
 const FIXED_BYTES = 256;
-const UPSTREAM_MS = Buffer.from(',"upstreamMs":');
-const BYTES_IN = Buffer.from(',"bytesIn":');
-const BYTES_OUT = Buffer.from(',"bytesOut":');
-const CLIENT = Buffer.from(',"client":');
+// Short keys are copied by ascii(): TypedArray#set costs about 250 instructions a call whatever
+// the length, several times a short key's copy loop.
+const UPSTREAM_MS = ',"upstreamMs":';
+const BYTES_IN = ',"bytesIn":';
+const BYTES_OUT = ',"bytesOut":';
+const CLIENT = ',"client":';
 
 export function accessLog(log: Logger): AccessLog {
   const s = pino.symbols;
@@ -45,8 +47,13 @@ export function accessLog(log: Logger): AccessLog {
   const end = Buffer.from(`,${JSON.stringify(internals[s.messageKeySym])}:"request"${internals[s.endSym] as string}`);
   const stream = internals[s.streamSym] as { write(line: string): unknown };
   const batched = stream instanceof BatchedStdout ? stream : undefined;
-  // Level, time, bindings and the reqId key: the time changes once per millisecond at most (see
-  // isoTime), so the head is rebuilt once per change.
+  // Level, time, bindings and the reqId key. With Breakwater's own timestamp the level and the
+  // time up to the second are one cached block, rebuilt once a second, and the milliseconds are
+  // written as digits: a sidecar at tens of requests a second sees a new millisecond on nearly
+  // every line, so a head cached per millisecond (string, Buffer.from, Buffer.concat) was rebuilt
+  // per line. Another timestamp function (tests) gets the head rebuilt whenever its value changes.
+  const ownTime = time === isoTime;
+  let second = Number.NaN;
   let lastTime = '';
   let head = Buffer.alloc(0);
   let scratch = Buffer.allocUnsafe(4096);
@@ -54,30 +61,47 @@ export function accessLog(log: Logger): AccessLog {
   const fixed = FIXED_BYTES + levelPrefix.length + 64 + bindingsAndId.length + end.length;
 
   function encode(buf: Buffer, at: number, ex: Exchange, segment: Buffer, seconds: number): number {
-    const t = time();
-    if (t !== lastTime) {
-      lastTime = t;
-      head = Buffer.concat([levelPrefix, Buffer.from(t), bindingsAndId]);
+    let o: number;
+    if (ownTime) {
+      const now = Date.now();
+      let ms = now - second;
+      if (!(ms >= 0 && ms < 1000)) {
+        ms = now % 1000;
+        second = now - ms;
+        head = Buffer.from(levelPrefix.toString('latin1') + timeKeyAndSecond(second), 'latin1');
+      }
+      buf.set(head, at);
+      o = at + head.length;
+      buf[o] = 48 + Math.floor(ms / 100);
+      buf[o + 1] = 48 + (Math.floor(ms / 10) % 10);
+      buf[o + 2] = 48 + (ms % 10);
+      buf[o + 3] = 90; // Z
+      buf[o + 4] = 34; // "
+      buf.set(bindingsAndId, o + 5);
+      o += 5 + bindingsAndId.length;
+    } else {
+      const t = time();
+      if (t !== lastTime) {
+        lastTime = t;
+        head = Buffer.concat([levelPrefix, Buffer.from(t), bindingsAndId]);
+      }
+      buf.set(head, at);
+      o = at + head.length;
     }
-    buf.set(head, at);
     // The reqId is validated or a UUID: no quote, backslash or control character.
-    let o = ascii(buf, at + head.length, ex.requestId);
+    o = ascii(buf, o, ex.requestId);
     buf.set(segment, o);
     o = tenths(buf, o + segment.length, Math.round(seconds * 1e4));
-    buf.set(UPSTREAM_MS, o);
-    o = tenths(buf, o + UPSTREAM_MS.length, Math.round(ex.upstreamSeconds * 1e4));
-    buf.set(BYTES_IN, o);
-    o = num(buf, o + BYTES_IN.length, ex.body?.length ?? (Number(ex.req.headers['content-length']) || 0));
+    o = tenths(buf, ascii(buf, o, UPSTREAM_MS), Math.round(ex.upstreamSeconds * 1e4));
+    o = num(buf, ascii(buf, o, BYTES_IN), ex.body?.length ?? (Number(ex.req.headers['content-length']) || 0));
     if (ex.bytesOut > 0) {
-      buf.set(BYTES_OUT, o);
-      o = num(buf, o + BYTES_OUT.length, ex.bytesOut);
+      o = num(buf, ascii(buf, o, BYTES_OUT), ex.bytesOut);
     }
     // Every field is a value Breakwater produced or validated (ids, names, numbers): none can
     // carry a credential, so there is nothing to redact (a test keeps it that way). The ones
     // below come from a client or an upstream and are escaped.
     if (ex.clientKey !== '') {
-      buf.set(CLIENT, o);
-      o = jsonString(buf, o + CLIENT.length, loggedClient(ex.clientKey));
+      o = jsonString(buf, ascii(buf, o, CLIENT), loggedClient(ex.clientKey));
     }
     if (ex.retries > 0) {
       o = ascii(buf, o, ',"retries":');
@@ -117,7 +141,7 @@ export function accessLog(log: Logger): AccessLog {
     },
     write(ex, segment, seconds) {
       // The most the line can take: escaping turns a character into at most 6 bytes.
-      const max = fixed + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.upstreamErrorCode?.length ?? 0) + 48 + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
+      const max = fixed + 96 + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.upstreamErrorCode?.length ?? 0) + 48 + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0));
       const at = batched ? batched.claim(max) : -1;
       if (batched && at >= 0) {
         batched.commit(encode(batched.buffer, at, ex, segment, seconds));

@@ -89,7 +89,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     // The response's own note of its connection: by now Node may have detached both.
     const socket = this[kSocketOf];
     const conn = socket?.[kConn];
-    if (socket === undefined || conn === undefined) return;
+    if (socket === undefined || conn === undefined || conn.inFlight === 0) return;
     if (conn.current === this) conn.current = undefined;
     if (--conn.inFlight === 0) {
       busy--;
@@ -160,7 +160,9 @@ export async function start(opts: StartOptions): Promise<Running> {
       sockets.delete(s);
       const conn = (s as TrackedSocket)[kConn];
       if (conn !== undefined && conn.inFlight > 0) busy--;
-      (s as TrackedSocket)[kConn] = undefined;
+      // Zeroed, not removed: writing undefined over the field would generalise the Socket map and
+      // deoptimise every compiled function in node's HTTP and stream code that has seen a socket.
+      if (conn !== undefined) conn.inFlight = 0;
       metrics.clientConnections.dec();
     });
   });

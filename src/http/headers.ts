@@ -100,6 +100,15 @@ export function isOursOnly(name: string): boolean {
 }
 
 /**
+ * A lower-cased upstream response header name that is never relayed: hop-by-hop, Breakwater's own
+ * (isOursOnly) or the correlation id Breakwater sets itself. One test per header, on one
+ * lower-casing: each check lower-casing for itself was a few lower-casings per header.
+ */
+export function droppedFromResponse(lower: string): boolean {
+  return HOP_BY_HOP.has(lower) || lower === 'x-request-id' || (lower.length >= 13 && (lower.startsWith('x-breakwater-') || lower === 'idempotent-replayed'));
+}
+
+/**
  * The lower-case names a `Connection` header in a raw [name, value, …] list makes hop-by-hop
  * (RFC 9110 §7.6.1), or undefined when it names none beyond the usual keep-alive/close.
  */
@@ -108,7 +117,10 @@ export function connectionNamed(raw: Buffer[]): Set<string> | undefined {
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!;
     if (k.length !== 10 || k.toString('latin1').toLowerCase() !== 'connection') continue;
-    for (const t of raw[i + 1]!.toString('latin1').split(',')) {
+    const v = raw[i + 1]!.toString('latin1');
+    // The usual value, without splitting it.
+    if (v === 'keep-alive' || v === 'close') continue;
+    for (const t of v.split(',')) {
       const token = t.trim().toLowerCase();
       if (token !== '' && token !== 'keep-alive' && token !== 'close') (named ??= new Set()).add(token);
     }

@@ -6,7 +6,7 @@ import { tracing, type ClientSpan } from '../tracing.js';
 import type { Dispatcher } from 'undici';
 import { BODY_TOO_LARGE, proxyError, type ProxyError } from '../errors.js';
 import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
-import { connectionNamed, isHopByHop, isOursOnly, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
+import { connectionNamed, droppedFromResponse, isHopByHop, isOursOnly, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
 
 /** The largest upstream answer held back for a retry decision (5xx bodies are small). */
 const HOLD_LIMIT = 64 * 1024;
@@ -270,13 +270,14 @@ class Attempt implements Dispatcher.DispatchHandler {
     const bodiless = statusCode === 204 || statusCode === 304;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const key = rawHeaders[i]!.toString('latin1');
+      const lower = key.toLowerCase();
       // A 204 must not carry Content-Length (§8.6); a 304's describes the cached representation.
-      if (statusCode === 204 && key.length === 14 && key.toLowerCase() === 'content-length') continue;
-      if (isHopByHop(key) || isOursOnly(key) || key.length === 12 && key.toLowerCase() === 'x-request-id' || named?.has(key.toLowerCase())) continue;
+      if (statusCode === 204 && lower === 'content-length') continue;
+      if (droppedFromResponse(lower) || named?.has(lower)) continue;
       const value = rawHeaders[i + 1]!.toString('latin1');
       out.push(key, value);
-      if (statusCode === 429 && key.length === 11 && key.toLowerCase() === 'retry-after') ex.upstreamRetryAfter = value;
-      else if (key.length === 17 && key.toLowerCase() === 'twilio-request-id') ex.upstreamRequestId = value;
+      if (statusCode === 429 && lower === 'retry-after') ex.upstreamRetryAfter = value;
+      else if (lower === 'twilio-request-id') ex.upstreamRequestId = value;
     }
     ex.upstreamStatus = statusCode;
     if (statusCode >= 400) this.errorHead = [];

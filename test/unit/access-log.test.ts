@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { accessLog, str } from '../../src/access-log.js';
 import { BatchedStdout, createLogger } from '../../src/log.js';
 import { fakeExchange } from './support/exchange.js';
@@ -58,6 +58,23 @@ describe.each([
     // Same prefix and key order as pino's own lines: level, time, bindings first, msg last.
     expect(lines[0]).toMatch(/^\{"level":"info","time":"[^"]+","svc":"breakwater","reqId":"req-42",/);
     expect(lines[0]!.endsWith(',"msg":"request"}')).toBe(true);
+  });
+
+  it("writes pino's time, to the millisecond, across seconds and whatever the digits", () => {
+    const c = capture();
+    const write = writer(c.log);
+    const base = Date.UTC(2026, 11, 4, 2, 59, 59, 0);
+    const times = [base, base + 7, base + 45, base + 999, base + 1000, base + 1001, base + 1100, base + 61_234, base + 61_234, base + 60_000 * 60 * 24 * 40 + 3];
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      for (const t of times) {
+        vi.setSystemTime(t);
+        write(fakeExchange({}), 'twilio', 200, 'forwarded', 0.001);
+      }
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(c.lines.map((l) => /"time":"([^"]+)"/.exec(l)?.[1])).toEqual(times.map((t) => new Date(t).toISOString()));
   });
 
   it('leaves out empty optional fields', () => {
