@@ -84,6 +84,10 @@ export const rateLimitSchema = z.strictObject({
   shadow: z.boolean().default(false).describe('Count and log would-be rejections without enforcing (dry run).'),
   maxDelay: z.number().min(0).default(0).describe('Seconds a request may be held for a token instead of rejected (shaping, like nginx limit_req delay).'),
   store: z.enum(['default', 'memory']).default('default').describe('default: the global store (memory or redis); memory: always local.'),
+  headers: z
+    .enum(['limited', 'always'])
+    .default('limited')
+    .describe('Which answers carry the RateLimit and RateLimit-Policy fields: limited (only the 429 this limit refuses, as Envoy\'s local rate limit by default) or always (every answer it counted, so a client can pace itself).'),
 });
 
 export const idempotencySchema = z

@@ -112,6 +112,17 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   }
 
   return function holdStage(ex: Exchange, next: Next): Promise<Reply> {
+    // Nearly always nothing is held and no rule reads the answer: then the key (a match on the
+    // path) is worked out only if the answer is a 429 that starts a hold.
+    if (alsoStatuses === undefined && table.entries.size === 0) {
+      return next(ex).then((reply) => {
+        if (ex.upstreamStatus === 429) {
+          const k = key(ex);
+          if (k !== undefined) learn(ex, k, table.get(k));
+        }
+        return reply;
+      });
+    }
     const k = key(ex);
     if (k === undefined) return next(ex);
     const entry = table.get(k);

@@ -43,6 +43,8 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
     return {
       name: oneByte(l.name),
       shadow: l.shadow,
+      // Two more header fields on every answer cost node about 2.7 % of a small GET's instructions.
+      always: l.headers === 'always',
       key: keyFn(l.key),
       mask: isPhoneKey(l.key),
       match,
@@ -63,7 +65,7 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
   /** What the limits decided so far for one request. */
   interface Tally {
     delayMs: number;
-    /** The non-shadow limit with the fewest tokens left: the one the RateLimit field reports. */
+    /** The non-shadow `headers: always` limit with the fewest tokens left: the one the RateLimit field reports. */
     best: Compiled | undefined;
     bestD: Decision | undefined;
     /** Tokens granted so far: if a later limit refuses, they go back, so a refused request costs
@@ -90,7 +92,7 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
       c.delayed.inc();
       if (d.delayMs > tally.delayMs) tally.delayMs = d.delayMs;
     } else c.allowed.inc();
-    if (!c.shadow && (tally.bestD === undefined || d.remaining < tally.bestD.remaining)) {
+    if (c.always && !c.shadow && (tally.bestD === undefined || d.remaining < tally.bestD.remaining)) {
       tally.best = c;
       tally.bestD = d;
     }

@@ -1,16 +1,21 @@
 // The refusal an app sees: 429 rate_limited with the flat error body, Retry-After equal to the
 // real wait for the next token, and the IETF RateLimit / RateLimit-Policy fields. Allowed
-// responses carry RateLimit too. A refused request never reaches the upstream.
+// responses carry them too under `headers: always` (the default puts them on 429s only). A
+// refused request never reaches the upstream.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { policyWith } from '../support/policy.js';
 
 describe('429 rate_limited: shape and headers', () => {
   let up: FakeUpstream, p: TestProxy;
   beforeAll(async () => {
     up = await fakeUpstream('twilio');
     // 2 per minute, burst 2: one token every 30 s.
-    p = await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '2' });
+    const policy = policyWith((pol) => {
+      for (const l of pol.upstreams.twilio.rateLimits) l.headers = 'always';
+    });
+    p = await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '2' }, policy);
   });
   afterAll(async () => {
     await p.close();

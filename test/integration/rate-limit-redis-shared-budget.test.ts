@@ -11,6 +11,8 @@ import { startRedis, startReplicas, waitFor, type RedisServer } from '../support
 // cores: a 0.5 s bound keeps a scheduling stall from turning into a local decision.
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5;
+  // The remaining count is read off every allowed answer.
+  for (const l of p.upstreams.vapi.rateLimits) l.headers = 'always';
 });
 
 describe('rate limits shared through Redis', () => {

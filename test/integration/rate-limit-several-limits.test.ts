@@ -14,8 +14,8 @@ describe('several limits on one request', () => {
     up = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [
-        { name: 'messages', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 1, per: 60, key: ['client'] },
-        { name: 'default', rate: 2, per: 60, key: ['client'] },
+        { name: 'messages', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 1, per: 60, key: ['client'], headers: 'always' },
+        { name: 'default', rate: 2, per: 60, key: ['client'], headers: 'always' },
       ];
     });
     p = await startProxy({ TWILIO_BASE_URL: up.url }, policy);

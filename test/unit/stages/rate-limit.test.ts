@@ -20,7 +20,8 @@ function setup(limits: Input[]) {
   const sleeps: number[] = [];
   const collectors: (() => void)[] = [];
   const keyGauges = new Map<string, number>();
-  const policies: RateLimitPolicy[] = limits.map((l) => rateLimitSchema.parse(l));
+  // These tests read the fields on allowed answers too; the default (429s only) has its own test.
+  const policies: RateLimitPolicy[] = limits.map((l) => rateLimitSchema.parse({ headers: 'always', ...(l as object) }));
   const stage = rateLimit('twilio', policies, {
     store,
     memory: store,
@@ -147,6 +148,32 @@ describe('rateLimit stage: 5 per minute', () => {
   it('a burst larger than the rate widens the policy window', async () => {
     const { send } = setup([{ name: 'default', rate: 60, per: 60, burst: 120 }]);
     expect((await send()).ex.rateLimitPolicy).toBe('"default";q=120;w=120');
+  });
+});
+
+describe('rateLimit stage: which answers carry the RateLimit fields', () => {
+  it('by default only the 429 (Envoy local rate limit): an allowed answer carries none', async () => {
+    const { send } = setup([{ name: 'default', rate: 2, per: 60, headers: 'limited' }]);
+    for (let i = 0; i < 2; i++) {
+      const { ex, reply } = await send();
+      expect(reply.kind).toBe('sent');
+      expect(ex.rateLimit).toBeUndefined();
+      expect(ex.rateLimitPolicy).toBeUndefined();
+    }
+    const { ex } = await send();
+    expect(ex.rateLimit).toMatch(/^"default";r=0;t=\d+$/);
+    expect(ex.rateLimitPolicy).toBe('"default";q=2;w=60');
+    expect(rateLimitSchema.parse({ name: 'x', rate: 1 }).headers).toBe('limited');
+  });
+
+  it('always: allowed answers report the limit with the fewest tokens left among those that say always', async () => {
+    const { send } = setup([
+      { name: 'quiet', rate: 1, per: 60, headers: 'limited' },
+      { name: 'loud', rate: 5, per: 60, headers: 'always' },
+    ]);
+    const { ex } = await send();
+    expect(ex.rateLimit).toMatch(/^"loud";r=4;t=\d+$/);
+    expect(ex.rateLimitPolicy).toBe('"loud";q=5;w=60');
   });
 });
 
