@@ -12,7 +12,7 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 
 // Sidecar overhead is sub-millisecond when healthy; these buckets resolve it.
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 
-export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node', 'source', 'class']);
+export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node', 'source', 'class', 'kind']);
 
 /**
  * Where an answer came from. `local`: Breakwater answered without contacting the upstream (open
@@ -227,6 +227,12 @@ export function createMetrics() {
       labelNames: ['upstream', 'outcome'] as const,
       registers: [registry],
     }),
+    openProxyRefusals: new Counter({
+      name: 'breakwater_open_proxy_refusals_total',
+      help: 'Requests refused for trying to use Breakwater as a forward proxy: absolute_form (a full URL as the target), connect (CONNECT), foreign_host (no route, and the Host names another server). Each kind exported from zero.',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
     idempotencyStoreResets: new Counter({
       name: 'breakwater_idempotency_store_resets_total',
       help: 'Times the shared idempotency store (Redis) came back without its records (restarted empty): keys used before may be forwarded again.',
@@ -305,10 +311,24 @@ export function createMetrics() {
   };
   m.reloadSuccess.set(1);
   m.draining.set(0);
+  for (const kind of OPEN_PROXY_KINDS) m.openProxyRefusals.labels(kind).inc(0);
   return m;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** The ways a client tries to use Breakwater as a forward proxy (see openProxyRefusals). */
+export const OPEN_PROXY_KINDS = ['absolute_form', 'connect', 'foreign_host'] as const;
+export type OpenProxyKind = (typeof OPEN_PROXY_KINDS)[number];
+
+/**
+ * A Host (or CONNECT authority) as logs may carry it: lower-case, at most 100 characters of the
+ * ones a host name, an IP literal or a port can hold; anything else becomes `?`. A probe's Host is
+ * attacker text, and a log line must not become its channel.
+ */
+export function sanitisedHost(v: string): string {
+  return v.slice(0, 100).toLowerCase().replace(/[^a-z0-9.:\[\]-]/g, '?');
+}
 
 /**
  * Exports an upstream's counters at zero before anything happens. A series born at 1 loses its

@@ -3,7 +3,8 @@
 // swaps it atomically, while requests already inside finish on the one they started with.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from './errors.js';
-import { RESPONSE_CLASSES, responseClass, type Metrics, type ResponseClass } from './metrics.js';
+import { isIP } from 'node:net';
+import { RESPONSE_CLASSES, responseClass, sanitisedHost, type Metrics, type OpenProxyKind, type ResponseClass } from './metrics.js';
 import { accessLog } from './access-log.js';
 import type { Policy } from './policy/schema.js';
 import { clientGone, newExchange, type Exchange, type Reply } from './pipeline/exchange.js';
@@ -37,6 +38,23 @@ interface HostRule {
 }
 
 const TRAVERSAL = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%2f|%5c|\\/i;
+
+/** A request target that names a server (`http://victim/…`): what a forward proxy is sent. */
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
+
+/**
+ * Whether an unrouted request's Host names another server rather than this listener: a port other
+ * than ours, or a dotted DNS name (an IP literal, `localhost` or a compose service name is how an
+ * app reaches a sidecar, and its unrouted request is a mistake, not a probe).
+ */
+export function foreignHost(host: string, ownPort: number): boolean {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
+  if (m === null) return true;
+  const port = m[2];
+  if (port !== undefined && ownPort > 0 && Number(port) !== ownPort) return true;
+  const name = m[1]!;
+  return name.includes('.') && isIP(name) === 0;
+}
 
 export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   const { metrics, log } = deps;
@@ -124,12 +142,22 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     return found;
   }
 
-  /** Chooses the upstream (or refuses the request): the only writer of ex.upstream, host, origin and paths. */
+  /** Counts a forward-proxy attempt and keeps its (sanitised) destination for the access line. */
+  function probe(ex: Exchange, kind: OpenProxyKind, host: string): void {
+    metrics.openProxyRefusals.labels(kind).inc();
+    ex.probeHost = sanitisedHost(host);
+  }
+
+  /** Chooses the upstream (or refuses the request): the only writer of ex.upstream, host, origin, paths and probeHost. */
   function route(ex: Exchange): ProxyError | UpstreamRuntime {
     const url = ex.req.url!;
     const problem = requestProblem(ex.req, policy.server.maxHeaders);
     if (problem !== undefined) return problem;
-    if (url.charCodeAt(0) !== 47 /* '/' */) return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
+    if (url.charCodeAt(0) !== 47 /* '/' */) {
+      const absolute = ABSOLUTE_FORM.exec(url);
+      if (absolute !== null) probe(ex, 'absolute_form', absolute[1]!);
+      return proxyError('bad_request', { message: 'Only origin-form request targets are accepted (no absolute-form, no proxying).' });
+    }
     // Every dot-segment or encoded slash needs a "/.", a "%" or a "\\": most paths have none.
     const path = ex.path;
     if ((path.includes('/.') || path.includes('%') || path.includes('\\')) && TRAVERSAL.test(path)) return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
@@ -159,7 +187,10 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       }
     }
     const u = prefixed;
-    if (u === undefined) return proxyError('no_route');
+    if (u === undefined) {
+      if (hostHeader !== undefined && foreignHost(hostHeader, ex.req.socket.localPort ?? 0)) probe(ex, 'foreign_host', hostHeader);
+      return proxyError('no_route');
+    }
     const rest = slash < 0 ? '/' : ex.path.slice(slash);
     ex.upstream = u;
     ex.host = u.host;

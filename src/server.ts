@@ -5,7 +5,7 @@ import http, { type IncomingMessage, type Server, type ServerResponse } from 'no
 import type { Socket } from 'node:net';
 import { watch } from 'node:fs';
 import { errorBody, proxyError, type ErrorCode } from './errors.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { createMetrics, sanitisedHost, type Metrics } from './metrics.js';
 import { createLogger, type Log } from './log.js';
 import { loadPolicyFile, PolicyError } from './policy/load.js';
 import type { Policy } from './policy/schema.js';
@@ -167,7 +167,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     });
   });
   // CONNECT would make us a tunnel to anywhere: refuse it on the wire.
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 'method_not_allowed', 'CONNECT is not supported: Breakwater is not a forward proxy.'));
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    // No request reaches the pipeline, so no access line: this is its line.
+    metrics.openProxyRefusals.labels('connect').inc();
+    log.warn({ reqId: '-', method: 'CONNECT', probeHost: sanitisedHost(req.url ?? ''), status: 405, outcome: 'method_not_allowed' }, 'open-proxy attempt refused');
+    refuseRaw(socket, 'method_not_allowed', 'CONNECT is not supported: Breakwater is not a forward proxy.');
+  });
   server.on('upgrade', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 'bad_request', 'Protocol upgrades are not supported.'));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {

@@ -82,6 +82,8 @@ export interface Exchange {
   errorHead: Buffer | undefined;
   /** The provider's error code of that body (upstream-errors.ts), for the access line. */
   upstreamErrorCode: string | undefined;
+  /** The sanitised server a forward-proxy attempt named (routing sets it on refusing one), for the access line. */
+  probeHost: string | undefined;
   /** Set when the response broke after its head was relayed: the error code. */
   aborted: string | undefined;
   /** Response body bytes relayed to the client. */
@@ -147,6 +149,7 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     upstreamRequestId: undefined,
     errorHead: undefined,
     upstreamErrorCode: undefined,
+    probeHost: undefined,
     aborted: undefined,
     bytesOut: 0,
     capture: undefined,

@@ -4,7 +4,7 @@
 // it must see none.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
 import { parseRaw, rawExchange, victimServer, type Victim } from '../support/processes.js';
 
 describe('refuses open-proxy use', () => {
@@ -127,6 +127,39 @@ describe('refuses open-proxy use', () => {
       await expectVictimUntouched();
     } finally {
       vapi.handler = undefined;
+    }
+  });
+
+  it('counts each kind of forward-proxy attempt and logs the host it named, sanitised', async () => {
+    const count = async (kind: string) => metricValue(await metricsText(p.adminPort), 'breakwater_open_proxy_refusals_total', { kind });
+    const before = { absolute_form: await count('absolute_form'), connect: await count('connect'), foreign_host: await count('foreign_host') };
+    // Exported from zero: a first probe is a visible increase.
+    for (const v of Object.values(before)) expect(v).toEqual(expect.any(Number));
+    await send(['GET http://Evil.Example:8443/steal HTTP/1.1', `Host: ${victimHost}`, 'Connection: close']);
+    await send(['CONNECT evil.example:443 HTTP/1.1', 'Host: evil.example:443']);
+    await request(p.proxyPort, 'GET', '/steal', { headers: { host: 'attacker.example' } });
+    await request(p.proxyPort, 'GET', '/steal', { headers: { host: victimHost } });
+    // Not probes: an app that reaches the sidecar by loopback or a service name and gets a path wrong.
+    await request(p.proxyPort, 'GET', '/steal', { headers: { host: `127.0.0.1:${p.proxyPort}` } });
+    await request(p.proxyPort, 'GET', '/steal', { headers: { host: `breakwater:${p.proxyPort}` } });
+    await request(p.proxyPort, 'GET', '/steal', { headers: { host: 'localhost' } });
+    expect(await count('absolute_form')).toBe(before.absolute_form! + 1);
+    expect(await count('connect')).toBe(before.connect! + 1);
+    expect(await count('foreign_host')).toBe(before.foreign_host! + 2);
+    await sleep(150); // the access log is written in 50 ms batches
+    const lines = p.logLines();
+    const probes = lines.filter((l) => l.probeHost !== undefined).map((l) => l.probeHost);
+    expect(probes).toEqual(expect.arrayContaining(['evil.example:8443', 'evil.example:443', 'attacker.example', victimHost]));
+    expect(probes).not.toContain('localhost');
+    expect(lines.some((l) => l.msg === 'open-proxy attempt refused' && l.probeHost === 'evil.example:443')).toBe(true);
+  });
+
+  it('logs a hostile Host as inert text', async () => {
+    await send(['GET /steal HTTP/1.1', 'Host: a"b\\c\u2028.example', 'Connection: close']);
+    await send(['GET /steal HTTP/1.1', `Host: x.example:1${'9'.repeat(300)}`, 'Connection: close']);
+    await sleep(150);
+    for (const h of p.logLines().map((l) => l.probeHost).filter((h): h is string => typeof h === 'string')) {
+      expect(h).toMatch(/^[a-z0-9.:\[\]?-]{1,100}$/);
     }
   });
 
