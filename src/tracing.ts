@@ -21,6 +21,13 @@ export interface Tracing {
   startServer(ex: Exchange): void;
   endServer(ex: Exchange, status: number, outcome: string): void;
   startClient(ex: Exchange): ClientSpan | undefined;
+  /**
+   * A resilience decision as an event on the request's SERVER span (`breakwater.breaker`,
+   * `breakwater.rate_limit`, `breakwater.hold`, `breakwater.retry`, `breakwater.idempotency`), so a
+   * trace shows why a request waited, was refused or was sent twice. Stages call it as
+   * `tracing?.event(...)`: with tracing off that is one undefined check.
+   */
+  event(ex: Exchange, name: string, attributes: Attributes): void;
   /** The trace id of the request's SERVER span, when sampled, for the access line. */
   traceId(ex: Exchange): string | undefined;
   shutdown(): Promise<void>;
@@ -131,6 +138,10 @@ export async function startTracing(env: Env, version: string, warn: (msg: string
           span.end();
         },
       };
+    },
+    event(ex, name, attributes) {
+      const span = spans.get(ex);
+      if (span !== undefined && span.isRecording()) span.addEvent(name, attributes);
     },
     traceId(ex) {
       const c = spans.get(ex)?.spanContext();

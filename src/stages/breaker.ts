@@ -11,6 +11,7 @@ import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { BreakerPolicy } from '../policy/schema.js';
 import { BreakerScopes, type CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { tracing } from '../tracing.js';
 
 export interface BreakerDeps {
   onFailure(): void;
@@ -90,9 +91,11 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
     const admission = breaker.tryAcquire();
     if (!admission.ok) {
       if (breaker === base) deps.onRejected();
+      tracing?.event(ex, 'breakwater.breaker', { 'breakwater.decision': 'rejected', 'breakwater.breaker.scope': breaker === base ? 'base' : ex.host, 'breakwater.breaker.forced': admission.forced });
       return Promise.resolve(circuitOpen(admission.retryAfterMs, admission.forced, capMs));
     }
     const probe = admission.probe;
+    if (probe) tracing?.event(ex, 'breakwater.breaker', { 'breakwater.decision': 'probe', 'breakwater.breaker.scope': breaker === base ? 'base' : ex.host });
     // The duration only matters to slow-call detection: without it, no clock reads.
     const began = timed ? performance.now() : 0;
     // A continuation rather than an async frame: this stage is on every request.

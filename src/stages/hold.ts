@@ -16,6 +16,7 @@ import type { Clock } from '../resilience/clock.js';
 import type { Exchange, Held, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { keyFn } from '../pipeline/keys.js';
 import { MapCursor } from '../resilience/map-cursor.js';
+import { tracing } from '../tracing.js';
 
 interface HoldEntry {
   until: number;
@@ -99,6 +100,7 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     const ms = base * (1 + random() * policy.jitter);
     table.set(k, { until: deps.clock() + ms, strikes }, deps.clock());
     deps.onHold(k, ms, ex.requestId);
+    tracing?.event(ex, 'breakwater.hold', { 'breakwater.decision': 'hold_started', 'breakwater.hold_ms': Math.round(ms), 'breakwater.strikes': strikes });
     return ms;
   }
 
@@ -130,6 +132,7 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
       const left = entry.until - deps.clock();
       if (left > 0) {
         deps.onHeld();
+        tracing?.event(ex, 'breakwater.hold', { 'breakwater.decision': 'held', 'breakwater.retry_after_ms': Math.round(left) });
         return Promise.resolve(proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } }));
       }
     }

@@ -17,6 +17,7 @@ import type { Clock } from '../resilience/clock.js';
 import { PENDING_FINGERPRINT, type IdempotencyStore, type StoredAnswer } from '../store/idempotency-store.js';
 import { sendBuffered } from '../http/respond.js';
 import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { tracing } from '../tracing.js';
 
 export interface IdempotencyDeps {
   counter(outcome: 'forwarded' | 'replayed' | 'joined' | 'in_flight' | 'mismatch' | 'not_stored' | 'unavailable' | 'orphaned'): { inc(): void };
@@ -33,21 +34,31 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
   const methods = new Set<string>(policy.methods);
   const ttlMs = policy.ttl * 1000;
   const waitMs = policy.waitTimeout * 1000;
+  type Outcome = Parameters<IdempotencyDeps['counter']>[0];
+  /** Counts a decision, and shows it on the request's trace when tracing is on. */
+  const decision = (outcome: Outcome) => {
+    const counter = deps.counter(outcome);
+    const attributes = { 'breakwater.decision': outcome };
+    return (ex: Exchange): void => {
+      counter.inc();
+      tracing?.event(ex, 'breakwater.idempotency', attributes);
+    };
+  };
   const c = {
-    forwarded: deps.counter('forwarded'),
-    replayed: deps.counter('replayed'),
-    joined: deps.counter('joined'),
-    inFlight: deps.counter('in_flight'),
-    mismatch: deps.counter('mismatch'),
-    notStored: deps.counter('not_stored'),
-    unavailable: deps.counter('unavailable'),
-    orphaned: deps.counter('orphaned'),
+    forwarded: decision('forwarded'),
+    replayed: decision('replayed'),
+    joined: decision('joined'),
+    inFlight: decision('in_flight'),
+    mismatch: decision('mismatch'),
+    notStored: decision('not_stored'),
+    unavailable: decision('unavailable'),
+    orphaned: decision('orphaned'),
   };
 
   const replay = (ex: Exchange, a: StoredAnswer): Reply => {
     // A duplicate that waited for its original may find its own app gone by then.
     if (clientGone(ex)) return goneBeforeSending(ex, 'the replay');
-    c.replayed.inc();
+    c.replayed(ex);
     sendBuffered(ex, a.status, a.headers, a.body, REPLAYED);
     return { kind: 'sent', status: a.status, outcome: 'replayed' };
   };
@@ -70,39 +81,39 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     const deadline = deps.clock() + waitMs;
     for (let round = 0; round < 8; round++) {
       const found = await store.lookup(key);
-      if (found.state === 'unavailable') return unavailable();
+      if (found.state === 'unavailable') return unavailable(ex);
       if (found.state === 'orphaned') {
-        if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(c.mismatch);
-        c.orphaned.inc();
+        if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(ex, c.mismatch);
+        c.orphaned(ex);
         return proxyError('internal_error', { message: 'The original request with this Idempotency-Key may have reached the upstream, but the Breakwater replica handling it stopped before its answer was stored; whether it took effect is unknown. It is not sent again.' });
       }
       if (found.state === 'done') {
-        if (found.fingerprint !== (await own())) return mismatch(c.mismatch);
+        if (found.fingerprint !== (await own())) return mismatch(ex, c.mismatch);
         return replay(ex, found.answer);
       }
       if (found.state === 'in_flight') {
-        if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(c.mismatch);
+        if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(ex, c.mismatch);
         const left = deadline - deps.clock();
         if (left <= 0 || !(await within(found.done, left))) {
-          c.inFlight.inc();
+          c.inFlight(ex);
           return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
         }
-        c.joined.inc();
+        c.joined(ex);
         continue; // the original finished: replay it, or take the key if it was released
       }
       // A body already read to compare cannot be sent: the app's retry will be the original.
       if (streamed && fingerprint !== undefined) break;
       const claimed = await store.claim(key, fingerprint ?? PENDING_FINGERPRINT, deps.claimMs, ttlMs);
-      if (claimed === 'unavailable') return unavailable();
+      if (claimed === 'unavailable') return unavailable(ex);
       if (claimed === 'taken') continue;
-      c.forwarded.inc();
+      c.forwarded(ex);
       return original(ex, next, key, fingerprint);
     }
     return proxyError('idempotency_in_flight', { headers: { 'retry-after': '1' } });
   }
 
-  function unavailable(): Reply {
-    c.unavailable.inc();
+  function unavailable(ex: Exchange): Reply {
+    c.unavailable(ex);
     return proxyError('idempotency_unavailable', { headers: { 'retry-after': '1' } });
   }
 
@@ -114,7 +125,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     try {
       const reply = await next(ex);
       answer = toStored(ex, reply);
-      if (answer === undefined) c.notStored.inc();
+      if (answer === undefined) c.notStored(ex);
       if (hashing !== undefined) {
         const fp = await hashing.finish();
         // The body never arrived whole: no fingerprint to hold a duplicate to. Keep the answer
@@ -172,8 +183,8 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
   }
 }
 
-function mismatch(counter: { inc(): void }): Reply {
-  counter.inc();
+function mismatch(ex: Exchange, count: (ex: Exchange) => void): Reply {
+  count(ex);
   return proxyError('idempotency_mismatch');
 }
 

@@ -11,6 +11,7 @@ import type { Decision } from '../resilience/token-bucket.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { isPhoneKey, keyFn, maskKey, maskPhone } from '../pipeline/keys.js';
 import { oneByte } from '../http/headers.js';
+import { tracing } from '../tracing.js';
 
 export interface RateLimitDeps {
   store: LimiterStore;
@@ -77,6 +78,7 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
   function apply(ex: Exchange, c: Compiled, key: string, d: Decision, tally: Tally): ProxyError | undefined {
     if (!d.allowed) {
       c.limited.inc();
+      tracing?.event(ex, 'breakwater.rate_limit', { 'breakwater.decision': c.shadow ? 'shadow_limited' : 'limited', 'breakwater.limit': c.name, 'breakwater.retry_after_ms': Math.round(d.resetMs) });
       if (c.shadow) {
         deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : maskKey(key), retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
         return undefined;
@@ -90,6 +92,7 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
     if (compiled.length > 1) (tally.granted ??= []).push({ c, key, d });
     if (d.delayMs > 0) {
       c.delayed.inc();
+      tracing?.event(ex, 'breakwater.rate_limit', { 'breakwater.decision': 'delayed', 'breakwater.limit': c.name, 'breakwater.delay_ms': Math.round(d.delayMs) });
       if (d.delayMs > tally.delayMs) tally.delayMs = d.delayMs;
     } else c.allowed.inc();
     if (c.always && !c.shadow && (tally.bestD === undefined || d.remaining < tally.bestD.remaining)) {

@@ -10,6 +10,7 @@
 import type { RetryPolicy } from '../policy/schema.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
 import { clientGone, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { tracing } from '../tracing.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
@@ -78,7 +79,10 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
           // What the upstream last said stands: it may have been reached, which an idempotency
           // key must remember.
           ex.retries--;
-          if (reply.kind === 'error') deps.onSkipped('breaker');
+          if (reply.kind === 'error') {
+            deps.onSkipped('breaker');
+            tracing?.event(ex, 'breakwater.retry', { 'breakwater.decision': 'skipped', 'breakwater.reason': 'breaker' });
+          }
           return previous;
         }
         if (!mayRetry) return reply;
@@ -87,9 +91,11 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
       if (reason === undefined) return reply;
       if (!budget.tryRetry()) {
         deps.onSkipped('budget');
+        tracing?.event(ex, 'breakwater.retry', { 'breakwater.decision': 'skipped', 'breakwater.reason': 'budget' });
         return reply;
       }
       deps.onRetry(reason);
+      tracing?.event(ex, 'breakwater.retry', { 'breakwater.decision': 'retry', 'breakwater.reason': reason, 'http.request.resend_count': attempt + 1 });
       previous = reply;
       ex.retries = attempt + 1;
       // Exponential back-off with full jitter (AWS architecture blog): spreads retries of many

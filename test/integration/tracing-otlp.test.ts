@@ -18,6 +18,7 @@ interface OtlpSpan {
   kind: number;
   traceState?: string;
   attributes: { key: string; value: Record<string, unknown> }[];
+  events?: { name: string; attributes?: { key: string; value: Record<string, unknown> }[] }[];
 }
 const SERVER = 2;
 const CLIENT = 3;
@@ -57,10 +58,10 @@ describe('traces exported over OTLP/HTTP', () => {
   const spans = (): OtlpSpan[] =>
     bodies.filter((b) => b.type.includes('json')).flatMap((b) => (JSON.parse(b.body.toString()) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] }).resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)));
 
-  async function proxyWith(env: Record<string, string>): Promise<TestProxy> {
+  async function proxyWith(env: Record<string, string>, proxyEnv: Record<string, string> = {}): Promise<TestProxy> {
     for (const k of OTEL_KEYS) delete process.env[k];
     Object.assign(process.env, { OTEL_BSP_SCHEDULE_DELAY: '50', ...env });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000', CIRCUIT_BREAKER_THRESHOLD: '100' });
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000', CIRCUIT_BREAKER_THRESHOLD: '100', ...proxyEnv });
     return p;
   }
 
@@ -136,6 +137,52 @@ describe('traces exported over OTLP/HTTP', () => {
     // Each attempt sent its own span as the parent.
     const parents = twilio.seen.filter((s) => String(s.headers.traceparent).includes(T)).map((s) => String(s.headers.traceparent).split('-')[2]);
     expect(new Set(parents)).toEqual(new Set(clients.map((c) => c.spanId)));
+  });
+
+  /** The decisions recorded on the SERVER span of the request with this X-Request-Id. */
+  const decisions = (reqId: string) => {
+    const server = spans().find((s) => s.kind === SERVER && attr(s, 'x_request_id') === reqId);
+    return (server?.events ?? []).map((e) => {
+      const a = Object.fromEntries((e.attributes ?? []).map((x) => [x.key, x.value.stringValue ?? (x.value.intValue !== undefined ? Number(x.value.intValue) : x.value.boolValue)]));
+      return `${e.name}:${String(a['breakwater.decision'])}${a['breakwater.reason'] !== undefined ? `:${String(a['breakwater.reason'])}` : ''}`;
+    });
+  };
+  const traced = (id: string) => ({ traceparent: `00-${T}-${P}-01`, 'x-request-id': id });
+
+  it('puts the resilience decisions on the SERVER span as events', async () => {
+    const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }, { CIRCUIT_BREAKER_THRESHOLD: '1', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60' });
+    // Idempotency: the original is forwarded, the repeat replayed.
+    const key = { ...form, 'idempotency-key': 'trace-events-1' };
+    expect((await request(q.proxyPort, 'POST', SEND, { headers: { ...key, ...traced('ev-original') }, body: 'To=%2B15555550100&Body=hi' })).status).toBe(200);
+    expect((await request(q.proxyPort, 'POST', SEND, { headers: { ...key, ...traced('ev-replay') }, body: 'To=%2B15555550100&Body=hi' })).status).toBe(200);
+    // A Twilio 429 starts a hold; the next request for that account is held.
+    twilio.mode = '429';
+    const list = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
+    expect((await request(q.proxyPort, 'GET', list, { headers: traced('ev-429') })).status).toBe(429);
+    expect((await request(q.proxyPort, 'GET', list, { headers: traced('ev-held') })).headers['x-breakwater-error']).toBe('upstream_rate_limited');
+    // A failing GET is retried, then opens the breaker, which refuses the next request.
+    twilio.mode = 'fail';
+    twilio.status = 503;
+    const other = '/twilio/2010-04-01/Accounts/AC2/Messages.json';
+    expect((await request(q.proxyPort, 'GET', other, { headers: traced('ev-retry') })).status).toBeGreaterThanOrEqual(500);
+    expect((await request(q.proxyPort, 'GET', other, { headers: traced('ev-open') })).headers['x-breakwater-error']).toBe('circuit_open');
+    expect(await waitFor(() => ['ev-original', 'ev-replay', 'ev-429', 'ev-held', 'ev-retry', 'ev-open'].every((id) => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === id)), 5000, 50)).toBe(true);
+    expect(decisions('ev-original')).toEqual(['breakwater.idempotency:forwarded']);
+    expect(decisions('ev-replay')).toEqual(['breakwater.idempotency:replayed']);
+    expect(decisions('ev-429')).toContain('breakwater.hold:hold_started');
+    expect(decisions('ev-held')).toEqual(['breakwater.hold:held']);
+    expect(decisions('ev-retry').filter((d) => d.startsWith('breakwater.retry:retry')).length).toBeGreaterThanOrEqual(1);
+    expect(decisions('ev-open')).toEqual(['breakwater.breaker:rejected']);
+  });
+
+  it('puts a rate-limit refusal on the SERVER span', async () => {
+    const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }, { RATE_LIMIT_PER_MINUTE: '1' });
+    const list = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
+    expect((await request(q.proxyPort, 'GET', list, { headers: traced('rl-1') })).status).toBe(200);
+    expect((await request(q.proxyPort, 'GET', list, { headers: traced('rl-2') })).status).toBe(429);
+    expect(await waitFor(() => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === 'rl-2'), 5000, 50)).toBe(true);
+    expect(decisions('rl-1')).toEqual([]);
+    expect(decisions('rl-2')).toEqual(['breakwater.rate_limit:limited']);
   });
 
   it('samples by the parent, and by ratio for new traces', async () => {
