@@ -13,6 +13,8 @@ export interface CacheEntry {
   readonly vary: readonly (readonly [string, string])[];
   /** The target URI path (no query), for invalidation. */
   readonly path: string;
+  /** The cached route's name, for invalidation by related URIs. */
+  readonly route: string;
 }
 
 /** Approximate bytes an entry holds: body, headers and a fixed overhead. */
@@ -31,6 +33,7 @@ export interface MemoryStoreOptions {
 export class MemoryCacheStore {
   private readonly entries = new Map<string, { entry: CacheEntry; size: number }>();
   private readonly byPath = new Map<string, Set<string>>();
+  private readonly byRoute = new Map<string, Set<string>>();
   private bytesUsed = 0;
 
   constructor(private readonly opts: MemoryStoreOptions) {}
@@ -59,9 +62,8 @@ export class MemoryCacheStore {
     this.delete(key);
     this.entries.set(key, { entry, size });
     this.bytesUsed += size;
-    let keys = this.byPath.get(entry.path);
-    if (keys === undefined) this.byPath.set(entry.path, (keys = new Set()));
-    keys.add(key);
+    index(this.byPath, entry.path, key);
+    index(this.byRoute, entry.route, key);
     while (this.entries.size > this.opts.maxEntries || this.bytesUsed > this.opts.maxBytes) {
       const oldest = this.entries.keys().next().value as string;
       this.delete(oldest);
@@ -75,17 +77,36 @@ export class MemoryCacheStore {
     if (hit === undefined) return;
     this.entries.delete(key);
     this.bytesUsed -= hit.size;
-    const keys = this.byPath.get(hit.entry.path);
-    keys?.delete(key);
-    if (keys?.size === 0) this.byPath.delete(hit.entry.path);
+    unindex(this.byPath, hit.entry.path, key);
+    unindex(this.byRoute, hit.entry.route, key);
   }
 
   /** Drops every entry for this path, whatever its query or credential (RFC 9111 §4.4). */
   invalidatePath(path: string): number {
-    const keys = this.byPath.get(path);
+    return this.dropAll(this.byPath.get(path));
+  }
+
+  /** Drops every entry of this cached route, whatever its URI or credential (related URIs). */
+  invalidateRoute(route: string): number {
+    return this.dropAll(this.byRoute.get(route));
+  }
+
+  private dropAll(keys: Set<string> | undefined): number {
     if (keys === undefined) return 0;
     const n = keys.size;
     for (const k of [...keys]) this.delete(k);
     return n;
   }
+}
+
+function index(map: Map<string, Set<string>>, name: string, key: string): void {
+  let keys = map.get(name);
+  if (keys === undefined) map.set(name, (keys = new Set()));
+  keys.add(key);
+}
+
+function unindex(map: Map<string, Set<string>>, name: string, key: string): void {
+  const keys = map.get(name);
+  keys?.delete(key);
+  if (keys?.size === 0) map.delete(name);
 }

@@ -145,6 +145,10 @@ export const cacheRouteSchema = z.strictObject({
     .record(z.string(), z.array(z.string()))
     .default({})
     .describe('Cache only when each named query parameter\'s comma-separated values are all in its list (e.g. Lookups `Fields`: keep fraud signals out).'),
+  invalidatedBy: z
+    .array(routePattern.refine((p) => !/^(?:GET|HEAD|OPTIONS) /.test(p), 'an invalidating pattern names an unsafe method (POST, PUT, PATCH, DELETE) or none'))
+    .default([])
+    .describe('Related URIs (RFC 9111 §4.4): an unsafe request (POST, PUT, PATCH, DELETE) matching one of these patterns that is answered without error also drops every entry of this route, for every credential; e.g. `POST /assistant` for the assistant list. Its own target URI is always dropped.'),
 });
 
 export const cacheSchema = z

@@ -15,6 +15,7 @@ import type { CacheEntry, MemoryCacheStore } from '../cache/memory-store.js';
 import type { Coalescer } from '../cache/coalesce.js';
 import type { CachePolicy, CacheRoutePolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
+import { RouteTable } from '../routing/route-table.js';
 import { sendBuffered } from '../http/respond.js';
 import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
@@ -69,6 +70,12 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     });
   }
 
+  // Related URIs: unsafe-request patterns → the cached routes they invalidate.
+  const byPattern = new Map<string, string[]>();
+  for (const r of policy.routes) for (const p of r.invalidatedBy) byPattern.set(p, [...(byPattern.get(p) ?? []), r.route]);
+  const related = new RouteTable<readonly string[]>();
+  for (const [pattern, names] of byPattern) related.add(pattern, names);
+
   return function cacheStage(ex: Exchange, next: Next): Promise<Reply> {
     const m = ex.method;
     if (m === 'GET' || m === 'HEAD') {
@@ -83,7 +90,11 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
   async function invalidating(ex: Exchange, next: Next): Promise<Reply> {
     const reply = await next(ex);
     const reached = reply.kind === 'sent' || reply.kind === 'held' ? reply.status < 400 : reply.kind === 'failed' && reply.mayHaveReachedUpstream;
-    if (reached) store.invalidatePath(ex.host + ex.routePath);
+    if (reached) {
+      store.invalidatePath(ex.host + ex.routePath);
+      const names = related.match(ex.method, ex.routePath)?.value;
+      if (names !== undefined) for (const name of names) store.invalidateRoute(name);
+    }
     return reply;
   }
 
@@ -171,6 +182,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
       storedAt: clock(),
       vary: varyNames(cap.headers['vary']).map((n) => [n, headerValue(h, n)] as const),
       path: ex.host + ex.routePath,
+      route: r.policy.route,
     };
   }
 

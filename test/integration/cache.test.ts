@@ -10,10 +10,11 @@ import { policyWith } from '../support/policy.js';
 
 const POLICY = policyWith((p) => {
   const v = p.upstreams.vapi;
-  v.routes.unshift({ name: 'assistant.fetch', match: 'GET /assistant/*' });
+  v.routes.unshift({ name: 'assistant.fetch', match: 'GET /assistant/*' }, { name: 'assistant.list', match: 'GET /assistant' });
   v.cache = {
     routes: [
       { route: 'assistant.fetch', ttl: 60 },
+      { route: 'assistant.list', ttl: 60, invalidatedBy: ['POST /assistant', 'PATCH /assistant/*', 'DELETE /assistant/*'] },
       { route: 'call.fetch', ttl: 0.3, staleIfError: 60 },
       { route: 'phone-number', ttl: 60, maxEntryBytes: 100 },
     ],
@@ -92,6 +93,40 @@ describe('response cache', () => {
     expect(h.headers['content-length']).toBe(String(Buffer.byteLength(g.text)));
     expect(h.headers['cache-status']).toMatch(/hit/);
     expect(vapi.seen.filter((s) => s.url.startsWith('/assistant/h1')).length).toBe(1);
+  });
+
+  it('an unsafe request on a related URI (invalidatedBy) drops the route\'s entries for every credential; a failed one does not', async () => {
+    const list = '/vapi/assistant';
+    const warm = async () => {
+      await get(list, 'alice');
+      await get(list, 'bob');
+      await get(`${list}?limit=5`, 'alice');
+      expect((await get(list, 'alice')).headers['cache-status']).toMatch(/hit/);
+      expect((await get(`${list}?limit=5`, 'alice')).headers['cache-status']).toMatch(/hit/);
+    };
+    await warm();
+    const post = await request(p.proxyPort, 'POST', list, { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+    expect(post.status).toBe(200);
+    expect((await get(list, 'bob')).headers['cache-status']).toBe('Breakwater; fwd=miss');
+    expect((await get(`${list}?limit=5`, 'alice')).headers['cache-status']).toBe('Breakwater; fwd=miss');
+    await warm();
+    // PATCH of one assistant: the list drops (a related URI), as does the assistant's own copy.
+    const patch = await request(p.proxyPort, 'PATCH', '/vapi/assistant/rel1', { headers: { authorization: 'Bearer bob', 'content-type': 'application/json' }, body: '{}' });
+    expect(patch.status).toBe(200);
+    expect((await get(list, 'alice')).headers['cache-status']).toBe('Breakwater; fwd=miss');
+    await warm();
+    // A refused create changed nothing upstream: the list stays.
+    vapi.handler = (req, res) => {
+      if (req.method === 'POST') {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        return res.end('{"error":"bad"}');
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ url: req.url, n: ++answers }));
+    };
+    const refused = await request(p.proxyPort, 'POST', list, { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+    expect(refused.status).toBe(400);
+    expect((await get(list, 'alice')).headers['cache-status']).toMatch(/hit/);
   });
 
   it('an unsafe method on the URI invalidates every credential\'s copy', async () => {

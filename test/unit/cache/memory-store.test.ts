@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MemoryCacheStore, entrySize, type CacheEntry } from '../../../src/cache/memory-store.js';
 import { Coalescer } from '../../../src/cache/coalesce.js';
 
-const entry = (path: string, bytes = 10): CacheEntry => ({
+const entry = (path: string, bytes = 10, route = 'r'): CacheEntry => ({
   status: 200,
   headers: { 'content-type': 'application/json' },
   body: Buffer.alloc(bytes),
@@ -10,9 +10,27 @@ const entry = (path: string, bytes = 10): CacheEntry => ({
   storedAt: 0,
   vary: [],
   path,
+  route,
 });
 
 describe('memory cache store', () => {
+  it('drops every entry of a route, and only those, on a related-URI invalidation', () => {
+    const s = new MemoryCacheStore({ maxEntries: 100, maxBytes: 1e9 });
+    s.set('list-cred1', entry('/assistant', 10, 'assistants'));
+    s.set('list-cred2', entry('/assistant', 10, 'assistants'));
+    s.set('list-paged', entry('/assistant?page=2', 10, 'assistants'));
+    s.set('one', entry('/assistant/a1', 10, 'assistant'));
+    expect(s.invalidateRoute('assistants')).toBe(3);
+    expect(s.get('list-cred1')).toBeUndefined();
+    expect(s.get('list-paged')).toBeUndefined();
+    expect(s.get('one')).toBeDefined();
+    expect(s.invalidateRoute('assistants')).toBe(0);
+    // The indexes stay consistent after deletes and evictions.
+    s.delete('one');
+    expect(s.invalidateRoute('assistant')).toBe(0);
+    expect(s.size).toBe(0);
+  });
+
   it('evicts the least recently used past its entry bound', () => {
     let evicted = 0;
     const s = new MemoryCacheStore({ maxEntries: 2, maxBytes: 1e9, onEvict: () => evicted++ });

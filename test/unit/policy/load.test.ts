@@ -363,6 +363,12 @@ describe('parsePolicy: defaults and freezing', () => {
     expect(got).toEqual(want);
   });
 
+  it('refuses a related-URI invalidation pattern with a safe method, naming the line', () => {
+    const text = `${BASE}    routes:\n      - { name: lookups, match: "GET /v2/PhoneNumbers/*" }\n    cache:\n      routes:\n        - route: lookups\n          ttl: 60\n          invalidatedBy: ["GET /v2/PhoneNumbers/*"]\n`;
+    expect(() => parsePolicy(text, { env: {} })).toThrow(/unsafe method/);
+    expect(parsePolicy(text.replace('invalidatedBy: ["GET', 'invalidatedBy: ["POST'), { env: {} }).upstreams['twilio']!.cache.routes[0]!.invalidatedBy).toEqual(['POST /v2/PhoneNumbers/*']);
+  });
+
   it('fills a rate limit’s defaults', () => {
     const q = parsePolicy(`${BASE}    rateLimits:\n      - { name: default, rate: 60 }\n`, { env: {} });
     expect(q.upstreams['twilio']!.rateLimits[0]).toEqual({ name: 'default', rate: 60, per: 60, burst: null, key: ['client'], route: null, shadow: false, maxDelay: 0, store: 'default', headers: 'limited' });
