@@ -82,6 +82,11 @@ export function upstreamRequestHeaders(ex: Exchange): string[] {
   out.push('x-forwarded-for', xff ? `${xff}, ${ex.req.socket.remoteAddress ?? ''}` : ex.req.socket.remoteAddress ?? '');
   out.push('x-forwarded-proto', 'http');
   if (ex.authorization !== undefined) out.push('authorization', ex.authorization);
+  // The app sent no conditional (the cache passes those through untouched): these are the cache's.
+  if (ex.revalidate !== undefined) {
+    if (ex.revalidate.etag !== undefined) out.push('if-none-match', ex.revalidate.etag);
+    else if (ex.revalidate.lastModified !== undefined) out.push('if-modified-since', ex.revalidate.lastModified);
+  }
   if (ex.body !== undefined) out.push('content-length', String(ex.body.length));
   else if (ex.bodyStream !== undefined && ex.req.headers['content-length'] !== undefined) out.push('content-length', ex.req.headers['content-length']);
   ex.outHeaders = out;

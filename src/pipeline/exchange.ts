@@ -88,6 +88,11 @@ export interface Exchange {
   aborted: string | undefined;
   /** Response body bytes relayed to the client. */
   bytesOut: number;
+  /**
+   * Set by the cache stage when it revalidates a stale copy: the validators sent upstream as
+   * If-None-Match / If-Modified-Since (with 304 among the held statuses, so the 304 comes back to it).
+   */
+  revalidate: { readonly etag: string | undefined; readonly lastModified: string | undefined } | undefined;
   /** Set by the idempotency stage to receive a copy of the forwarded answer. */
   capture: Capture | undefined;
   /** The Authorization header as sent upstream (after injection); undefined: none. */
@@ -152,6 +157,7 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     probeHost: undefined,
     aborted: undefined,
     bytesOut: 0,
+    revalidate: undefined,
     capture: undefined,
     authorization: undefined,
     holdStatuses: undefined,

@@ -19,7 +19,7 @@ import { RouteTable } from '../routing/route-table.js';
 import { sendBuffered } from '../http/respond.js';
 import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
-export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass';
+export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass' | 'revalidated';
 
 export interface CacheDeps {
   clock: Clock;
@@ -66,6 +66,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         stale: deps.counter(r.route, 'stale'),
         coalesced: deps.counter(r.route, 'coalesced'),
         bypass: deps.counter(r.route, 'bypass'),
+        revalidated: deps.counter(r.route, 'revalidated'),
       },
     });
   }
@@ -109,6 +110,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     const key = cacheKey(upstream, ex.host + normaliseUri(ex.routePath, ex.query), credentialId(deps.secret, ex.authorization), r.keyHeaders, h);
     const asked = requestBypasses(h['cache-control'], h['pragma']);
     let stale: CacheEntry | undefined;
+    let validating: CacheEntry | undefined;
     let fwd = asked ? 'request' : 'miss';
     const found = asked ? undefined : store.get(key);
     if (found !== undefined) {
@@ -122,10 +124,15 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         if (use === 'stale-if-error') {
           stale = found;
           fwd = 'stale';
-        } else store.delete(key);
+        }
+        // A copy with a validator is asked about rather than fetched again (RFC 9111 §4.3).
+        if (validatorsOf(found) !== undefined) {
+          validating = found;
+          fwd = 'stale';
+        } else if (use !== 'stale-if-error') store.delete(key);
       }
     }
-    if (ex.method === 'HEAD' || !policy.coalesce) return forward(ex, next, r, key, fwd, stale, undefined);
+    if (ex.method === 'HEAD' || !policy.coalesce) return forward(ex, next, r, key, fwd, stale, undefined, validating);
 
     const join = coalescer.join(key);
     if (join.role === 'follower') {
@@ -135,18 +142,36 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         return serve(ex, entry, `Breakwater; fwd=${fwd}; collapsed; ttl=${ttlOf(entry)}`);
       }
       // Nothing storable came of the leader's request (or it took too long): go upstream alone.
-      return forward(ex, next, r, key, fwd, stale, undefined);
+      return forward(ex, next, r, key, fwd, stale, undefined, validating);
     }
-    return forward(ex, next, r, key, fwd, stale, join.role === 'leader' ? join.settle : undefined);
+    return forward(ex, next, r, key, fwd, stale, join.role === 'leader' ? join.settle : undefined, validating);
   }
 
-  async function forward(ex: Exchange, next: Next, r: Compiled, key: string, fwd: string, stale: CacheEntry | undefined, settle: ((e: CacheEntry | undefined) => void) | undefined): Promise<Reply> {
+  async function forward(ex: Exchange, next: Next, r: Compiled, key: string, fwd: string, stale: CacheEntry | undefined, settle: ((e: CacheEntry | undefined) => void) | undefined, validating?: CacheEntry): Promise<Reply> {
     const storing = ex.method === 'GET' && ex.capture === undefined;
     if (storing) ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: r.policy.maxEntryBytes };
     ex.res.setHeader('cache-status', `Breakwater; fwd=${fwd}`);
+    if (validating !== undefined) {
+      ex.revalidate = validatorsOf(validating);
+      // The 304 is the cache's to read: the app asked for the resource, not a conditional.
+      ex.holdStatuses = ex.holdStatuses === undefined || ex.holdStatuses.has(304) ? (ex.holdStatuses ?? NOT_MODIFIED) : new Set([...ex.holdStatuses, 304]);
+    }
     let entry: CacheEntry | undefined;
     try {
       const reply = await next(ex);
+      if (validating !== undefined && reply.kind === 'held' && reply.status === 304) {
+        entry = refreshed(validating, reply.headers, r);
+        if (entry !== undefined && store.set(key, entry)) {
+          r.c.revalidated.inc();
+          ex.res.removeHeader('cache-status');
+          return serve(ex, entry, `Breakwater; fwd=stale; fwd-status=304; ttl=${ttlOf(entry)}`);
+        }
+        // Not storable any more (no-store on the 304): the app still gets the copy it asked for, once.
+        entry = undefined;
+        ex.res.removeHeader('cache-status');
+        store.delete(key);
+        return serve(ex, validating, 'Breakwater; fwd=stale; fwd-status=304; detail=not-stored');
+      }
       if (storing) entry = toEntry(ex, reply, r);
       if (entry !== undefined && !store.set(key, entry)) entry = undefined;
       if (stale !== undefined && upstreamFailed(reply) && !ex.res.headersSent) {
@@ -186,6 +211,15 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     };
   }
 
+  /** A stored copy brought up to date by a 304: its headers updated from the 304's, fresh again (RFC 9111 §4.3.4). */
+  function refreshed(old: CacheEntry, fresh: Readonly<Record<string, string | string[]>>, r: Compiled): CacheEntry | undefined {
+    const headers: Record<string, string | string[]> = { ...old.headers };
+    for (const k in fresh) if (!NOT_STORED.has(k) && k !== 'content-type') headers[k] = fresh[k]!;
+    const f = freshness(old.status, headers, r.ttlMs, r.staleMs);
+    if (f === undefined) return undefined;
+    return { ...old, headers, freshness: f, storedAt: clock() };
+  }
+
   function ttlOf(e: CacheEntry): number {
     return Math.floor((e.freshness.lifetimeMs - currentAgeMs(e.freshness, e.storedAt, clock())) / 1000);
   }
@@ -196,6 +230,16 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     sendBuffered(ex, e.status, e.headers, e.body, ['age', String(age), 'cache-status', status]);
     return { kind: 'sent', status: e.status, outcome: 'cached' };
   }
+}
+
+const NOT_MODIFIED: ReadonlySet<number> = new Set([304]);
+
+/** The validators a stored copy can be revalidated with, if it has any. */
+function validatorsOf(e: CacheEntry): { etag: string | undefined; lastModified: string | undefined } | undefined {
+  const etag = e.headers['etag'];
+  const lastModified = e.headers['last-modified'];
+  if (etag === undefined && lastModified === undefined) return undefined;
+  return { etag: etag === undefined ? undefined : String(etag), lastModified: lastModified === undefined ? undefined : String(lastModified) };
 }
 
 function headRoute(ex: Exchange): string {

@@ -261,6 +261,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     const named = connectionNamed(rawHeaders);
     if (this.hold?.has(statusCode)) {
       this.held = { headers: toObject(rawHeaders, named), chunks: [], bytes: 0 };
+      // A held 304 (a cache revalidation) is whole at its head, as below.
+      if (statusCode === 204 || statusCode === 304) this.finish({ kind: 'held', status: statusCode, headers: this.held.headers, body: EMPTY } satisfies Held);
       return true;
     }
     this.resumeUpstream = resume;
@@ -396,6 +398,8 @@ class Attempt implements Dispatcher.DispatchHandler {
     else this.finish(classify(err));
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 interface Bounds {
   readonly headersMs: number;

@@ -86,6 +86,15 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   const also = policy.also;
   const alsoStatuses: ReadonlySet<number> | undefined = also.length === 0 ? undefined : new Set(also.map((a) => a.status));
 
+  // An earlier stage may hold statuses of its own (the cache's 304 on a revalidation): added to, not replaced.
+  const unions = new WeakMap<ReadonlySet<number>, ReadonlySet<number>>();
+  function withAlso(outer: ReadonlySet<number> | undefined): ReadonlySet<number> | undefined {
+    if (outer === undefined || alsoStatuses === undefined) return alsoStatuses ?? outer;
+    let u = unions.get(outer);
+    if (u === undefined) unions.set(outer, (u = new Set([...outer, ...alsoStatuses])));
+    return u;
+  }
+
   /** A held answer that a rule in `also` names as back-pressure. */
   function backPressure(reply: Reply): boolean {
     if (reply.kind !== 'held' || alsoStatuses?.has(reply.status) !== true) return false;
@@ -136,7 +145,7 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
         return Promise.resolve(proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } }));
       }
     }
-    if (alsoStatuses !== undefined) ex.holdStatuses = alsoStatuses;
+    if (alsoStatuses !== undefined) ex.holdStatuses = withAlso(ex.holdStatuses);
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
       if (alsoStatuses !== undefined && backPressure(reply)) {

@@ -129,6 +129,70 @@ describe('response cache', () => {
     expect((await get(list, 'alice')).headers['cache-status']).toMatch(/hit/);
   });
 
+  it('revalidates a stale copy with its ETag: a 304 refreshes it, the app gets the stored 200; a changed resource replaces it', async () => {
+    let version = 'v1';
+    const conditionals: (string | undefined)[] = [];
+    vapi.handler = (req, res) => {
+      const inm = req.headers['if-none-match'] as string | undefined;
+      conditionals.push(inm);
+      if (inm === `"${version}"`) {
+        res.writeHead(304, { etag: `"${version}"`, 'x-seen': 'revalidated' });
+        return res.end();
+      }
+      res.writeHead(200, { 'content-type': 'application/json', etag: `"${version}"` });
+      res.end(JSON.stringify({ version, n: ++answers }));
+    };
+    const path = '/vapi/call/etag1';
+    const first = await get(path);
+    expect(first.headers['cache-status']).toBe('Breakwater; fwd=miss');
+    const body = first.text;
+    await new Promise((r) => setTimeout(r, 400)); // past the route's 0.3 s ttl
+    const second = await get(path);
+    expect(second.status).toBe(200);
+    expect(second.text).toBe(body);
+    expect(second.headers['cache-status']).toMatch(/^Breakwater; fwd=stale; fwd-status=304; ttl=0$/);
+    expect(second.headers['x-seen']).toBe('revalidated');
+    expect(second.headers['x-breakwater-error']).toBeUndefined();
+    expect(conditionals).toEqual([undefined, '"v1"']);
+    // Fresh again: answered without the upstream.
+    expect((await get(path)).headers['cache-status']).toMatch(/hit/);
+    expect(conditionals).toHaveLength(2);
+    version = 'v2';
+    await new Promise((r) => setTimeout(r, 400));
+    const changed = await get(path);
+    expect(JSON.parse(changed.text)).toMatchObject({ version: 'v2' });
+    expect(conditionals.at(-1)).toBe('"v1"');
+    expect((await get(path)).text).toBe(changed.text);
+    const text = await metricsText(p.adminPort);
+    expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'call.fetch', result: 'revalidated' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('revalidates with Last-Modified when there is no ETag, and never sends its own conditional on an app\'s', async () => {
+    const seen: { ims?: string; inm?: string }[] = [];
+    const lm = 'Wed, 02 Dec 2026 10:00:00 GMT';
+    vapi.handler = (req, res) => {
+      seen.push({ ims: req.headers['if-modified-since'] as string | undefined, inm: req.headers['if-none-match'] as string | undefined });
+      if (req.headers['if-modified-since'] === lm) {
+        res.writeHead(304, {});
+        return res.end();
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'last-modified': lm });
+      res.end(JSON.stringify({ n: ++answers }));
+    };
+    const path = '/vapi/call/lm1';
+    const first = await get(path);
+    await new Promise((r) => setTimeout(r, 400));
+    const second = await get(path);
+    expect(second.status).toBe(200);
+    expect(second.text).toBe(first.text);
+    expect(second.headers['cache-status']).toMatch(/fwd-status=304/);
+    expect(seen[1]).toEqual({ ims: lm, inm: undefined });
+    // The app's own conditional passes through as it is, and its 304 is the app's.
+    const own = await get(path, 'k1', 'GET', { 'if-modified-since': lm });
+    expect(own.status).toBe(304);
+    expect(own.headers['cache-status']).toBe('Breakwater; fwd=bypass');
+  });
+
   it('an unsafe method on the URI invalidates every credential\'s copy', async () => {
     await get('/vapi/assistant/u1', 'alice');
     await get('/vapi/assistant/u1', 'bob');
