@@ -69,6 +69,13 @@ describe('an unsolicited 100 Continue before a 201', () => {
     expect(p.logLines().some((l) => l.status === 502 && String(l.cause).includes('UND_ERR_SOCKET'))).toBe(true);
   });
 
+  it('a GET is retried as after a reset, then answered 502', async () => {
+    const before = creates;
+    const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
+    expect(r.status).toBe(502);
+    expect(creates).toBe(before + 3);
+  });
+
   it('an unkeyed create is not retried', async () => {
     const before = creates;
     const r = await create();
