@@ -21,7 +21,7 @@ const generation = (n: number) =>
   });
 
 /** Well inside the watcher's 5 s safety poll: a pass here is the directory watch's doing. */
-const SEEN_WITHIN_MS = 3000;
+const SEEN_WITHIN_MS = 4000;
 
 let twilio: FakeUpstream, vapi: FakeUpstream;
 beforeAll(async () => {
@@ -116,5 +116,30 @@ describe('server.watch across Kubernetes ConfigMap `..data` swaps', () => {
       expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
     }
     expect(await reloads(cli)).toBe(4);
+  });
+});
+
+describe('server.watch on a symlink to a file in another directory', () => {
+  let cli: Cli, dir: string, target: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'bw-watch-link-'));
+    mkdirSync(join(dir, 'etc'));
+    mkdirSync(join(dir, 'data'));
+    target = join(dir, 'data', 'real.yaml');
+    writeFileSync(target, generation(1));
+    symlinkSync(target, join(dir, 'etc', 'policy.yaml'));
+    cli = await startCli(join(dir, 'etc', 'policy.yaml'), { TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url });
+  });
+  afterAll(() => {
+    cli?.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('applies `sed -i` on the target, twice', async () => {
+    expect(await serving(cli)).toBe('gen1');
+    for (const n of [2, 3]) {
+      execFileSync('sed', ['-i', `s/name: gen${n - 1}/name: gen${n}/`, target]);
+      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+    }
   });
 });
