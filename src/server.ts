@@ -3,11 +3,11 @@
 // the pipeline they started on.
 import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { watch } from 'node:fs';
 import { errorBody, proxyError, type ErrorCode } from './errors.js';
 import { createMetrics, sanitisedHost, type Metrics } from './metrics.js';
 import { createLogger, type Log } from './log.js';
 import { loadPolicyFile, PolicyError } from './policy/load.js';
+import { watchPolicyFile, type PolicyWatch } from './policy/watch-file.js';
 import type { Policy } from './policy/schema.js';
 import { buildProxy, type Proxy } from './proxy.js';
 import { SharedState, type StackDeps } from './pipeline/stack.js';
@@ -256,9 +256,11 @@ export async function start(opts: StartOptions): Promise<Running> {
   }
 
   let shutdownPromise: Promise<void> | undefined;
+  let policyWatch: PolicyWatch | undefined;
   function shutdown(): Promise<void> {
     shutdownPromise ??= (async () => {
       draining = true;
+      policyWatch?.close();
       metrics.draining.set(1);
       log.info({ inFlight: busy, drainTimeout: policy.server.drainTimeout }, 'draining: readiness is 503, no new connections');
       server.close();
@@ -302,11 +304,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     process.on('SIGTERM', () => onStop('SIGTERM'));
     process.on('SIGINT', () => onStop('SIGINT'));
     if (policy.server.watch) {
-      let timer: NodeJS.Timeout | undefined;
-      watch(opts.configPath, () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => void reload(), 200);
-      }).unref();
+      // The directory is watched, not the file: a save-by-rename or a ConfigMap `..data` swap
+      // replaces the file's inode, and a watch on the old one would never fire again.
+      policyWatch = watchPolicyFile(opts.configPath, {
+        changed: () => void reload(),
+        missing: (reason) => log.warn({ path: opts.configPath, reason }, 'policy file missing or unreadable; the running policy keeps serving until it is back'),
+      });
     }
   }
 

@@ -26,7 +26,7 @@ import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
 import { MemoryCacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
-import { isPhoneKey, maskKey, maskPhone } from './keys.js';
+import { bodyKeyGuard, isPhoneKey, maskKey, maskPhone } from './keys.js';
 import { compose } from './compose.js';
 import type { Exchange, Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
@@ -185,7 +185,13 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     credentials(u.credentials),
     // Small bodies are read whole here: limits keyed on body fields, idempotency hashing and
     // retries all need them. Oversized bodies are refused before any upstream work.
-    requestBody({ maxBodyBytes: policy.server.maxBodyBytes, bufferBodyBytes: policy.server.bufferBodyBytes }),
+    // A body field a key reads must appear once, or the proxy and the upstream could read different
+    // copies: checked here, before idempotency claims a key or anything is forwarded.
+    requestBody({
+      maxBodyBytes: policy.server.maxBodyBytes,
+      bufferBodyBytes: policy.server.bufferBodyBytes,
+      guard: bodyKeyGuard([...u.rateLimits, ...(u.holdOn429.enabled ? [{ route: null, key: u.holdOn429.key }] : [])]),
+    }),
     // Duplicates are answered before any limit: a replay or a joined wait costs the upstream
     // nothing, so it must not spend the client's tokens (an SDK retrying a create would otherwise
     // be refused 429 instead of getting its answer). An original still passes every stage below.

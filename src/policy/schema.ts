@@ -217,7 +217,7 @@ export const policySchema = z.strictObject({
       maxConnections: count('Concurrent client connections.').default(4096),
       drainTimeout: seconds('Seconds in-flight requests may take to finish on SIGTERM.').default(25),
       trustedProxies: z.array(cidr).default([]).describe('CIDRs whose X-Forwarded-For is believed.'),
-      watch: z.boolean().default(false).describe('Reload when the policy file changes (SIGHUP always reloads).'),
+      watch: z.boolean().default(false).describe('Reload when the policy file changes. Its directory is watched, so saves by rename and Kubernetes ConfigMap `..data` swaps are seen; a file briefly absent keeps the running policy (SIGHUP always reloads).'),
     })
     .prefault({}),
   logging: z

@@ -123,7 +123,13 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     const hashing = known === undefined ? hashed(ex) : undefined;
     let fingerprint = known ?? PENDING_FINGERPRINT;
     try {
-      const reply = await next(ex);
+      let reply = await next(ex);
+      // The create left and no complete answer came back (a reset, a timeout, or a protocol
+      // fault such as an unsolicited `100 Continue`, which undici 7 cannot skip): it may have
+      // happened. The app is told so, now and on every retry, rather than "could not be reached".
+      if (reply.kind === 'failed' && reply.mayHaveReachedUpstream && reply.cause !== 'client' && !clientGone(ex)) {
+        reply = { ...reply, error: maybeSent(reply.error) };
+      }
       answer = toStored(ex, reply);
       if (answer === undefined) c.notStored(ex);
       if (hashing !== undefined) {
@@ -181,6 +187,12 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         return undefined;
     }
   }
+}
+
+/** The same code and status, with a message that says what the app must know: it may have happened. */
+function maybeSent(error: ProxyError): ProxyError {
+  const what = error.code === 'upstream_timeout' ? 'no complete answer came in time' : 'the connection failed before a complete answer';
+  return proxyError(error.code, { headers: error.headers, detail: error.detail, message: `The request was sent to the upstream and ${what}: it may have taken effect. It is not sent again under this Idempotency-Key.` });
 }
 
 function mismatch(ex: Exchange, count: (ex: Exchange) => void): Reply {

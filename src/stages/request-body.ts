@@ -3,11 +3,14 @@
 // usable as a limit key (Envoy buffers for retries the same way). Larger ones stream through
 // with their size enforced as bytes pass, never buffered.
 import { BODY_TOO_LARGE, proxyError } from '../errors.js';
+import type { ProxyError } from '../errors.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 
 export interface BodyLimits {
   maxBodyBytes: number;
   bufferBodyBytes: number;
+  /** Run on a buffered body before anything else sees it (a repeated limit-key field is refused). */
+  guard?: (ex: Exchange) => ProxyError | undefined;
 }
 
 class TooLarge extends Error {
@@ -15,7 +18,11 @@ class TooLarge extends Error {
 }
 
 export function requestBody(limits: BodyLimits): Stage {
-  const { maxBodyBytes, bufferBodyBytes } = limits;
+  const { maxBodyBytes, bufferBodyBytes, guard } = limits;
+  const buffered = guard === undefined ? (ex: Exchange, next: Next) => next(ex) : (ex: Exchange, next: Next) => {
+    const refused = guard(ex);
+    return refused === undefined ? next(ex) : Promise.resolve(refused);
+  };
   // No body (every GET): pass straight through, without an async frame of our own.
   return function requestBodyStage(ex: Exchange, next: Next): Promise<Reply> {
     const h = ex.req.headers;
@@ -36,7 +43,7 @@ export function requestBody(limits: BodyLimits): Stage {
       const body = await readAll(ex, declared);
       if (body === undefined) return proxyError('bad_request', { message: 'The request body ended early.' });
       ex.body = body;
-      return next(ex);
+      return buffered(ex, next);
     }
     ex.streamed = true;
     if (declared >= 0) {
@@ -54,7 +61,7 @@ export function requestBody(limits: BodyLimits): Stage {
       if (r.done) {
         ex.streamed = false;
         ex.body = Buffer.concat(head, bytes);
-        return next(ex);
+        return buffered(ex, next);
       }
       head.push(r.value);
       bytes += r.value.length;

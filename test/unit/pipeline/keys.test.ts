@@ -1,6 +1,6 @@
 // Rate-limit and hold keys compiled from the policy's key lists, and phone masking for logs.
 import { describe, expect, it } from 'vitest';
-import { bodyField, isPhoneKey, keyFn, maskKey, maskPhone } from '../../../src/pipeline/keys.js';
+import { bodyField, isPhoneKey, keyFn, maskKey, maskPhone, repeatedKeyField } from '../../../src/pipeline/keys.js';
 import { fakeExchange, type FakeExchangeInit } from '../support/exchange.js';
 
 const basic = (user: string, pass = 'secret') => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
@@ -124,4 +124,27 @@ describe('maskKey', () => {
   ])('%s', (_d, v, want) => {
     expect(maskKey(v)).toBe(want);
   });
+});
+
+describe('repeatedKeyField', () => {
+  const raw = (text: string): FakeExchangeInit => ({ body: Buffer.from(text), headers: { 'content-type': 'application/json' } });
+  const rows: { desc: string; fields: string[]; ex: FakeExchangeInit; want: string | undefined }[] = [
+    { desc: 'form, once', fields: ['To'], ex: form('To=1&From=2'), want: undefined },
+    { desc: 'form, twice', fields: ['To'], ex: form('To=1&From=2&To=3'), want: 'To' },
+    { desc: 'form, encoded name', fields: ['To'], ex: form('To=1&%54%6f=3'), want: 'To' },
+    { desc: 'form, encoded name alone is the field', fields: ['To'], ex: form('%54o=1'), want: undefined },
+    { desc: 'form, bracket variant', fields: ['To'], ex: form('To%5B0%5D=1'), want: 'To' },
+    { desc: 'form, other fields repeated', fields: ['To'], ex: form('To=1&MediaUrl=a&MediaUrl=b'), want: undefined },
+    { desc: 'json, flat duplicate', fields: ['To'], ex: raw('{"To":"1","To":"2"}'), want: 'To' },
+    { desc: 'json, name inside a string value is not a key', fields: ['To'], ex: raw('{"To":"1","Body":"\\"To\\": {[,"}'), want: undefined },
+    { desc: 'json, same name in sibling objects', fields: ['a.n'], ex: raw('{"a":{"n":1},"b":{"n":2},"c":[{"n":3}]}'), want: undefined },
+    { desc: 'json, duplicate deep in an unwatched branch', fields: ['a.n'], ex: raw('{"b":{"n":1,"n":2},"a":{"n":3}}'), want: undefined },
+    { desc: 'json, escaped duplicate', fields: ['a.n'], ex: raw('{"a":{"n":1,"\\u006e":2}}'), want: 'a.n' },
+    { desc: 'json, deep nest skipped without recursion', fields: ['To'], ex: raw(`{"x":${'['.repeat(50_000)}${']'.repeat(50_000)},"To":"1","To":"2"}`), want: 'To' },
+  ];
+  for (const r of rows) {
+    it(r.desc, () => {
+      expect(repeatedKeyField(fakeExchange(r.ex), r.fields)).toBe(r.want);
+    });
+  }
 });
