@@ -164,6 +164,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
     backoffMultiplier: b.backoffMultiplier,
     maxRecoveryMs: b.maxRecoveryTimeout * 1000,
+    failureWindowMs: b.failureWindow === null ? null : b.failureWindow * 1000,
   };
   const breakerSm = state.get(`${name}/breaker`, b, () => {
     const cb = new CircuitBreaker(
