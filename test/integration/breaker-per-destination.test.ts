@@ -1,10 +1,16 @@
 // Breakers per destination: a failing host-routed Twilio host (Verify, a regional host, a typo'd
 // name) opens its own breaker and never refuses a request to another destination — least of all
 // the base URL behind /twilio, which the SPEC's metric series describe.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parsePolicy } from '../../src/policy/load.js';
+import { start } from '../../src/server.js';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { DEFAULT_POLICY, metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
 
 async function deadPort(): Promise<number> {
   const srv = createServer();
@@ -89,6 +95,43 @@ describe('one breaker per destination', () => {
     expect(destinations.size).toBe(65);
     expect(destinations).toContain('(other)');
     expect(destinations).not.toContain('h69.twilio.com');
+  });
+});
+
+describe('destination series across a reload', () => {
+  it('a reload that rebuilds the breakers drops the old destinations\' series; one that keeps them keeps them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bw-dest-reload-'));
+    const tw = await fakeUpstream('twilio');
+    const file = join(dir, 'policy.yaml');
+    // Literal values: a reload reads the file with this process's environment.
+    const policyWith = (threshold: number) => DEFAULT_POLICY
+      .replace('${TWILIO_BASE_URL:-https://api.twilio.com}', tw.url)
+      .replace('${VAPI_BASE_URL:-https://api.vapi.ai}', tw.url)
+      .replace('${TWILIO_HOST_TARGET:-null}', tw.url)
+      .replaceAll('threshold: ${CIRCUIT_BREAKER_THRESHOLD:-3}', `threshold: ${threshold}`)
+      .replace('${PROXY_PORT:-8080}', '0')
+      .replace('${ADMIN_PORT:-9090}', '0');
+    writeFileSync(file, policyWith(3));
+    const running = await start({ configPath: file, policy: parsePolicy(policyWith(3), { env: {} }), log: pino({ level: 'silent' }) });
+    try {
+      const ok = await request(running.proxyPort, 'GET', '/v2/Services', { headers: { host: 'verify.twilio.com' } });
+      expect(ok.status).toBe(200);
+      const verify = { service: 'twilio', destination: 'verify.twilio.com' };
+      expect(series(await metricsText(running.adminPort), 'circuit_breaker_state', verify)).toBe(0);
+
+      expect(await running.reload()).toBe(true); // same breaker settings: same breakers, same series
+      expect(series(await metricsText(running.adminPort), 'circuit_breaker_state', verify)).toBe(0);
+
+      writeFileSync(file, policyWith(5));
+      expect(await running.reload()).toBe(true); // new settings: new breakers, built on first use
+      const after = await metricsText(running.adminPort);
+      expect(series(after, 'circuit_breaker_state', verify)).toBeUndefined();
+      expect(series(after, 'circuit_breaker_state', { service: 'twilio' })).toBe(0);
+    } finally {
+      await running.shutdown();
+      await tw.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
