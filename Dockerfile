@@ -3,7 +3,7 @@
 # Breakwater image: a resilience sidecar for the Twilio and Vapi APIs.
 #
 #   docker build -t breakwater .
-#   docker run --rm -p 8080:8080 -e INTEGRATIONS_STUB_MODE=true breakwater
+#   docker run --rm -p 127.0.0.1:8080:8080 -e INTEGRATIONS_STUB_MODE=true breakwater   # loopback: the proxy injects credentials
 #
 # Two stages: `build` has the dev dependencies (tsc) and compiles src/ into dist/; `runtime`
 # installs the production dependencies from the lockfile and takes only the compiled output.

@@ -382,6 +382,7 @@ export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}
         ADMIN_HOST: '127.0.0.1', ADMIN_PORT: String(adminPort),
         TWILIO_BASE_URL: stack.upstreams.twilio.url,
         VAPI_BASE_URL: stack.upstreams.vapi.url,
+        TWILIO_HOST_TARGET: stack.upstreams.twilio.url, // host-routed requests too: never the real Twilio
         RATE_LIMIT_PER_MINUTE: '5',
         CIRCUIT_BREAKER_THRESHOLD: '2',
         CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '2',
@@ -415,9 +416,9 @@ export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}
 }
 
 /**
- * Drives the proxy through what the dashboards show: successes on both upstreams, 429s from the
- * per-client limit, a 404, Twilio failing until its breaker opens (then circuit_open rejections),
- * and the breaker's recovery. Waits for Prometheus's first scrape before, so counters have a
+ * Drives the proxy through what the dashboards show: successes on both upstreams (and a host-routed
+ * Verify request, which builds a destination breaker), 429s from the per-client limit, a 404,
+ * Twilio failing until its breaker opens (then circuit_open rejections), and the breaker's recovery. Waits for Prometheus's first scrape before, so counters have a
  * baseline; after, waits until 7 s of scrapes cover the load (so the dashboards' 5-second
  * subqueries have a step inside the data) and Prometheus counts every request sent.
  */
@@ -428,8 +429,9 @@ export async function generateLoad(stack, { log = () => {} } = {}) {
   const start = Date.now();
   log('first scrape landed; sending load');
   const counts = {};
-  const send = async (method, path, client, body) => {
+  const send = async (method, path, client, body, host) => {
     const headers = { 'x-client-id': client };
+    if (host !== undefined) headers.host = host;
     if (body !== undefined) headers['content-type'] = path.startsWith('/twilio') ? 'application/x-www-form-urlencoded' : 'application/json';
     const r = await httpRequest(port, method, path, { headers, body });
     counts[r.status] = (counts[r.status] ?? 0) + 1;
@@ -448,6 +450,7 @@ export async function generateLoad(stack, { log = () => {} } = {}) {
       await send('GET', VAPI_CALL, `ok-vapi-${round}-${i}`);
       await send('POST', VAPI_CALL, `ok-vapi-post-${round}-${i}`, callBody);
     }
+    await send('GET', '/v2/Services', `verify-${round}`, undefined, 'verify.twilio.com'); // a destination breaker of its own
     for (let i = 0; i < (round ? 2 : 7); i++) await send('GET', VAPI_CALL, 'greedy'); // 5 per minute, then 429
     await send('GET', '/nope', 'lost');
     if (round === 0) {

@@ -12,7 +12,7 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 
 // Sidecar overhead is sub-millisecond when healthy; these buckets resolve it.
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 
-export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node', 'source', 'class', 'kind']);
+export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node', 'source', 'class', 'kind', 'destination']);
 
 /**
  * Where an answer came from. `local`: Breakwater answered without contacting the upstream (open
@@ -97,44 +97,44 @@ export function createMetrics() {
     }),
     breakerState: new Gauge({
       name: 'circuit_breaker_state',
-      help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open.',
-      labelNames: ['service'] as const,
+      help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open. Without a destination label, the breaker of the upstream base URL; with one, a host-routed destination (or (other), the overflow).',
+      labelNames: ['service', 'destination'] as const,
       registers: [registry],
     }),
     breakerFailures: new Counter({
       name: 'circuit_breaker_failures_total',
       help: 'Calls the breaker counted as failures.',
-      labelNames: ['service'] as const,
+      labelNames: ['service', 'destination'] as const,
       registers: [registry],
     }),
     breakerOpens: new Counter({
       name: 'circuit_breaker_opens_total',
       help: 'Transitions to open (from closed or half-open).',
-      labelNames: ['service'] as const,
+      labelNames: ['service', 'destination'] as const,
       registers: [registry],
     }),
     breakerCloses: new Counter({
       name: 'circuit_breaker_closes_total',
       help: 'Transitions from half-open (or forced) to closed: recoveries.',
-      labelNames: ['service'] as const,
+      labelNames: ['service', 'destination'] as const,
       registers: [registry],
     }),
     breakerTransitions: new Counter({
       name: 'circuit_breaker_transitions_total',
       help: 'Every state transition, by from and to state.',
-      labelNames: ['service', 'from', 'to'] as const,
+      labelNames: ['service', 'destination', 'from', 'to'] as const,
       registers: [registry],
     }),
     breakerOpenSeconds: new Counter({
       name: 'circuit_breaker_open_seconds_total',
       help: 'Seconds the breaker has spent open: counted to the moment it leaves open (noticed at the next request or scrape), and brought up to date at each scrape.',
-      labelNames: ['service'] as const,
+      labelNames: ['service', 'destination'] as const,
       registers: [registry],
     }),
     breakerRejections: new Counter({
       name: 'circuit_breaker_rejections_total',
       help: 'Requests answered 503 circuit_open without contacting the upstream.',
-      labelNames: ['service'] as const,
+      labelNames: ['service', 'destination'] as const,
       registers: [registry],
     }),
     retries: new Counter({
@@ -336,12 +336,36 @@ export function sanitisedHost(v: string): string {
  * the first open, the first recovery or the first 5xx would never show on a dashboard or alert.
  */
 export function seedUpstreamSeries(m: Metrics, name: string): void {
-  m.breakerState.labels(name).set(0);
-  m.breakerFailures.labels(name).inc(0);
-  m.breakerOpens.labels(name).inc(0);
-  m.breakerCloses.labels(name).inc(0);
-  m.breakerRejections.labels(name).inc(0);
-  m.breakerOpenSeconds.labels(name).inc(0);
-  for (const [from, to] of BREAKER_TRANSITIONS) m.breakerTransitions.labels(name, from, to).inc(0);
+  seedBreakerSeries(m, { service: name });
   for (const c of RESPONSE_CLASSES) m.responses.labels(name, c).inc(0);
+}
+
+/**
+ * The labels of one breaker's series. The base URL's breaker is `{service}` alone, the series SPEC
+ * names; a host-routed destination's breaker adds `destination` (its host, or `(other)` for the
+ * overflow breaker), bounded like the breakers themselves: at most 65 values per upstream.
+ * `destination=""` in PromQL selects the base series.
+ */
+export type BreakerLabels = { service: string; destination?: string };
+
+/** Exports one breaker's series at zero when the breaker is built (see seedUpstreamSeries). */
+export function seedBreakerSeries(m: Metrics, labels: BreakerLabels): void {
+  m.breakerState.labels(labels).set(0);
+  m.breakerFailures.labels(labels).inc(0);
+  m.breakerOpens.labels(labels).inc(0);
+  m.breakerCloses.labels(labels).inc(0);
+  m.breakerRejections.labels(labels).inc(0);
+  m.breakerOpenSeconds.labels(labels).inc(0);
+  for (const [from, to] of BREAKER_TRANSITIONS) m.breakerTransitions.labels({ ...labels, from, to }).inc(0);
+}
+
+/** Stops exporting a destination breaker's series (its breaker was dropped by a reload). */
+export function dropBreakerSeries(m: Metrics, labels: Required<BreakerLabels>): void {
+  m.breakerState.remove(labels);
+  m.breakerFailures.remove(labels);
+  m.breakerOpens.remove(labels);
+  m.breakerCloses.remove(labels);
+  m.breakerRejections.remove(labels);
+  m.breakerOpenSeconds.remove(labels);
+  for (const [from, to] of BREAKER_TRANSITIONS) m.breakerTransitions.remove({ ...labels, from, to });
 }

@@ -284,7 +284,7 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   function collect(): void {
     for (const [name, c] of inFlight) metrics.inFlight.labels(name).set(c.n);
     for (const [name, u] of upstreams) {
-      metrics.breakerState.labels(name).set({ closed: 0, half_open: 1, open: 2 }[u.breaker.stateName]);
+      metrics.breakerState.labels({ service: name }).set({ closed: 0, half_open: 1, open: 2 }[u.breaker.stateName]);
       metrics.bulkheadActive.labels(name).set(u.semaphore.active);
       metrics.bulkheadQueued.labels(name).set(u.semaphore.queued);
       metrics.holdsActive.labels(name).set(u.holds.active(deps.clock()));

@@ -2,9 +2,9 @@
 // does (linkerd's route stack). Routing, correlation and the access log wrap it in proxy.ts.
 import { randomBytes } from 'node:crypto';
 import type { Policy, UpstreamPolicy } from '../policy/schema.js';
-import { seedUpstreamSeries, type Metrics } from '../metrics.js';
+import { dropBreakerSeries, seedBreakerSeries, seedUpstreamSeries, type Metrics } from '../metrics.js';
 import type { Log } from '../log.js';
-import { BreakerScopes, CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { BreakerScopes, CircuitBreaker, type BreakerStateName } from '../resilience/circuit-breaker.js';
 import { Semaphore } from '../resilience/semaphore.js';
 import { RetryBudget } from '../resilience/retry-budget.js';
 import type { Clock } from '../resilience/clock.js';
@@ -104,6 +104,37 @@ function openTimer(clock: Clock, counter: { inc(n: number): void }) {
   };
 }
 
+/** A destination breaker's metric children and its open timer. */
+interface DestinationSeries {
+  readonly failures: { inc(): void };
+  readonly rejections: { inc(): void };
+  transition(from: BreakerStateName, to: BreakerStateName): void;
+  /** At scrape time: the state as it is now (open turns half-open without a call) and time open so far. */
+  refresh(state: BreakerStateName): void;
+}
+
+function destinationBreakerSeries(metrics: Metrics, clock: Clock, service: string, destination: string): DestinationSeries {
+  const labels = { service, destination };
+  seedBreakerSeries(metrics, labels);
+  const state = metrics.breakerState.labels(labels);
+  const openTime = openTimer(clock, metrics.breakerOpenSeconds.labels(labels));
+  return {
+    failures: metrics.breakerFailures.labels(labels),
+    rejections: metrics.breakerRejections.labels(labels),
+    transition(from, to) {
+      openTime.transition(from, to);
+      state.set(BREAKER_STATE[to]);
+      metrics.breakerTransitions.labels({ ...labels, from, to }).inc();
+      if (to === 'open') metrics.breakerOpens.labels(labels).inc();
+      if (to === 'closed') metrics.breakerCloses.labels(labels).inc();
+    },
+    refresh(now) {
+      state.set(BREAKER_STATE[now]);
+      openTime.flush(now === 'open');
+    },
+  };
+}
+
 /**
  * The longest an original request can stay in flight on this upstream: a rate-limit wait, the
  * bulkhead queue, every attempt with its back-off, plus a margin. A shared idempotency claim must
@@ -121,7 +152,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
   const b = u.breaker;
 
   // Exact time open, per upstream, kept across reloads with the breaker it measures.
-  const openTime = state.get(`${name}/open-time`, b, () => openTimer(clock, metrics.breakerOpenSeconds.labels(name)));
+  const openTime = state.get(`${name}/open-time`, b, () => openTimer(clock, metrics.breakerOpenSeconds.labels({ service: name })));
   const breakerOpts = {
     enforce: b.enabled,
     threshold: b.threshold,
@@ -133,6 +164,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
     backoffMultiplier: b.backoffMultiplier,
     maxRecoveryMs: b.maxRecoveryTimeout * 1000,
+    failureWindowMs: b.failureWindow === null ? null : b.failureWindow * 1000,
   };
   const breakerSm = state.get(`${name}/breaker`, b, () => {
     const cb = new CircuitBreaker(
@@ -141,10 +173,10 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       clock,
       (from, to, cause) => {
         openTime.transition(from, to);
-        metrics.breakerState.labels(name).set(BREAKER_STATE[to]);
-        metrics.breakerTransitions.labels(name, from, to).inc();
-        if (to === 'open') metrics.breakerOpens.labels(name).inc();
-        if (to === 'closed') metrics.breakerCloses.labels(name).inc();
+        metrics.breakerState.labels({ service: name }).set(BREAKER_STATE[to]);
+        metrics.breakerTransitions.labels({ service: name, from, to }).inc();
+        if (to === 'open') metrics.breakerOpens.labels({ service: name }).inc();
+        if (to === 'closed') metrics.breakerCloses.labels({ service: name }).inc();
         log.warn({ upstream: name, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
       },
     );
@@ -153,14 +185,30 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     return cb;
   });
   // Host-routed destinations (Verify, regional hosts) get their own breakers, built on first use
-  // and bounded; they log their transitions, while the SPEC's metric series describe the base.
-  const breakerScopes = state.get(`${name}/breaker-scopes`, [b, u.baseUrl], () => new BreakerScopes(
-    breakerSm,
-    (scope) => new CircuitBreaker(`${name} ${scope}`, breakerOpts, clock, (from, to, cause) => {
-      log.warn({ upstream: name, destination: scope, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
-    }),
-    MAX_BREAKER_SCOPES,
-  ));
+  // and bounded. The SPEC's series without a destination label describe the base; each
+  // destination's breaker exports the same series with `destination` (bounded as the breakers
+  // are), from zero when it is built. A reload that drops the breakers drops their series too,
+  // or a gauge would go on saying "open" for a breaker that no longer exists.
+  const destinationSeries = state.get(`${name}/breaker-destination-series`, null, () => new Map<string, DestinationSeries>());
+  const seriesOf = state.get(`${name}/breaker-series-of`, null, () => new WeakMap<CircuitBreaker, DestinationSeries>());
+  const breakerScopes = state.get(`${name}/breaker-scopes`, [b, u.baseUrl], () => {
+    for (const destination of destinationSeries.keys()) dropBreakerSeries(metrics, { service: name, destination });
+    destinationSeries.clear();
+    return new BreakerScopes(
+      breakerSm,
+      (scope) => {
+        const series = destinationBreakerSeries(metrics, clock, name, scope);
+        destinationSeries.set(scope, series);
+        const cb = new CircuitBreaker(`${name} ${scope}`, breakerOpts, clock, (from, to, cause) => {
+          series.transition(from, to);
+          log.warn({ upstream: name, destination: scope, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
+        });
+        seriesOf.set(cb, series);
+        return cb;
+      },
+      MAX_BREAKER_SCOPES,
+    );
+  });
   const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout * 1000));
   const budget = state.get(`${name}/budget`, u.retry, () => new RetryBudget(u.retry.budgetRatio, u.retry.minRetriesPerSecond, clock));
   const holds = state.get(`${name}/holds`, u.holdOn429.key, () => new HoldTable(policy.clientId.maxClients));
@@ -169,8 +217,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
 
   const dropHeaders = new Set([policy.clientId.header.toLowerCase(), ...(u.idempotency.enabled ? [u.idempotency.header.toLowerCase()] : [])]);
 
-  const failures = metrics.breakerFailures.labels(name);
-  const rejections = metrics.breakerRejections.labels(name);
+  const failures = metrics.breakerFailures.labels({ service: name });
+  const rejections = metrics.breakerRejections.labels({ service: name });
   const bulkheadRejections = metrics.bulkheadRejections.labels(name);
   const heldRequests = metrics.heldRequests.labels(name);
   const holdsStarted = metrics.holds.labels(name);
@@ -230,7 +278,10 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       onRetry: (reason) => metrics.retries.labels(name, reason).inc(),
       onSkipped: (reason) => metrics.retriesSkipped.labels(name, reason).inc(),
     }),
-    breaker(breakerScopes, b, { onFailure: () => failures.inc(), onRejected: () => rejections.inc() }, { origin, host }),
+    breaker(breakerScopes, b, {
+      onFailure: (cb) => (cb === breakerSm ? failures : seriesOf.get(cb)?.failures)?.inc(),
+      onRejected: (cb) => (cb === breakerSm ? rejections : seriesOf.get(cb)?.rejections)?.inc(),
+    }, { origin, host }),
     // The bulkhead holds a slot only while an attempt is really in flight.
     u.bulkhead.fleet && deps.fleetSemaphore
       ? fleetBulkhead(
@@ -261,6 +312,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     pipeline: compose(stages.filter((s): s is Stage => s !== undefined), terminal),
     collect: () => {
       openTime.flush(breakerSm.stateName === 'open');
+      for (const [scope, cb] of breakerScopes.entries()) destinationSeries.get(scope)?.refresh(cb.stateName);
       for (const read of collectors) read();
     },
   };

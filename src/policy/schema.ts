@@ -44,6 +44,7 @@ export const breakerSchema = z
     slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().default(null),
     backoffMultiplier: z.number().min(1).default(1).describe('Open time grows by this factor on each re-open without a close (1: fixed).'),
     maxRecoveryTimeout: seconds('Cap on the grown open time.').default(300),
+    failureWindow: seconds('Consecutive failures count toward threshold only while within this many seconds of the newest; older ones of the streak are forgotten, so failures spread over a quiet period do not open the breaker as a burst does (null: never forgotten, as Envoy\'s consecutive_5xx).').nullable().default(60),
     retryAfterMax: seconds('Cap on the Retry-After of a circuit_open reply (the message still says the time left): SDKs sleep on Retry-After before re-sending, so a long one turns a fast 503 into a stall.').default(1),
     failOn: z
       .array(z.enum(['connect', 'timeout', 'reset', '5xx']))

@@ -2,7 +2,9 @@
 // Trip conditions are Resilience4j's set: N consecutive failures, or a failure ratio over a
 // sliding window of the last calls once a minimum volume is reached; slow calls count as
 // failures when a threshold is set. The open time may grow on repeated trips (Envoy's
-// ejection back-off), reset by a successful close.
+// ejection back-off), reset by a successful close. Consecutive failures age out: only those of
+// the current streak within `failureWindowMs` of the newest count, so three unrelated failures
+// spread over a quiet hour (no call between them) do not open the breaker as a burst would.
 import type { Clock } from './clock.js';
 
 export type BreakerStateName = 'closed' | 'half_open' | 'open';
@@ -24,6 +26,8 @@ export interface BreakerOptions {
   slowCallMs: number | null;
   backoffMultiplier: number;
   maxRecoveryMs: number;
+  /** Consecutive failures older than this (relative to the newest) are forgotten; null: never. */
+  failureWindowMs: number | null;
 }
 
 /**
@@ -50,6 +54,8 @@ export class CircuitBreaker {
   private ringPos = 0;
   private ringFailures = 0;
   private trips = 0;
+  /** Times of the current streak's failures inside the window, oldest first (with failureWindowMs only). */
+  private streak: number[] = [];
   failures = 0;
   successes = 0;
   rejections = 0;
@@ -101,6 +107,7 @@ export class CircuitBreaker {
       this.clearWindow();
     } else if (s.name === 'closed' && s.consecutive !== 0) {
       this.state = { name: 'closed', consecutive: 0 };
+      this.streak.length = 0;
     }
   }
 
@@ -111,7 +118,7 @@ export class CircuitBreaker {
     if (s.name === 'half_open' && probe) {
       this.open('probe_failed');
     } else if (s.name === 'closed') {
-      const consecutive = s.consecutive + 1;
+      const consecutive = this.aged(s.consecutive) + 1;
       if (consecutive >= this.opts.threshold) this.open('consecutive_failures');
       else if (this.ratioExceeded()) this.open('failure_ratio');
       else this.state = { name: 'closed', consecutive };
@@ -150,7 +157,7 @@ export class CircuitBreaker {
       name: this.name,
       state: s.name,
       enforcing: this.opts.enforce,
-      consecutiveFailures: s.name === 'closed' ? s.consecutive : null,
+      consecutiveFailures: s.name === 'closed' ? this.inWindow(s.consecutive) : null,
       windowCalls: this.ringLen,
       windowFailures: this.ringFailures,
       failures: this.failures,
@@ -176,8 +183,32 @@ export class CircuitBreaker {
     this.transition({ name: 'open', until: this.clock() + ms, forced: false }, cause);
   }
 
+  /**
+   * The streak before this failure, less what has aged out, with this failure's time recorded.
+   * A streak never outgrows threshold - 1 entries: the failure that reaches the threshold opens.
+   */
+  private aged(consecutive: number): number {
+    const windowMs = this.opts.failureWindowMs;
+    if (windowMs === null) return consecutive;
+    const now = this.clock();
+    const t = this.streak;
+    while (t.length > 0 && now - t[0]! > windowMs) t.shift();
+    const before = t.length;
+    t.push(now);
+    return before;
+  }
+
+  /** The streak as the next failure would see it (for snapshots). */
+  private inWindow(consecutive: number): number {
+    const windowMs = this.opts.failureWindowMs;
+    if (windowMs === null) return consecutive;
+    const now = this.clock();
+    return this.streak.filter((at) => now - at <= windowMs).length;
+  }
+
   private transition(next: BreakerState, cause: TransitionCause): void {
     const from = this.state.name;
+    this.streak.length = 0; // every transition starts a new streak
     this.state = next;
     if (from !== next.name) this.onTransition(from, next.name, cause);
   }

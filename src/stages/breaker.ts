@@ -13,9 +13,10 @@ import { BreakerScopes, type CircuitBreaker } from '../resilience/circuit-breake
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { tracing } from '../tracing.js';
 
+/** Told which breaker counted the failure or refused the call (the base's or a destination's). */
 export interface BreakerDeps {
-  onFailure(): void;
-  onRejected(): void;
+  onFailure(breaker: CircuitBreaker): void;
+  onRejected(breaker: CircuitBreaker): void;
 }
 
 const FORCED_MESSAGE = 'The circuit breaker for this upstream was forced open by an operator; it stays open until it is closed through the admin API.';
@@ -31,7 +32,7 @@ export function circuitOpen(retryAfterMs: number, forced: boolean, capMs: number
  * `scopes` gives each destination its own breaker: requests to the base URL (the /prefix route)
  * use the base breaker, host-routed ones their host's (by host, not origin: with a host target
  * every host shares one origin). A plain breaker serves every request.
- * Metrics (deps) describe the base breaker, as the SPEC's series do.
+ * deps are told which breaker counted or refused, so metrics can tell the base from a destination.
  */
 export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerPolicy, deps: BreakerDeps, baseUrl?: { origin: string; host: string }): Stage {
   const base = scopes instanceof BreakerScopes ? scopes.base : scopes;
@@ -80,7 +81,7 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
     }
     if (failed) {
       counted.add(ex);
-      if (breaker === base) deps.onFailure();
+      deps.onFailure(breaker);
       breaker.onFailure(probe);
     } else if (neutral) breaker.onNeutral(probe);
     else breaker.onSuccess(ms, probe);
@@ -90,7 +91,7 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
     const breaker = scoped === undefined || (ex.origin === baseUrl?.origin && ex.host === baseUrl.host) ? base : scoped.get(ex.host);
     const admission = breaker.tryAcquire();
     if (!admission.ok) {
-      if (breaker === base) deps.onRejected();
+      deps.onRejected(breaker);
       tracing?.event(ex, 'breakwater.breaker', { 'breakwater.decision': 'rejected', 'breakwater.breaker.scope': breaker === base ? 'base' : ex.host, 'breakwater.breaker.forced': admission.forced });
       return Promise.resolve(circuitOpen(admission.retryAfterMs, admission.forced, capMs));
     }

@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  checkLive, checkStatic, formatResult, generateLoad, loadDashboards, negativeProof, renameMetric,
+  checkLive, checkStatic, formatResult, generateLoad, loadDashboards, negativeProof, promApi, renameMetric,
+  substituteGrafanaVars,
   evaluateDashboard, startStack, validateDashboard,
   type LiveReport, type Stack,
 } from '../../scripts/check-dashboards.mjs';
@@ -76,6 +77,16 @@ describe('dashboards against a real Prometheus scraping a real proxy', () => {
     // Alerts may name a metric the proxy declares but has not touched in this run (the Redis
     // fallback gauge with the memory store); anything else missing is a wrong name.
     expect(report.missingProxyMetrics.filter((m) => !m.endsWith('(declared, no series)'))).toEqual([]);
+  });
+
+  it("the breaker dashboard's scope panel shows the base and each host-routed destination", async () => {
+    const { stack } = live();
+    const breakers = loadDashboards().find((d) => d.name === 'breaker-health.json')!.dashboard;
+    const panel = breakers.panels.find((p: any) => p.title === 'Breaker state by destination') as any;
+    const r = await promApi(stack.promUrl, '/api/v1/query', { query: substituteGrafanaVars(panel.targets[0].expr) });
+    expect(r.ok).toBe(true);
+    const scopes = r.body.data.result.map((x: any) => `${x.metric.service} ${x.metric.destination}`).sort();
+    expect(scopes).toEqual(['twilio base', 'twilio verify.twilio.com', 'vapi base']);
   });
 
   it('every alert expression parses, names only exported metrics, and its rule evaluates', () => {

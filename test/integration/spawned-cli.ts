@@ -20,8 +20,9 @@ export interface Cli {
   kill(): void;
 }
 
-export async function startCli(config: string, env: Record<string, string>): Promise<Cli> {
-  const child = spawn(process.execPath, ['bin/breakwater.js', 'start', '--config', config], {
+/** `nodeArgs` go before the script (e.g. `--import` of a preload). */
+export async function startCli(config: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<Cli> {
+  const child = spawn(process.execPath, [...nodeArgs, 'bin/breakwater.js', 'start', '--config', config], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', PROXY_HOST: '127.0.0.1', PROXY_PORT: '0', ADMIN_HOST: '127.0.0.1', ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

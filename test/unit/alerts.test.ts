@@ -61,13 +61,25 @@ describe('prometheus/alerts.yml', () => {
   // The rule as it was (state == 2 for 1m) is blind to a hanging upstream: the unit tests say so.
   it('unit tests catch the breaker alert that half-open samples reset', () => {
     const rules = readFileSync(RULES, 'utf8');
-    const naive = rules.replace(/expr: max by \(service\) \(min_over_time[^\n]+/, 'expr: max by (service) (circuit_breaker_state) == 2');
+    const naive = rules.replace(/expr: max by \(service, destination\) \(min_over_time[^\n]+/, 'expr: max by (service, destination) (circuit_breaker_state) == 2');
     expect(naive).not.toBe(rules);
     writeFileSync(join(scratch, 'alerts.yml'), naive);
     copyFileSync(RULE_TESTS, join(scratch, 'alerts.test.yml'));
     const r = promtool('test', 'rules', join(scratch, 'alerts.test.yml'));
     expect(r.status).toBe(1);
     expect(r.output).toMatch(/name: circuit open, hanging upstream/);
+  });
+
+  // A rule that folds destinations into their upstream says "twilio is open" when only Verify is.
+  it('unit tests catch a breaker alert that hides which destination is open', () => {
+    const rules = readFileSync(RULES, 'utf8');
+    const folded = rules.replace('expr: max by (service, destination) (min_over_time', 'expr: max by (service) (min_over_time');
+    expect(folded).not.toBe(rules);
+    writeFileSync(join(scratch, 'alerts.yml'), folded);
+    copyFileSync(RULE_TESTS, join(scratch, 'alerts.test.yml'));
+    const r = promtool('test', 'rules', join(scratch, 'alerts.test.yml'));
+    expect(r.status).toBe(1);
+    expect(r.output).toMatch(/name: circuit open, one destination/);
   });
 
   // Every alert has at least one test group that shows it firing.

@@ -117,6 +117,31 @@ describe('docker-compose.yml', () => {
     expect(bw.environment!.INTEGRATIONS_STUB_MODE).toBe('${INTEGRATIONS_STUB_MODE:-true}');
   });
 
+  it('keeps the credential-injecting proxy port unpublished; the app reaches it on the private network', () => {
+    const services = compose.services as Record<string, { ports?: string[]; environment?: Record<string, string | null> }>;
+    // The app is another container: loopback would not reach it, so 0.0.0.0, and safe only unpublished.
+    expect(bw.environment!.PROXY_HOST).toBe('0.0.0.0');
+    expect(services.app!.environment!.BREAKWATER_URL).toBe('http://breakwater:8080');
+    const published = Object.values(services).flatMap((s) => s.ports ?? []);
+    expect(published.length).toBeGreaterThan(0);
+    for (const p of published) expect(p, p).toMatch(/^127\.0\.0\.1:\d+:\d+$/);
+    expect((services.breakwater!.ports ?? []).map((p) => p.split(':').at(-1))).not.toContain('8080');
+  });
+
+  it("the Kubernetes example binds the proxy to the pod's loopback and declares no proxy port", () => {
+    const doc = read('docs/deployment.md');
+    const block = /## Kubernetes[^]*?```yaml\n([^]*?)```/.exec(doc)?.[1];
+    expect(block).toBeDefined();
+    const dep = parse(block!) as { kind: string; spec: { template: { spec: { initContainers?: any[]; containers: any[] } } } };
+    expect(dep.kind).toBe('Deployment');
+    const pod = dep.spec.template.spec;
+    const sidecar = [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.name === 'breakwater');
+    expect(sidecar.env).toContainEqual({ name: 'PROXY_HOST', value: '127.0.0.1' });
+    expect((sidecar.ports ?? []).map((p: { containerPort: number }) => p.containerPort)).not.toContain(8080);
+    const app = pod.containers.find((c) => c.name === 'app');
+    expect(JSON.stringify(app.env)).toContain('http://127.0.0.1:8080/');
+  });
+
   it('passes every variable the default policy reads', () => {
     expect(policyVariables.length).toBeGreaterThan(10);
     for (const name of policyVariables) expect(Object.keys(bw.environment!), name).toContain(name);

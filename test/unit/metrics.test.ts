@@ -3,7 +3,7 @@
 // names carry their unit (Prometheus naming practice).
 import { Counter, Gauge, Histogram, Summary } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { ALLOWED_LABELS, createMetrics } from '../../src/metrics.js';
+import { ALLOWED_LABELS, createMetrics, dropBreakerSeries, seedBreakerSeries, seedUpstreamSeries } from '../../src/metrics.js';
 import { HotCounter, HotHistogram } from '../../src/metric-types.js';
 
 type Declared = Counter | Gauge | Histogram | Summary;
@@ -59,11 +59,25 @@ describe('metrics', () => {
     for (const hot of ['breakwater_requests_total', 'breakwater_request_duration_seconds']) expect(ownNames).toContain(hot);
   });
 
-  it('includes the series SPEC fixes, labelled by service', () => {
+  it('includes the series SPEC fixes, labelled by service (plus a destination for host-routed breakers)', () => {
     for (const name of ['circuit_breaker_state', 'circuit_breaker_failures_total', 'circuit_breaker_opens_total', 'circuit_breaker_closes_total']) {
       expect(ownNames).toContain(name);
-      expect(labelsOf(name)).toEqual(['service']);
+      expect(labelsOf(name)).toEqual(['service', 'destination']);
     }
+  });
+
+  it("the base URL's breaker is exported with service alone, a destination's beside it", async () => {
+    const m = createMetrics();
+    seedUpstreamSeries(m, 'twilio');
+    seedBreakerSeries(m, { service: 'twilio', destination: 'verify.twilio.com' });
+    const text = await m.registry.metrics();
+    expect(text).toMatch(/^circuit_breaker_state\{service="twilio"\} 0$/m);
+    expect(text).toMatch(/^circuit_breaker_state\{service="twilio",destination="verify\.twilio\.com"\} 0$/m);
+    expect(text).toMatch(/^circuit_breaker_transitions_total\{service="twilio",destination="verify\.twilio\.com",from="half_open",to="closed"\} 0$/m);
+    dropBreakerSeries(m, { service: 'twilio', destination: 'verify.twilio.com' });
+    const after = await m.registry.metrics();
+    expect(after).not.toContain('verify.twilio.com');
+    expect(after).toMatch(/^circuit_breaker_state\{service="twilio"\} 0$/m);
   });
 
   it.each(ownNames)('%s uses only allowed labels', (name) => {
@@ -99,7 +113,7 @@ describe('metrics', () => {
 
   it('observed label values also stay within the allow-list', async () => {
     metrics.requests.labels('twilio', 'messages.create', 'POST', '201', 'forwarded').inc();
-    metrics.breakerState.labels('twilio').set(2);
+    metrics.breakerState.labels({ service: 'twilio' }).set(2);
     const after = await metrics.registry.getMetricsAsJSON();
     for (const m of after.filter((j) => ownNames.includes(j.name))) {
       for (const v of m.values) for (const l of Object.keys(v.labels)) {
@@ -112,7 +126,7 @@ describe('metrics', () => {
 
   it('two registries do not share series (each proxy instance has its own)', async () => {
     const other = createMetrics();
-    other.breakerOpens.labels('vapi').inc(5);
+    other.breakerOpens.labels({ service: 'vapi' }).inc(5);
     const mine = (await metrics.registry.getSingleMetric('circuit_breaker_opens_total')!.get()).values;
     expect(mine.find((v) => v.labels['service'] === 'vapi')).toBeUndefined();
   });

@@ -348,9 +348,9 @@ describe('parsePolicy: defaults and freezing', () => {
     { desc: 'client id header', got: p.clientId.header, want: 'x-client-id' },
     { desc: 'timeout 15 s', got: u.timeout, want: 15 },
     {
-      desc: 'breaker: 3 consecutive, 30 s, 1 probe, no ratio, fixed open time',
+      desc: 'breaker: 3 consecutive, 30 s, 1 probe, no ratio, fixed open time, streak forgotten after 60 s',
       got: u.breaker,
-      want: { enabled: true, threshold: 3, recoveryTimeout: 30, halfOpenProbes: 1, failureRatio: null, window: 20, minCalls: 10, slowCall: null, backoffMultiplier: 1, maxRecoveryTimeout: 300, retryAfterMax: 1, failOn: ['connect', 'timeout', 'reset', '5xx'] },
+      want: { enabled: true, threshold: 3, recoveryTimeout: 30, halfOpenProbes: 1, failureRatio: null, window: 20, minCalls: 10, slowCall: null, backoffMultiplier: 1, maxRecoveryTimeout: 300, failureWindow: 60, retryAfterMax: 1, failOn: ['connect', 'timeout', 'reset', '5xx'] },
     },
     { desc: 'retry', got: u.retry, want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504], unprocessed: [] } },
     { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1, fleet: false, leaseTimeout: 30 } },

@@ -14,6 +14,7 @@ const DEFAULTS: BreakerOptions = {
   slowCallMs: null,
   backoffMultiplier: 1,
   maxRecoveryMs: 300_000,
+  failureWindowMs: null,
 };
 
 type Transition = [BreakerStateName, BreakerStateName, TransitionCause];
@@ -165,6 +166,60 @@ describe('CircuitBreaker: open → half-open → closed or open', () => {
     expect(breaker.stateName).toBe('half_open');
     breaker.onSuccess(1, false);
     expect(breaker.stateName).toBe('half_open');
+  });
+});
+
+describe('CircuitBreaker: consecutive failures age out (failureWindowMs)', () => {
+  // Each row: gaps (ms) before each failure, threshold 3, window 60 s.
+  const rows: { desc: string; gaps: number[]; state: BreakerStateName; consecutive: number | null }[] = [
+    { desc: 'a burst inside the window opens', gaps: [0, 1000, 1000], state: 'open', consecutive: null },
+    { desc: 'three failures spread over a quiet period stay closed', gaps: [0, 40_000, 40_000], state: 'closed', consecutive: 2 },
+    { desc: 'failures an hour apart never add up', gaps: [0, 3_600_000, 3_600_000, 3_600_000], state: 'closed', consecutive: 1 },
+    { desc: 'exactly the window apart still counts', gaps: [0, 30_000, 30_000], state: 'open', consecutive: null },
+    { desc: 'an aged-out failure is dropped, the rest still count', gaps: [0, 50_000, 20_000, 1000], state: 'open', consecutive: null },
+  ];
+  it.each(rows)('$desc', ({ gaps, state, consecutive }) => {
+    const { breaker, clock } = setup({ failureWindowMs: 60_000 });
+    for (const gap of gaps) {
+      clock.advance(gap);
+      call(breaker, 'fail');
+    }
+    expect(breaker.stateName).toBe(state);
+    expect(breaker.snapshot().consecutiveFailures).toBe(consecutive);
+  });
+
+  it('the snapshot forgets aged failures without a call', () => {
+    const { breaker, clock } = setup({ failureWindowMs: 60_000 });
+    trip(breaker, 2);
+    expect(breaker.snapshot().consecutiveFailures).toBe(2);
+    clock.advance(60_001);
+    expect(breaker.snapshot().consecutiveFailures).toBe(0);
+    call(breaker, 'fail');
+    expect(breaker.stateName).toBe('closed');
+  });
+
+  it('null keeps every failure of the streak, however far apart (Envoy consecutive_5xx)', () => {
+    const { breaker, clock } = setup({ failureWindowMs: null });
+    for (let i = 0; i < 3; i++) {
+      clock.advance(3_600_000);
+      call(breaker, 'fail');
+    }
+    expect(breaker.stateName).toBe('open');
+  });
+
+  it('a success still resets the streak, and a close starts a new one', () => {
+    const { breaker, clock } = setup({ failureWindowMs: 60_000, recoveryMs: 1000 });
+    trip(breaker, 2);
+    call(breaker, 'ok');
+    call(breaker, 'fail');
+    expect(breaker.snapshot().consecutiveFailures).toBe(1);
+    trip(breaker, 2);
+    expect(breaker.stateName).toBe('open');
+    clock.advance(1000);
+    call(breaker, 'ok'); // the probe closes it
+    expect(breaker.snapshot().consecutiveFailures).toBe(0);
+    trip(breaker, 2);
+    expect(breaker.stateName).toBe('closed');
   });
 });
 
@@ -424,7 +479,7 @@ describe('BreakerScopes', () => {
   it('builds one breaker per scope on first use, and past the cap the rest share one', () => {
     const made: string[] = [];
     const clock = manualClock(0);
-    const opts = { enforce: true, threshold: 1, recoveryMs: 1000, halfOpenProbes: 1, failureRatio: null, window: 1, minCalls: 1, slowCallMs: null, backoffMultiplier: 1, maxRecoveryMs: 1000 };
+    const opts = { enforce: true, threshold: 1, recoveryMs: 1000, halfOpenProbes: 1, failureRatio: null, window: 1, minCalls: 1, slowCallMs: null, backoffMultiplier: 1, maxRecoveryMs: 1000, failureWindowMs: null };
     const base = new CircuitBreaker('base', opts, clock);
     const scopes = new BreakerScopes(base, (s) => (made.push(s), new CircuitBreaker(s, opts, clock)), 2);
     const a = scopes.get('a.example');

@@ -20,6 +20,7 @@ function setup(policy: Record<string, unknown> = {}) {
     enforce: p.enabled, threshold: p.threshold, recoveryMs: p.recoveryTimeout * 1000, halfOpenProbes: p.halfOpenProbes,
     failureRatio: p.failureRatio, window: p.window, minCalls: p.minCalls, slowCallMs: null,
     backoffMultiplier: p.backoffMultiplier, maxRecoveryMs: p.maxRecoveryTimeout * 1000,
+    failureWindowMs: p.failureWindow === null ? null : p.failureWindow * 1000,
   }, clock);
   let failures = 0;
   let rejected = 0;
