@@ -93,6 +93,8 @@ export interface Exchange {
    * If-None-Match / If-Modified-Since (with 304 among the held statuses, so the 304 comes back to it).
    */
   revalidate: { readonly etag: string | undefined; readonly lastModified: string | undefined } | undefined;
+  /** Set by the hold stage once it has sent a 429 again after its hold (at most once a request). */
+  resent: boolean;
   /** Set by the idempotency stage to receive a copy of the forwarded answer. */
   capture: Capture | undefined;
   /** The Authorization header as sent upstream (after injection); undefined: none. */
@@ -158,6 +160,7 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     aborted: undefined,
     bytesOut: 0,
     revalidate: undefined,
+    resent: false,
     capture: undefined,
     authorization: undefined,
     holdStatuses: undefined,

@@ -272,6 +272,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
         log.warn({ reqId, upstream: name, key: isPhoneKey(u.holdOn429.key) ? maskPhone(key) : maskKey(key), holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
       },
       onHeld: () => heldRequests.inc(),
+      tryResend: () => budget.tryRetry(),
+      onResend: () => metrics.retries.labels(name, 'upstream_429').inc(),
     }),
     // Retries wrap the breaker so each attempt is admitted (and counted) by it.
     retry(u.retry, budget, {

@@ -109,6 +109,11 @@ export const holdSchema = z
     defaultHold: seconds('Hold when the upstream sends no Retry-After.').default(1),
     maxHold: seconds('Cap on a hold taken from Retry-After.').default(60),
     jitter: z.number().min(0).max(1).default(0.1).describe('Share of random extra added to each hold.'),
+    retryWithin: z
+      .number()
+      .min(0)
+      .default(0)
+      .describe('Seconds: a 429 that the upstream documents as not processed (Twilio 20429) is sent once more, for any method, when the hold it starts ends within this time and the retry budget allows; otherwise, and at 0, the 429 is relayed.'),
     also: z
       .array(z.strictObject({ status: z.number().int().min(400).max(499), bodyIncludes: z.string().min(1) }))
       .default([])

@@ -261,6 +261,12 @@ class Attempt implements Dispatcher.DispatchHandler {
     const named = connectionNamed(rawHeaders);
     if (this.hold?.has(statusCode)) {
       this.held = { headers: toObject(rawHeaders, named), chunks: [], bytes: 0 };
+      // What the upstream said, for the stages that learn from it (a 429's hold and its Retry-After).
+      ex.upstreamStatus = statusCode;
+      if (statusCode === 429) {
+        const ra = this.held.headers['retry-after'];
+        ex.upstreamRetryAfter = typeof ra === 'string' ? ra : undefined;
+      }
       // A held 304 (a cache revalidation) is whole at its head, as below.
       if (statusCode === 204 || statusCode === 304) this.finish({ kind: 'held', status: statusCode, headers: this.held.headers, body: EMPTY } satisfies Held);
       return true;

@@ -13,7 +13,7 @@
 import { proxyError, retryAfterSeconds } from '../errors.js';
 import type { HoldPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
-import type { Exchange, Held, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { clientGone, goneBeforeSending, type Exchange, type Held, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 import { keyFn } from '../pipeline/keys.js';
 import { MapCursor } from '../resilience/map-cursor.js';
 import { tracing } from '../tracing.js';
@@ -30,7 +30,13 @@ export interface HoldDeps {
   random?: () => number;
   onHold(key: string, ms: number, reqId: string): void;
   onHeld(): void;
+  /** The retry budget's say on sending a 429 again (see `retryWithin`); absent: never. */
+  tryResend?(): boolean;
+  onResend?(): void;
+  sleep?(ms: number): Promise<void>;
 }
+
+const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // The three HTTP-date forms (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850, asctime. Date.parse
 // alone is far more lenient ("1, 2" is a date to V8), and a garbage value read as a past date
@@ -86,12 +92,17 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   const also = policy.also;
   const alsoStatuses: ReadonlySet<number> | undefined = also.length === 0 ? undefined : new Set(also.map((a) => a.status));
 
+  const resendMs = policy.retryWithin * 1000;
+  const sleep = deps.sleep ?? defaultSleep;
+  // The answers this stage reads before they are relayed: the `also` rules', and the 429 itself
+  // when it may be sent again (an answer already relayed cannot be taken back).
+  const ownStatuses: ReadonlySet<number> | undefined = resendMs > 0 ? new Set([...(alsoStatuses ?? []), 429]) : alsoStatuses;
   // An earlier stage may hold statuses of its own (the cache's 304 on a revalidation): added to, not replaced.
   const unions = new WeakMap<ReadonlySet<number>, ReadonlySet<number>>();
-  function withAlso(outer: ReadonlySet<number> | undefined): ReadonlySet<number> | undefined {
-    if (outer === undefined || alsoStatuses === undefined) return alsoStatuses ?? outer;
+  function withOwn(outer: ReadonlySet<number> | undefined): ReadonlySet<number> | undefined {
+    if (outer === undefined || ownStatuses === undefined) return ownStatuses ?? outer;
     let u = unions.get(outer);
-    if (u === undefined) unions.set(outer, (u = new Set([...outer, ...alsoStatuses])));
+    if (u === undefined) unions.set(outer, (u = new Set([...outer, ...ownStatuses])));
     return u;
   }
 
@@ -102,7 +113,8 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     return also.some((a) => a.status === reply.status && body.includes(a.bodyIncludes));
   }
 
-  function startHold(ex: Exchange, k: string, entry: HoldEntry | undefined, retryAfter: string | undefined): number {
+  /** Starts a hold; returns its length in ms, and before jitter (what the upstream or the back-off asked). */
+  function startHold(ex: Exchange, k: string, entry: HoldEntry | undefined, retryAfter: string | undefined): { ms: number; asked: number } {
     const strikes = (entry?.strikes ?? 0) + 1;
     const given = parseRetryAfter(retryAfter, wall());
     const base = Math.min(maxMs, given ?? defMs * 2 ** (strikes - 1));
@@ -110,28 +122,41 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     table.set(k, { until: deps.clock() + ms, strikes }, deps.clock());
     deps.onHold(k, ms, ex.requestId);
     tracing?.event(ex, 'breakwater.hold', { 'breakwater.decision': 'hold_started', 'breakwater.hold_ms': Math.round(ms), 'breakwater.strikes': strikes });
-    return ms;
+    return { ms, asked: base };
   }
 
-  /** After the answer: start (or extend) a hold on an upstream 429, end one on anything else. */
-  function learn(ex: Exchange, k: string, entry: HoldEntry | undefined): void {
-    if (ex.upstreamStatus === 429) {
-      startHold(ex, k, entry, ex.upstreamRetryAfter);
-    } else if (entry !== undefined && ex.upstreamStatus !== 0) {
-      table.entries.delete(k);
+  /**
+   * After the answer: start (or extend) a hold on an upstream 429, end one on anything else. A 429
+   * the upstream documents as not processed (Twilio's 20429) is sent once more when the hold it
+   * starts ends within `retryWithin` and the retry budget allows, whatever the method: nothing
+   * was created, and the app would otherwise retry into the hold itself (Envoy's
+   * rate_limited_retry_back_off, which skips the retry when Retry-After is longer than it waits).
+   */
+  function learn(ex: Exchange, next: Next, k: string, entry: HoldEntry | undefined, reply: Reply): Reply | Promise<Reply> {
+    if (ex.upstreamStatus !== 429) {
+      if (entry !== undefined && ex.upstreamStatus !== 0) table.entries.delete(k);
+      return reply;
     }
+    const { ms, asked } = startHold(ex, k, entry, ex.upstreamRetryAfter);
+    // Once per request; a streamed body was spent on the first attempt. Compared before jitter,
+    // so a Retry-After equal to `retryWithin` is waited for.
+    if (reply.kind !== 'held' || asked > resendMs || ex.resent || ex.streamed || deps.tryResend?.() !== true) return reply;
+    ex.resent = true;
+    ex.retries++;
+    deps.onResend?.();
+    tracing?.event(ex, 'breakwater.retry', { 'breakwater.decision': 'retry', 'breakwater.reason': 'upstream_429', 'http.request.resend_count': ex.retries });
+    return sleep(ms).then(() => (clientGone(ex) ? goneBeforeSending(ex, 'sending again after the hold') : next(ex))).then((again) => learn(ex, next, k, table.get(k), again));
   }
 
   return function holdStage(ex: Exchange, next: Next): Promise<Reply> {
     // Nearly always nothing is held and no rule reads the answer: then the key (a match on the
     // path) is worked out only if the answer is a 429 that starts a hold.
     if (alsoStatuses === undefined && table.entries.size === 0) {
+      if (resendMs > 0) ex.holdStatuses = withOwn(ex.holdStatuses);
       return next(ex).then((reply) => {
-        if (ex.upstreamStatus === 429) {
-          const k = key(ex);
-          if (k !== undefined) learn(ex, k, table.get(k));
-        }
-        return reply;
+        if (ex.upstreamStatus !== 429) return reply;
+        const k = key(ex);
+        return k === undefined ? reply : learn(ex, next, k, table.get(k), reply);
       });
     }
     const k = key(ex);
@@ -145,16 +170,15 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
         return Promise.resolve(proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } }));
       }
     }
-    if (alsoStatuses !== undefined) ex.holdStatuses = withAlso(ex.holdStatuses);
+    if (ownStatuses !== undefined) ex.holdStatuses = withOwn(ex.holdStatuses);
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
       if (alsoStatuses !== undefined && backPressure(reply)) {
         const h = (reply as Held).headers['retry-after'];
-        const ms = startHold(ex, k, entry, typeof h === 'string' ? h : undefined);
+        const { ms } = startHold(ex, k, entry, typeof h === 'string' ? h : undefined);
         return proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(ms) } });
       }
-      learn(ex, k, entry);
-      return reply;
+      return learn(ex, next, k, entry, reply);
     });
   };
 }

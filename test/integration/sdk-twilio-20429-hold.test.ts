@@ -9,7 +9,7 @@ import twilio from 'twilio';
 import type RequestClient from 'twilio/lib/base/RequestClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { startProxy, type TestProxy } from '../support/proxy.js';
+import { DEFAULT_POLICY, startProxy, type TestProxy } from '../support/proxy.js';
 
 const ACCOUNT_SID = 'AC22222222222222222222222222222222';
 
@@ -31,7 +31,8 @@ describe("an app checking Twilio's 20429 through the real SDK", () => {
   let tw: FakeUpstream, p: TestProxy;
   beforeAll(async () => {
     tw = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: tw.url, TWILIO_HOST_TARGET: tw.url, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'tok_0123456789abcdef0123456789abcdef' });
+    // A 429 that persists past the hold's one second send (retryWithin) is what the app sees; off here to see the first.
+    p = await startProxy({ TWILIO_BASE_URL: tw.url, TWILIO_HOST_TARGET: tw.url, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'tok_0123456789abcdef0123456789abcdef' }, DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 '));
   });
   afterAll(async () => {
     await p?.close();

@@ -4,13 +4,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM } from '../support/policy.js';
-import { metricsText, metricValue, request, sleep, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
+import { DEFAULT_POLICY, metricsText, metricValue, request, sleep, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
 
 describe('hold after an upstream 429', () => {
   let twilio: FakeUpstream, p: TestProxy;
   beforeAll(async () => {
     twilio = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000' });
+    // The hold itself: no second send after it (twilio-429-resend-after-hold.test.ts has that).
+    const policy = DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 ');
+    expect(policy).toContain('retryWithin: 0 ');
+    p = await startProxy({ TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000' }, policy);
   });
   afterAll(async () => {
     await p.close();

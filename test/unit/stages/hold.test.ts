@@ -210,3 +210,73 @@ describe('hold stage: other back-pressure answers (`also`)', () => {
     expect(holds).toEqual([]);
   });
 });
+
+describe('hold stage: one more send after a short hold (retryWithin)', () => {
+  function setup(retryWithin: number, budget = true) {
+    const clock = manualClock(0);
+    const table = new HoldTable(100);
+    const sleeps: number[] = [];
+    let resends = 0;
+    const stage = hold(holdSchema.parse({ key: ['account'], jitter: 0, retryWithin }), table, {
+      clock,
+      now: () => NOW + clock(),
+      random: () => 0,
+      onHold: () => {},
+      onHeld: () => {},
+      tryResend: () => budget,
+      onResend: () => resends++,
+      sleep: async (ms) => {
+        sleeps.push(ms);
+        clock.advance(ms);
+      },
+    })!;
+    /** Sends through the stage; the upstream answers `statuses` in turn (a 429 comes back held, as the forward stage holds it). */
+    const send = async (statuses: number[], retryAfter?: string) => {
+      const ex = fakeExchange({ upstreamPath: '/2010-04-01/Accounts/AC9/Messages.json', method: 'POST' });
+      const seenHold: (ReadonlySet<number> | undefined)[] = [];
+      let calls = 0;
+      const reply = await stage(ex, async (e: Exchange): Promise<Reply> => {
+        seenHold.push(e.holdStatuses);
+        const status = statuses[calls++] ?? 201;
+        e.upstreamStatus = status;
+        e.upstreamRetryAfter = status === 429 ? retryAfter : undefined;
+        if (status === 429 && e.holdStatuses?.has(429)) return { kind: 'held', status, headers: {}, body: Buffer.from('{"code":20429}') };
+        return { kind: 'sent', status, outcome: 'forwarded' };
+      });
+      return { reply, calls, ex, seenHold };
+    };
+    return { send, sleeps, resends: () => resends, table };
+  }
+
+  it('holds the 429 back, waits the hold out and sends once more, whatever the method', async () => {
+    const s = setup(2);
+    const { reply, calls, ex, seenHold } = await s.send([429]);
+    expect(seenHold[0]?.has(429)).toBe(true);
+    expect(calls).toBe(2);
+    expect(s.sleeps).toEqual([1000]);
+    expect(reply).toMatchObject({ kind: 'sent', status: 201 });
+    expect(ex.retries).toBe(1);
+    expect(s.resends()).toBe(1);
+    expect(s.table.entries.size).toBe(0); // the 201 ended the hold
+  });
+
+  it('does not when the hold is longer than retryWithin, when the budget says no, or when it is off', async () => {
+    for (const [s, retryAfter] of [[setup(2), '3'], [setup(2, false), undefined], [setup(0), undefined]] as const) {
+      const { reply, calls } = await s.send([429], retryAfter);
+      expect(calls).toBe(1);
+      expect(reply.kind === 'held' || reply.kind === 'sent').toBe(true);
+      expect((reply as { status: number }).status).toBe(429);
+      expect(s.sleeps).toEqual([]);
+      expect(s.table.entries.size).toBe(1);
+    }
+  });
+
+  it('waits for a Retry-After equal to retryWithin (jitter aside), and sends at most once more', async () => {
+    const s = setup(2);
+    const { reply, calls } = await s.send([429, 429, 429], '2');
+    expect(calls).toBe(2);
+    expect(s.sleeps).toEqual([2000]);
+    expect((reply as { status: number }).status).toBe(429);
+    expect(s.table.get('AC9')?.strikes).toBe(2);
+  });
+});
