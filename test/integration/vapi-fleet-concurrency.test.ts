@@ -2,7 +2,7 @@
 // 400 `{"error":"Over Concurrency Limit"}`. With `bulkhead.fleet` on the vapi upstream, three
 // sidecars on one Redis keep a fake Vapi allowing L concurrent call creations within L under a
 // burst of 10 × L at once: no refusal, every call created. The cap is keyed by a hash of the API
-// key (an org), never the key itself.
+// key (an org), never the key itself; a refusal lowers it for a while, as a 429 does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
@@ -25,6 +25,7 @@ describe('fleet-wide Vapi concurrency cap', () => {
   let inFlight = 0;
   let maxSeen = 0;
   let refused = 0;
+  let leasesKey: string | undefined;
   beforeAll(async () => {
     redis = await startRedis();
     twilio = await fakeUpstream('twilio');
@@ -91,8 +92,30 @@ describe('fleet-wide Vapi concurrency cap', () => {
       expect(keys.length).toBe(1);
       expect(keys.every((k) => /^bw:sem:vapi:\{vapi:[A-Za-z0-9_-]{16}\}:leases$/.test(k))).toBe(true);
       expect(keys.some((k) => k.includes(API_KEY))).toBe(false);
+      leasesKey = keys[0]!;
     } finally {
       r.disconnect();
     }
   }, 60_000);
+
+  it('lowers the fleet cap on an "Over Concurrency Limit" refusal, as on a 429', async () => {
+    expect(leasesKey).toBeDefined();
+    const capKey = leasesKey!.replace(/:leases$/, ':cap');
+    const r = new Redis(redis.url);
+    try {
+      expect(await r.get(capKey)).toBeNull();
+      // Another org's calls hold the rest of the limit now.
+      vapi.handler = (_req, res) => {
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"Over Concurrency Limit"}');
+      };
+      const a = await request(proxies[0]!.proxyPort, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json' }, body: '{"assistantId":"a1"}' });
+      expect(a.headers['x-breakwater-error']).toBe('upstream_rate_limited');
+      expect(await waitFor(async () => (await r.get(capKey)) !== null, 2000)).toBe(true);
+      const cap = Number(await r.get(capKey));
+      expect(cap).toBeGreaterThanOrEqual(1);
+      expect(cap).toBeLessThan(L);
+    } finally {
+      r.disconnect();
+    }
+  });
 });
