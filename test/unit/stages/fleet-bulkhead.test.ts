@@ -2,10 +2,10 @@
 // release carries (Twilio-Concurrent-Requests, from a streamed or a held answer, never a stale
 // one), when the cap is lowered, and which key a request is capped under.
 import { describe, expect, it } from 'vitest';
-import type { Reply } from '../../src/pipeline/exchange.js';
-import { fleetBulkhead } from '../../src/stages/fleet-bulkhead.js';
-import type { FleetSemaphore } from '../../src/store/redis-semaphore.js';
-import { fakeExchange } from './support/exchange.js';
+import type { Reply } from '../../../src/pipeline/exchange.js';
+import { fleetBulkhead } from '../../../src/stages/fleet-bulkhead.js';
+import type { FleetSemaphore } from '../../../src/store/redis-semaphore.js';
+import { fakeExchange } from '../support/exchange.js';
 
 function recorder() {
   const released: (number | undefined)[] = [];
