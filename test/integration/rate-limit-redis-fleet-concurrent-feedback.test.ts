@@ -5,6 +5,7 @@
 // slots are taken and keeps to N − OUTSIDE under a 10× burst: no 20429 at all, every request
 // answered. On the account whose answers do not (the 429 lowering alone), 20429s get through.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, policyWith } from '../support/policy.js';
 import { request, startProxy, type TestProxy } from '../support/proxy.js';
@@ -83,12 +84,17 @@ describe('Twilio-Concurrent-Requests feedback into the fleet cap', () => {
   it('keeps to N − outside callers when the answers report them, and sends fewer 20429s than the 429 lowering alone', async () => {
     const silent = await traffic(SILENT);
     const reporting = await traffic(REPORTING);
+    const r = new Redis(redis.url);
+    const learned = await r.get(`bw:sem:twilio:{${REPORTING}}:cap`).finally(() => r.disconnect());
     const silentOver = over.get(SILENT) ?? 0;
     const reportingOver = over.get(REPORTING) ?? 0;
-    console.log(`20429s with 3 outside callers, N=${N}, 4 replicas, ${reporting.length} requests: header fed back ${reportingOver}, 429 lowering alone ${silentOver}`);
+    console.log(`20429s with 3 outside callers, N=${N}, 4 replicas, ${reporting.length} requests: header fed back ${reportingOver} (cap held at ${learned}), 429 lowering alone ${silentOver}`);
     expect(silentOver).toBeGreaterThan(0);
     expect(reportingOver).toBeLessThan(silentOver);
     expect(reportingOver).toBe(0);
+    // Learned from the header exactly: the answers of a burst, counted against the fleet's recent
+    // peak, never overcount the outside callers (which would waste the account's slots).
+    expect(Number(learned)).toBe(N - OUTSIDE);
     expect(reporting.every((s) => s === 201)).toBe(true);
     expect(silent.length).toBe(reporting.length);
   }, 90_000);
