@@ -108,6 +108,8 @@ export interface Exchange {
   upstreamStatus: number;
   /** The upstream's Retry-After on a 429, for the hold stage. */
   upstreamRetryAfter: string | undefined;
+  /** The upstream's Twilio-Concurrent-Requests on the last attempt, unparsed: fed back to the fleet bulkhead. */
+  upstreamConcurrent: string | undefined;
   /** Peer address (after trusted X-Forwarded-For). */
   clientIp: string;
   /** Parsed body fields, cached for key extraction (null: none or unparsable). */
@@ -167,6 +169,7 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     outHeaders: undefined,
     upstreamStatus: 0,
     upstreamRetryAfter: undefined,
+    upstreamConcurrent: undefined,
     fields: undefined,
   };
 }

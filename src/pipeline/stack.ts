@@ -291,6 +291,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
           name,
           u.bulkhead.queueTimeout * 1000,
           () => bulkheadRejections.inc(),
+          u.holdOn429.also,
         )
       : bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];

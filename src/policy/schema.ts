@@ -70,7 +70,7 @@ export const bulkheadSchema = z
     maxConcurrent: count('Concurrent in-flight requests to this upstream.').default(100),
     queue: z.number().int().min(0).default(0).describe('Requests that may wait for a slot.'),
     queueTimeout: seconds('Longest wait in the queue.').default(1),
-    fleet: z.boolean().default(false).describe('Hold maxConcurrent across every replica (per Twilio account) through the Redis store; needs RATE_LIMIT_STORE=redis.'),
+    fleet: z.boolean().default(false).describe('Hold maxConcurrent across every replica (per Twilio account; elsewhere per API key, as Vapi limits its org) through the Redis store, lowered by 429s and Twilio-Concurrent-Requests; needs RATE_LIMIT_STORE=redis.'),
     leaseTimeout: seconds('A fleet slot held by a replica that died comes back after this.').default(30),
   })
   .describe('Concurrency cap for this upstream (Twilio limits concurrency per account).');

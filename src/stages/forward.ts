@@ -286,6 +286,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       out.push(key, value);
       if (statusCode === 429 && lower === 'retry-after') ex.upstreamRetryAfter = value;
       else if (lower === 'twilio-request-id') ex.upstreamRequestId = value;
+      else if (lower === 'twilio-concurrent-requests') ex.upstreamConcurrent = value;
     }
     ex.upstreamStatus = statusCode;
     if (statusCode >= 400) this.errorHead = [];

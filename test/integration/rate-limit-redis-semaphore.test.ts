@@ -86,6 +86,69 @@ describe('fleet-wide concurrency cap on one Redis', () => {
   }, 30_000);
 });
 
+describe('Twilio-Concurrent-Requests fed back into the cap', () => {
+  let redis: RedisServer;
+  let clients: RedisClient[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.disconnect();
+    await redis?.kill();
+  });
+
+  /** How many slots can be held at once now (each acquire is given 60 ms), all released after. */
+  async function room(sem: FleetSemaphore, account: string, most: number): Promise<number> {
+    const held = [];
+    for (let i = 0; i < most; i++) {
+      const l = await sem.acquire(account, Date.now() + 60);
+      if (!l) break;
+      held.push(l);
+    }
+    for (const l of held) l.release();
+    return held.length;
+  }
+
+  it('lowers the cap by the callers outside the fleet, never below 1, never back up until it lapses', async () => {
+    clients = [createRedisClient(conn('single', redis.url))];
+    clients[0]!.on('error', () => {});
+    expect(await waitFor(() => clients[0]!.status === 'ready', 5000)).toBe(true);
+    // One client: its commands run in order, so a release's script has run before the next acquire.
+    const sem = fleetSemaphore({ redis: clients[0]!, cap: 6, leaseMs: 2000, maxQueue: 10, lowerMs: 600, peakMs: 20 });
+    // What the fleet held a moment ago counts as its own (the peak): let it lapse, so the answer
+    // below is compared with this one lease.
+    const answered = async (account: string, reported: number) => {
+      await new Promise((r) => setTimeout(r, 40));
+      (await sem.acquire(account, Date.now() + 100))!.release(reported);
+    };
+    expect(await room(sem, 'AC-fb', 8)).toBe(6);
+    // Twilio counts 4 in flight while the fleet holds this one: 3 outside callers, cap 6 − 3.
+    await answered('AC-fb', 4);
+    expect(await room(sem, 'AC-fb', 8)).toBe(3);
+    // A figure that would raise the held cap is not taken (1 outside → 5): it lapses instead.
+    await answered('AC-fb', 2);
+    expect(await room(sem, 'AC-fb', 8)).toBe(3);
+    // Any number of outside callers leaves one slot.
+    await answered('AC-fb', 1000);
+    expect(await room(sem, 'AC-fb', 8)).toBe(1);
+    // No more than the fleet holds: nothing outside, nothing learned.
+    await answered('AC-other', 1);
+    expect(await room(sem, 'AC-other', 8)).toBe(6);
+    // The lowering lapses back to the configured cap, never above it.
+    expect(await waitFor(async () => (await room(sem, 'AC-fb', 8)) === 6, 5000)).toBe(true);
+  }, 30_000);
+
+  it('does not count as outside the slots the fleet released a moment before the answer', async () => {
+    const sem = fleetSemaphore({ redis: clients[0]!, cap: 6, leaseMs: 2000, maxQueue: 10, lowerMs: 5000 });
+    // Five in flight, Twilio counts them all (5) on the first answer; by the time that answer's
+    // feedback runs the other four were released: 5 − 1 would be 4 "outside".
+    const held = await Promise.all(Array.from({ length: 5 }, () => sem.acquire('AC-peak', Date.now() + 100)));
+    for (const l of held.slice(1)) l!.release();
+    held[0]!.release(5);
+    expect(await room(sem, 'AC-peak', 8)).toBe(6);
+  }, 30_000);
+});
+
 describe('fleet-wide concurrency cap without Redis', () => {
   it('admits only this replica’s share of the cap while Redis is unusable', async () => {
     const redis = createRedisClient(conn('single', 'redis://127.0.0.1:1'));
