@@ -39,6 +39,9 @@ interface HostRule {
 
 const TRAVERSAL = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%2f|%5c|\\/i;
 
+/** Methods whose repetition creates nothing (RFC 9110 §9.2.2, PUT and DELETE included). */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
 /** A request target that names a server (`http://victim/…`): what a forward proxy is sent. */
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
 
@@ -251,6 +254,12 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
     tr?.endServer(ex, status, outcome);
   }
 
+  /** Whether the idempotency stage took this request in (it then words an ambiguous answer itself). */
+  function keyed(ex: Exchange): boolean {
+    const idem = ex.upstream === undefined ? undefined : upstreams.get(ex.upstream.name)?.policy.idempotency;
+    return idem !== undefined && idem.enabled && (idem.methods as readonly string[]).includes(ex.method) && ex.req.headers[idem.header.toLowerCase()] !== undefined;
+  }
+
   /** Writes whatever the pipeline left unwritten and names the outcome for metrics and logs. */
   function settle(ex: Exchange, reply: Reply): { status: number; outcome: string } {
     if (clientClosed(ex, reply)) {
@@ -269,10 +278,16 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
       case 'held':
         sendBuffered(ex, reply.status, reply.headers, reply.body);
         return { status: reply.status, outcome: 'forwarded' };
-      case 'failed':
+      case 'failed': {
         ex.cause = reply.error.detail;
-        sendError(ex, reply.error);
-        return { status: reply.error.status, outcome: reply.error.code };
+        // A create sent without a key that got no complete answer may have happened: the app must
+        // not simply send it again. (A keyed one says so from the idempotency stage.)
+        const error = reply.mayHaveReachedUpstream && reply.cause !== 'client' && !SAFE_METHODS.has(ex.method) && !keyed(ex)
+          ? proxyError(reply.error.code, { headers: reply.error.headers, detail: reply.error.detail, message: `${reply.error.message} The request was sent and may have taken effect: send it again only with an Idempotency-Key, the same one each time, which makes the retry safe; without one it may be created twice.` })
+          : reply.error;
+        sendError(ex, error);
+        return { status: error.status, outcome: error.code };
+      }
       default:
         if (reply.detail) ex.cause = reply.detail;
         sendError(ex, reply);

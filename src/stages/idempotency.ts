@@ -169,7 +169,8 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         }
         return { status: cap.status, headers: cap.headers, body: Buffer.concat(cap.chunks, cap.bytes) };
       case 'held':
-        return reply.status === 503 ? undefined : { status: reply.status, headers: reply.headers, body: reply.body };
+        // Not processed (a 429, held for a second send) or not available: the key stays usable.
+        return reply.status === 503 || reply.status === 429 ? undefined : { status: reply.status, headers: reply.headers, body: reply.body };
       case 'failed':
         if (!reply.mayHaveReachedUpstream) return undefined;
         // The app left and the upstream then failed or never answered in time: say that, not

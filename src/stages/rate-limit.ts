@@ -51,6 +51,9 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
       match,
       buckets: store.buckets(limitId(`${upstream}/${l.name}`, limit), limit),
       policyField: oneByte(`"${l.name}";q=${burst};w=${window}`),
+      // What the refusal names: a recipient cap must not read as "this client" to the app.
+      quota: `${burst} per ${window} s`,
+      counts: l.key.map(describeKeyPart).join(' and '),
       allowed: deps.counter(l.name, 'allowed'),
       limited: deps.counter(l.name, l.shadow ? 'shadow_limited' : 'limited'),
       delayed: deps.counter(l.name, 'delayed'),
@@ -87,7 +90,7 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
       const t = retryAfterSeconds(d.resetMs);
       ex.rateLimit = `"${c.name}";r=0;t=${t}`;
       ex.rateLimitPolicy = c.policyField;
-      return proxyError('rate_limited', { headers: { 'retry-after': t } });
+      return proxyError('rate_limited', { headers: { 'retry-after': t }, message: `Rate limit "${c.name}" (${c.quota}) exceeded for this ${c.counts}; retry in ${t} s.` });
     }
     if (compiled.length > 1) (tally.granted ??= []).push({ c, key, d });
     if (d.delayMs > 0) {
@@ -129,4 +132,16 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
   return function rateLimitStage(ex: Exchange, next: Next): Promise<Reply> {
     return evaluate(ex, next, 0, { delayMs: 0, best: undefined, bestD: undefined, granted: undefined });
   };
+}
+
+/** A key part as a refusal names it: `body:To` is the recipient (`To`), `client` the client. */
+function describeKeyPart(part: string): string {
+  if (part === 'client' || part === 'account' || part === 'route') return part;
+  if (part === 'ip') return 'IP address';
+  if (part === 'basic-user' || part === 'authorization') return 'credential';
+  const [kind, name] = part.split(':');
+  if (kind === 'header') return `${name} header`;
+  if (name === 'To') return 'recipient (To)';
+  if (name === 'From') return 'sender (From)';
+  return `${name}`;
 }

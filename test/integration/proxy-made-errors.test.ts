@@ -184,6 +184,31 @@ describe('proxy-made errors that need their own settings', () => {
     }
   });
 
+  it('a 504 on a create says it may have been sent and to retry only with the same Idempotency-Key; a GET\'s does not', async () => {
+    const slow = await fakeUpstream('twilio');
+    slow.mode = 'hang';
+    const p = await startProxy({ TWILIO_BASE_URL: slow.url, UPSTREAM_TIMEOUT: '0.3', RATE_LIMIT_PER_MINUTE: '100000' });
+    const MESSAGES = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    try {
+      const post = await request(p.proxyPort, 'POST', MESSAGES, { headers: form, body: 'To=%2B15550001111&Body=hi', timeoutMs: 10_000 });
+      expectProxyError(post, 'upstream_timeout', 504, 'twilio');
+      const msg = String((post.json as { message: string }).message);
+      expect(msg).toMatch(/^The upstream did not answer in time\. The request was sent and may have taken effect/);
+      expect(msg).toMatch(/only with an Idempotency-Key, the same one each time/);
+      const get = await request(p.proxyPort, 'GET', MESSAGES, { timeoutMs: 10_000 });
+      expect((get.json as { message: string }).message).toBe('The upstream did not answer in time.');
+      // A keyed create words it once, from the idempotency stage.
+      const keyed = await request(p.proxyPort, 'POST', MESSAGES, { headers: { ...form, 'idempotency-key': 'timeout-msg-1' }, body: 'To=%2B15550001111&Body=hi', timeoutMs: 10_000 });
+      const km = String((keyed.json as { message: string }).message);
+      expect(km).toMatch(/may have taken effect\. It is not sent again under this Idempotency-Key\.$/);
+      expect(km.match(/may have taken effect/g)).toHaveLength(1);
+    } finally {
+      await p.close();
+      await slow.close();
+    }
+  });
+
   it('rate_limited (429 + Retry-After + RateLimit headers) once a client spends its per-minute allowance', async () => {
     const up = await fakeUpstream('vapi');
     const p = await startProxy({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '2' });

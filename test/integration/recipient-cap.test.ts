@@ -31,6 +31,10 @@ describe('recipient cap on body:To', () => {
     expect(third.status).toBe(429);
     expect(third.headers['x-breakwater-error']).toBe('rate_limited');
     expect(third.headers['ratelimit-policy']).toBe('"per-recipient";q=2;w=3600');
+    // The app is told which limit, and that it counts the recipient, not the client.
+    const message = String((third.json as { message: string }).message);
+    expect(message).toMatch(/^Rate limit "per-recipient" \(2 per 3600 s\) exceeded for this recipient \(To\); retry in \d+ s\.$/);
+    expect(message).not.toContain('client');
     // The next slot is half an hour away (2 per hour).
     expect(Number(third.headers['retry-after'])).toBeGreaterThan(1700);
     expect(Number(third.headers['retry-after'])).toBeLessThanOrEqual(1800);

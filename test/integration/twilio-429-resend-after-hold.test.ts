@@ -95,4 +95,17 @@ describe('a Twilio 429 is sent once more after a short hold', () => {
     // Two POSTs reached Twilio, and the first of them was not processed (its 429).
     expect(posts()).toBe(2);
   });
+
+  it('a keyed create whose 429 persists keeps its key usable: the app\'s retry is sent, not a replayed 429', async () => {
+    script = [{ status: 429 }, { status: 429 }];
+    const key = { 'idempotency-key': 'resend-after-hold-2' };
+    const first = await create(accountSid('r5'), key);
+    expect(first.status).toBe(429);
+    expect(posts()).toBe(2);
+    await sleep(2300); // the two-strike hold (2 s, jittered) passes
+    const retry = await create(accountSid('r5'), key);
+    expect(retry.status).toBe(201);
+    expect(retry.headers['idempotent-replayed']).toBeUndefined();
+    expect(posts()).toBe(3);
+  });
 });
