@@ -15,7 +15,7 @@ const VAPI_KEY = 'vapi-3f1c2e4d-5b6a-4789-8abc-def012345678';
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
 
 /** The README's Twilio httpClient: api.twilio.com through the /twilio prefix, other hosts by Host. */
-function sidecarClient(port: number): twilio.RequestClient {
+function sidecarClient(port: number, opts: { autoRetry?: boolean } = {}): twilio.RequestClient {
   class BreakwaterHttpClient extends twilio.RequestClient {
     override request<TData>(opts: RequestClient.RequestOptions<TData>) {
       const url = new URL(opts.uri);
@@ -28,7 +28,7 @@ function sidecarClient(port: number): twilio.RequestClient {
       return super.request<TData>(opts);
     }
   }
-  return new BreakwaterHttpClient();
+  return new BreakwaterHttpClient(opts);
 }
 
 describe('the real SDKs with the placeholder secret', () => {
@@ -74,6 +74,38 @@ describe('the real SDKs with the placeholder secret', () => {
     expect(vErr).toMatchObject({ statusCode: 401, body: { code: 'credentials_missing' } });
     expect(tw.seen.length + va.seen.length).toBe(before);
   });
+
+  it('an open breaker, and a held account, stay fast failures with the Twilio SDK\'s autoRetry on', async () => {
+    const forced = await request(held.adminPort, 'POST', '/breakers/twilio/open', { headers: { 'x-breakwater-admin': '1' } });
+    expect(forced.status).toBe(200);
+    try {
+      const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(held.proxyPort, { autoRetry: true }) });
+      const began = performance.now();
+      const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e);
+      expect(err).toMatchObject({ status: 503, code: 'circuit_open' });
+      // autoRetry only retries 429s: a 503 comes back at once.
+      expect(performance.now() - began).toBeLessThan(1000);
+    } finally {
+      await request(held.adminPort, 'POST', '/breakers/twilio/close', { headers: { 'x-breakwater-admin': '1' } });
+    }
+    // A Twilio 429 with a long Retry-After holds the account; autoRetry's back-off (3 retries, at
+    // most 3 s apart) then meets Breakwater's local 429s, never Twilio, and gives up within seconds.
+    tw.mode = '429';
+    tw.retryAfter = '30';
+    try {
+      const before = tw.seen.length;
+      const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(held.proxyPort, { autoRetry: true }) });
+      const began = performance.now();
+      const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e);
+      const ms = performance.now() - began;
+      expect(err).toMatchObject({ status: 429 });
+      expect(ms).toBeLessThan(10_000);
+      expect(tw.seen.length - before).toBe(1);
+    } finally {
+      tw.mode = 'ok';
+      tw.retryAfter = undefined;
+    }
+  }, 20_000);
 
   it('an open breaker stays a fast failure with the Vapi SDK at its default retries', async () => {
     const forced = await request(held.adminPort, 'POST', '/breakers/vapi/open', { headers: { 'x-breakwater-admin': '1' } });
