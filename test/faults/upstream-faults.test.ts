@@ -317,34 +317,38 @@ describe('upstream answers a burst of 5xx', () => {
 });
 
 describe('upstream answers a burst of 429', () => {
-  it('relays the first 429, then holds that account locally (429 upstream_rate_limited); the breaker does not count it', async () => {
+  it('sends once more after the first hold, relays the 429 that persists, then holds that account locally (429 upstream_rate_limited); the breaker does not count it', async () => {
     const { p, tw } = await boot();
     tw.mode = '429'; // Twilio's 20429 without Retry-After
 
+    // Not processed: sent again after the 1 s hold (retryWithin 2), and relayed when it persists.
     const first = await get(p);
     expect(first.status).toBe(429);
     expect(first.headers['x-breakwater-error']).toBeUndefined();
     expect(JSON.parse(first.text)).toMatchObject({ code: 20429 });
-    expect(tw.seen.length).toBe(1);
+    expect(tw.seen.length).toBe(2);
 
     const burst = await Promise.all(Array.from({ length: 20 }, () => get(p)));
     for (const r of burst) {
       expectCoded(r, 429, 'upstream_rate_limited');
       expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     }
-    expect(tw.seen.length).toBe(1); // held locally: no more calls burnt on the account
+    expect(tw.seen.length).toBe(2); // held locally: no more calls burnt on the account
 
     // Another account is not held.
     const other = await get(p, MESSAGES.replace(ACCOUNT, 'AC00000000000000000000000000000002'));
     expect(other.status).toBe(429);
     expect(other.headers['x-breakwater-error']).toBeUndefined();
-    expect(tw.seen.length).toBe(2);
+    expect(tw.seen.length).toBe(4);
 
     const m = await scrape(p);
     expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(0);
     expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(0);
-    expect(m('breakwater_retries_total', { upstream: 'twilio' })).toBe(0);
-    expect(m('breakwater_upstream_holds_total', { upstream: 'twilio' })).toBe(2);
+    // One second send per account, nothing else retried.
+    expect(m('breakwater_retries_total', { upstream: 'twilio', reason: 'upstream_429' })).toBe(2);
+    expect(m('breakwater_retries_total', { upstream: 'twilio' })).toBe(2);
+    // Each account: a hold on its first 429, extended (two strikes) on the second.
+    expect(m('breakwater_upstream_holds_total', { upstream: 'twilio' })).toBe(4);
     expect(m('breakwater_upstream_held_requests_total', { upstream: 'twilio' })).toBe(20);
 
     tw.mode = 'ok';
