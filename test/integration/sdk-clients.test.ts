@@ -94,7 +94,8 @@ describe('the real SDKs with the placeholder secret', () => {
     tw.retryAfter = '30';
     try {
       const before = tw.seen.length;
-      const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(held.proxyPort, { autoRetry: true }) });
+      // Its own account, so the 30 s hold it starts holds nothing the other tests use.
+      const client = twilio('AC22222222222222222222222222222222', 'breakwater', { httpClient: sidecarClient(held.proxyPort, { autoRetry: true }) });
       const began = performance.now();
       const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e);
       const ms = performance.now() - began;
@@ -104,6 +105,33 @@ describe('the real SDKs with the placeholder secret', () => {
     } finally {
       tw.mode = 'ok';
       tw.retryAfter = undefined;
+    }
+  }, 20_000);
+
+  it('a failing Verify host, reached through the SDK\'s own host name, opens only its own breaker: SMS keeps flowing', async () => {
+    tw.handler = (req, res) => {
+      if (String(req.headers.host).startsWith('verify.')) {
+        res.writeHead(503, { 'content-type': 'application/json' });
+        return res.end('{"code":20503,"message":"Service unavailable"}');
+      }
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ sid: 'SM2', account_sid: ACCOUNT_SID, status: 'queued' }));
+    };
+    try {
+      const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(held.proxyPort) });
+      const verify = () => client.verify.v2.services('VA00000000000000000000000000000000').verifications.create({ to: '+15558675310', channel: 'sms' }).then(() => 'ok', (e: { status?: number; code?: unknown }) => `${e.status}:${String(e.code)}`);
+      const seen: string[] = [];
+      for (let i = 0; i < 6; i++) seen.push(await verify());
+      // The verify destination's breaker opened; its failures were Twilio's own 503s until then.
+      expect(seen.at(-1)).toBe('503:circuit_open');
+      expect(seen.filter((x) => x === '503:20503').length).toBeGreaterThanOrEqual(1);
+      // The base URL's breaker (SMS) is untouched.
+      const msg = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'still flowing' });
+      expect(msg.sid).toBe('SM2');
+      const breakers = (await request(held.adminPort, 'GET', '/breakers')).json as unknown;
+      expect(JSON.stringify(breakers)).toMatch(/verify\.twilio\.com/);
+    } finally {
+      tw.handler = undefined;
     }
   }, 20_000);
 
