@@ -88,8 +88,9 @@ export function accessLog(log: Logger): AccessLog {
       buf.set(head, at);
       o = at + head.length;
     }
-    // The reqId is validated or a UUID: no quote, backslash or control character.
-    o = ascii(buf, o, ex.requestId);
+    // The reqId is validated or a UUID: no quote, backslash or control character. Copied natively:
+    // cheaper than a character loop at this length.
+    o += (buf as unknown as LatinWriter).latin1Write(ex.requestId, o);
     buf.set(segment, o);
     o = tenths(buf, o + segment.length, Math.round(seconds * 1e4));
     o = tenths(buf, ascii(buf, o, UPSTREAM_MS), Math.round(ex.upstreamSeconds * 1e4));
@@ -155,6 +156,11 @@ export function accessLog(log: Logger): AccessLog {
       stream.write(scratch.toString('utf8', 0, encode(scratch, 0, ex, segment, seconds)));
     },
   };
+}
+
+/** Node's one-byte copy (Buffer#write(s, at, 'latin1') without the encoding lookup), not in @types/node. */
+interface LatinWriter {
+  latin1Write(s: string, at: number): number;
 }
 
 /** Copies a string known to be ASCII, one byte per character. */

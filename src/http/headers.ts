@@ -136,7 +136,8 @@ export function connectionNamed(raw: Buffer[]): Set<string> | undefined {
 /** The headers Breakwater adds to every response it relays: correlation, rate limit, retries. */
 export function responseHeaderPrelude(ex: Exchange): string[] {
   const out = ['x-request-id', ex.requestId];
-  if (ex.rateLimit !== undefined) out.push('ratelimit', ex.rateLimit, 'ratelimit-policy', ex.rateLimitPolicy!);
+  if (ex.rateLimit !== undefined) out.push('ratelimit', ex.rateLimit);
+  if (ex.rateLimitPolicy !== undefined) out.push('ratelimit-policy', ex.rateLimitPolicy);
   if (ex.retries > 0) out.push('x-breakwater-retries', String(ex.retries));
   return out;
 }

@@ -86,9 +86,9 @@ export const rateLimitSchema = z.strictObject({
   maxDelay: z.number().min(0).default(0).describe('Seconds a request may be held for a token instead of rejected (shaping, like nginx limit_req delay).'),
   store: z.enum(['default', 'memory']).default('default').describe('default: the global store (memory or redis); memory: always local.'),
   headers: z
-    .enum(['limited', 'always'])
-    .default('limited')
-    .describe('Which answers carry the RateLimit and RateLimit-Policy fields: limited (only the 429 this limit refuses, as Envoy\'s local rate limit by default) or always (every answer it counted, so a client can pace itself).'),
+    .enum(['remaining', 'always', 'limited'])
+    .default('remaining')
+    .describe('Which answers carry the IETF fields. The 429 this limit refuses always carries RateLimit and RateLimit-Policy; an allowed answer carries RateLimit (what remains) under remaining, both fields under always, none under limited (Envoy\'s local rate limit by default).'),
 });
 
 export const idempotencySchema = z

@@ -282,6 +282,9 @@ class Attempt implements Dispatcher.DispatchHandler {
       // A 204 must not carry Content-Length (§8.6); a 304's describes the cached representation.
       if (statusCode === 204 && lower === 'content-length') continue;
       if (droppedFromResponse(lower) || named?.has(lower)) continue;
+      // The upstream's Date is not relayed; the answer gets this server's own (nginx's default:
+      // proxy_pass_header Date is off). It also spares node a validated header on every answer.
+      if (lower === 'date') continue;
       const value = rawHeaders[i + 1]!.toString('latin1');
       out.push(key, value);
       if (statusCode === 429 && lower === 'retry-after') ex.upstreamRetryAfter = value;

@@ -1,6 +1,6 @@
 // The refusal an app sees: 429 rate_limited with the flat error body, Retry-After equal to the
 // real wait for the next token, and the IETF RateLimit / RateLimit-Policy fields. Allowed
-// responses carry them too under `headers: always` (the default puts them on 429s only). A
+// responses carry RateLimit by default, and RateLimit-Policy too under `headers: always`. A
 // refused request never reaches the upstream.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';

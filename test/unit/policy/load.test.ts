@@ -371,7 +371,7 @@ describe('parsePolicy: defaults and freezing', () => {
 
   it('fills a rate limit’s defaults', () => {
     const q = parsePolicy(`${BASE}    rateLimits:\n      - { name: default, rate: 60 }\n`, { env: {} });
-    expect(q.upstreams['twilio']!.rateLimits[0]).toEqual({ name: 'default', rate: 60, per: 60, burst: null, key: ['client'], route: null, shadow: false, maxDelay: 0, store: 'default', headers: 'limited' });
+    expect(q.upstreams['twilio']!.rateLimits[0]).toEqual({ name: 'default', rate: 60, per: 60, burst: null, key: ['client'], route: null, shadow: false, maxDelay: 0, store: 'default', headers: 'remaining' });
   });
 
   it('is deeply frozen', () => {

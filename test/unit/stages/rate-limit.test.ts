@@ -152,7 +152,20 @@ describe('rateLimit stage: 5 per minute', () => {
 });
 
 describe('rateLimit stage: which answers carry the RateLimit fields', () => {
-  it('by default only the 429 (Envoy local rate limit): an allowed answer carries none', async () => {
+  it('by default an allowed answer carries RateLimit (what remains), the 429 both fields', async () => {
+    expect(rateLimitSchema.parse({ name: 'x', rate: 1 }).headers).toBe('remaining');
+    const { send } = setup([{ name: 'default', rate: 2, per: 60, headers: 'remaining' }]);
+    const { ex, reply } = await send();
+    expect(reply.kind).toBe('sent');
+    expect(ex.rateLimit).toMatch(/^"default";r=1;t=\d+$/);
+    expect(ex.rateLimitPolicy).toBeUndefined();
+    await send();
+    const refused = await send();
+    expect(refused.ex.rateLimit).toMatch(/^"default";r=0;t=\d+$/);
+    expect(refused.ex.rateLimitPolicy).toBe('"default";q=2;w=60');
+  });
+
+  it('limited: only the 429 (Envoy local rate limit): an allowed answer carries none', async () => {
     const { send } = setup([{ name: 'default', rate: 2, per: 60, headers: 'limited' }]);
     for (let i = 0; i < 2; i++) {
       const { ex, reply } = await send();
@@ -163,7 +176,6 @@ describe('rateLimit stage: which answers carry the RateLimit fields', () => {
     const { ex } = await send();
     expect(ex.rateLimit).toMatch(/^"default";r=0;t=\d+$/);
     expect(ex.rateLimitPolicy).toBe('"default";q=2;w=60');
-    expect(rateLimitSchema.parse({ name: 'x', rate: 1 }).headers).toBe('limited');
   });
 
   it('always: allowed answers report the limit with the fewest tokens left among those that say always', async () => {
