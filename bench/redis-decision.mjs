@@ -8,90 +8,12 @@
 //
 // Latency is measured one decision at a time by default (what one request waits); with
 // --concurrency C, C decisions are kept in flight (the pipelining a busy replica gets).
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { cluster, fleetSemaphore, flag, memoryStore, opt, redisServer, redisStore } from './redis-harness.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dist = (f) => path.join(ROOT, 'dist', f);
-if (!existsSync(dist('store/redis.js'))) {
-  console.error('dist/ is missing: run `npm run build` first');
-  process.exit(2);
-}
-const { redisStore } = await import(dist('store/redis.js'));
-const { memoryStore } = await import(dist('store/store.js'));
-const { fleetSemaphore } = await import(dist('store/redis-semaphore.js'));
-
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? Number(args[i + 1]) : def;
-};
 const N = opt('--n', 20_000);
 const CONCURRENCY = Math.max(1, opt('--concurrency', 1));
 const WARMUP = Math.min(2000, Math.floor(N / 5));
 const KEYS = 1000;
-const run = promisify(execFile);
-const children = [];
-process.on('exit', () => {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-});
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function redisServer(extra = []) {
-  const port = await freePort();
-  const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...extra], { detached: true, stdio: 'ignore' });
-  children.push(c);
-  c.once('error', (err) => {
-    console.error(`redis-server: ${err.message}`);
-    process.exit(2);
-  });
-  for (let i = 0; i < 200; i++) {
-    try {
-      const { stdout } = await run('redis-cli', ['-p', String(port), 'PING'], { timeout: 1000 });
-      if (stdout.includes('PONG')) return port;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`redis-server on ${port} did not answer`);
-}
-
-async function cluster() {
-  const ports = [];
-  for (let i = 0; i < 3; i++) {
-    const dir = mkdtempSync(path.join(tmpdir(), 'bw-bench-cluster-'));
-    ports.push(await redisServer(['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--dir', dir]));
-  }
-  await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'], { timeout: 30_000 });
-  for (let i = 0; i < 150; i++) {
-    const infos = await Promise.all(ports.map((p) => run('redis-cli', ['-p', String(p), 'CLUSTER', 'INFO']).then((r) => r.stdout, () => '')));
-    if (infos.every((t) => t.includes('cluster_state:ok'))) return ports.map((p) => `127.0.0.1:${p}`).join(',');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('cluster did not reach cluster_state:ok');
-}
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 const us = (ms) => (ms < 0.01 ? `${(ms * 1000).toFixed(1)} µs` : `${Math.round(ms * 1000)} µs`);
@@ -150,5 +72,5 @@ async function topology(name, type, url) {
 const given = process.env.REDIS_URL;
 if (given) await topology('REDIS_URL', process.env.REDIS_TYPE ?? 'single', given);
 else await topology('single', 'single', `redis://127.0.0.1:${await redisServer()}`);
-if (!args.includes('--single') && !given) await topology('cluster(3 masters)', 'cluster', await cluster());
+if (!flag('--single') && !given) await topology('cluster(3 masters)', 'cluster', await cluster());
 process.exit(0);

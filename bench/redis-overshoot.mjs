@@ -6,83 +6,14 @@
 // it, as a share of it. Not part of `npm test`.
 //
 //   npm run build && node bench/redis-overshoot.mjs [--seconds 60] [--replicas 4] [--keys 12]
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { cluster, memoryStore, opt, redisStore } from './redis-harness.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dist = (f) => path.join(ROOT, 'dist', f);
-if (!existsSync(dist('store/redis.js'))) {
-  console.error('dist/ is missing: run `npm run build` first');
-  process.exit(2);
-}
-const { redisStore } = await import(dist('store/redis.js'));
-const { memoryStore } = await import(dist('store/store.js'));
-
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? Number(args[i + 1]) : def;
-};
 const SECONDS = opt('--seconds', 60);
 const REPLICAS = opt('--replicas', 4);
 const KEYS = opt('--keys', 12);
 const RATE_PER_MIN = 600; // per key
 const BURST = 60;
 const PACE_PER_REPLICA = 200; // decisions a second, all keys: 4 × 200 = 8 × the 12 keys' 100/s
-const run = promisify(execFile);
-const children = [];
-process.on('exit', () => {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-});
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function redisServer(extra) {
-  const port = await freePort();
-  const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...extra], { detached: true, stdio: 'ignore' });
-  children.push(c);
-  for (let i = 0; i < 200; i++) {
-    const ok = await run('redis-cli', ['-p', String(port), 'PING'], { timeout: 1000 }).then((r) => r.stdout.includes('PONG'), () => false);
-    if (ok) return port;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`redis-server on ${port} did not answer`);
-}
-
-async function cluster() {
-  const ports = [];
-  for (let i = 0; i < 3; i++) {
-    const dir = mkdtempSync(path.join(tmpdir(), 'bw-bench-cluster-'));
-    ports.push(await redisServer(['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--dir', dir]));
-  }
-  await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'], { timeout: 30_000 });
-  for (let i = 0; i < 150; i++) {
-    const infos = await Promise.all(ports.map((p) => run('redis-cli', ['-p', String(p), 'CLUSTER', 'INFO']).then((r) => r.stdout, () => '')));
-    if (infos.every((t) => t.includes('cluster_state:ok'))) return ports.map((p) => `127.0.0.1:${p}`).join(',');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('cluster did not reach cluster_state:ok');
-}
 
 const url = process.env.REDIS_URL ?? (await cluster());
 const limit = { ratePerMs: RATE_PER_MIN / 60_000, burst: BURST, maxDelayMs: 0 };
