@@ -373,7 +373,13 @@ export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}
     const [proxyPort, adminPort, promPort] = [await freePort(), await freePort(), await freePort()];
     Object.assign(stack, { proxyPort, adminPort, promPort, promUrl: `http://127.0.0.1:${promPort}` });
     stack.proxyLog = join(dir, 'proxy.log');
-    stack.proxy = startChild(process.execPath, ['bin/breakwater.js', 'start'], {
+    // The default policy with one cached route the rest of the load never touches, so the cache
+    // row has series (counters are exported from zero once a route is cached) and sees hits.
+    const policyFile = join(dir, 'policy.yaml');
+    const policyDoc = YAML.parseDocument(readFileSync(join(ROOT, 'config', 'policy.yaml'), 'utf8'));
+    policyDoc.setIn(['upstreams', 'vapi', 'cache'], policyDoc.createNode({ routes: [{ route: 'call.fetch', ttl: 1 }] }));
+    writeFileSync(policyFile, policyDoc.toString());
+    stack.proxy = startChild(process.execPath, ['bin/breakwater.js', 'start', '--config', policyFile], {
       logFile: stack.proxyLog,
       env: {
         ...cleanEnv(),
@@ -451,6 +457,7 @@ export async function generateLoad(stack, { log = () => {} } = {}) {
       await send('POST', VAPI_CALL, `ok-vapi-post-${round}-${i}`, callBody);
     }
     await send('GET', '/v2/Services', `verify-${round}`, undefined, 'verify.twilio.com'); // a destination breaker of its own
+    for (let i = 0; i < 2; i++) await send('GET', `${VAPI_CALL}/cached-${round}`, `cache-${round}-${i}`); // a miss, then a hit
     for (let i = 0; i < (round ? 2 : 7); i++) await send('GET', VAPI_CALL, 'greedy'); // 5 per minute, then 429
     await send('GET', '/nope', 'lost');
     if (round === 0) {

@@ -49,6 +49,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   let store: LimiterStore = memory;
   let idem: IdempotencyStore = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock, policy.store.idempotencyBytes);
   let fleetSemaphore: StackDeps['fleetSemaphore'];
+  let cacheStore: StackDeps['cacheStore'];
   if (policy.store.type === 'redis') {
     // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
     // code that a single-replica sidecar never uses.
@@ -58,6 +59,9 @@ export async function start(opts: StartOptions): Promise<Running> {
     const { fleetSemaphore: makeSemaphore } = await import('./store/redis-semaphore.js');
     const replicas = policy.store.replicas;
     fleetSemaphore = (cap, leaseMs, maxQueue, prefix) => makeSemaphore({ redis: shared.redis, cap, leaseMs, maxQueue, replicas, prefix, usable: shared.health.usable });
+    // The response cache rides the same connection and health; its own wait is the limiter's short one.
+    const { RedisCacheStore, VALUE_OVERHEAD_BYTES } = await import('./cache/redis-store.js');
+    cacheStore = (upstream, local, maxBodyBytes) => new RedisCacheStore({ redis: shared.redis, health: shared.health, local, clock, timeoutMs: policy.store.timeout * 1000, maxValueBytes: maxBodyBytes + VALUE_OVERHEAD_BYTES, prefix: `bw:cache:${upstream}:` });
     // One connection for all: idempotency claims and fleet slots ride the rate limiter's client and health.
     idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000,
       retryMs: policy.store.retryAfter * 1000,
@@ -69,7 +73,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   }
   const state = new SharedState();
   const status = statusRecorder(clock);
-  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled, fleetSemaphore };
+  const deps: StackDeps = { metrics, log, clock, store, memory, idempotency: idem, state, onSettled: status.onSettled, fleetSemaphore, cacheStore };
   let proxy = buildProxy(policy, deps);
   state.sweep();
   // OpenTelemetry: loaded only when the OTEL_* variables configure an exporter.

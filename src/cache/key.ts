@@ -36,6 +36,14 @@ export function cacheKey(upstream: string, uri: string, credential: string, keyH
   return k;
 }
 
+/** The target URI path (host and path, no query) a key was made for: what invalidation names. */
+export function keyPath(key: string): string {
+  const start = key.indexOf('\u0000GET ') + 5;
+  const uri = key.slice(start, key.indexOf('\u0000', start));
+  const q = uri.indexOf('?');
+  return q < 0 ? uri : uri.slice(0, q);
+}
+
 /** The header names a response's Vary lists, lower-cased. */
 export function varyNames(vary: string | string[] | undefined): string[] {
   if (vary === undefined) return [];

@@ -24,13 +24,34 @@ export function entrySize(key: string, e: Pick<CacheEntry, 'body' | 'headers'>):
   return n;
 }
 
+/**
+ * Where entries live: the memory store (this file) or the fleet's Redis (redis-store.ts). Only
+ * a lookup may be asynchronous, and then only for Redis, within its bounded wait: the memory
+ * store answers synchronously, so a hit costs no extra tick. Writes and invalidations take
+ * effect locally at once; Redis receives them in the background (command order on the one
+ * connection keeps a later lookup behind them).
+ */
+export interface CacheStore {
+  readonly kind: 'memory' | 'redis';
+  /** Entries and bytes held in this process's memory. */
+  readonly size: number;
+  readonly bytes: number;
+  get(key: string): CacheEntry | undefined | PromiseLike<CacheEntry | undefined>;
+  /** Stores an entry; false when it is larger than the store may hold. */
+  set(key: string, entry: CacheEntry): boolean;
+  delete(key: string): void;
+  invalidatePath(path: string): void;
+  invalidateRoute(route: string): void;
+}
+
 export interface MemoryStoreOptions {
   maxEntries: number;
   maxBytes: number;
   onEvict?: () => void;
 }
 
-export class MemoryCacheStore {
+export class MemoryCacheStore implements CacheStore {
+  readonly kind = 'memory' as const;
   private readonly entries = new Map<string, { entry: CacheEntry; size: number }>();
   private readonly byPath = new Map<string, Set<string>>();
   private readonly byRoute = new Map<string, Set<string>>();
@@ -79,6 +100,14 @@ export class MemoryCacheStore {
     this.bytesUsed -= hit.size;
     unindex(this.byPath, hit.entry.path, key);
     unindex(this.byRoute, hit.entry.route, key);
+  }
+
+  /** Drops everything (the Redis store's fallback, once Redis is back and may hold newer copies). */
+  clear(): void {
+    this.entries.clear();
+    this.byPath.clear();
+    this.byRoute.clear();
+    this.bytesUsed = 0;
   }
 
   /** Drops every entry for this path, whatever its query or credential (RFC 9111 §4.4). */

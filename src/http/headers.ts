@@ -54,10 +54,9 @@ const DROP_REQUEST = new Set([
 ]);
 
 /** The flat [name, value, …] list sent upstream; built once, reused by every retry attempt. */
-export function upstreamRequestHeaders(ex: Exchange): string[] {
+export function upstreamRequestHeaders(ex: Exchange, drop: ReadonlySet<string>): string[] {
   if (ex.outHeaders) return ex.outHeaders;
   const raw = ex.req.rawHeaders;
-  const drop = ex.upstream!.dropHeaders;
   const out: string[] = [];
   let connectionTokens: string | undefined;
   let xff: string | undefined;

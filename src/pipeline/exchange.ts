@@ -2,30 +2,49 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { proxyError, type ProxyError } from '../errors.js';
 import type { RouteTable } from '../routing/route-table.js';
-
-/** The response has been written to the client by the stage that produced it. */
-export interface Sent {
-  readonly kind: 'sent';
-  readonly status: number;
-  readonly outcome: 'forwarded' | 'stub' | 'replayed' | 'cached';
-  /** The response broke after its head was relayed: by the upstream (a reset) or the client. */
-  readonly broken?: 'upstream' | 'client';
-  /**
-   * The app left before this answer (or its end) reached it, and the upstream's answer was read
-   * whole anyway, for the idempotency store to give the app's retry.
-   */
-  readonly unread?: true;
-}
+import { BufferedBody, type Body } from './body.js';
 
 /**
- * An upstream answer held back (buffered, small) so the retry stage can decide whether to try
- * again. If no retry happens it is sent as it is.
+ * An answer at its head, its body not yet read: from the upstream (forward), a store (the
+ * idempotency replay, the cache) or a stub. Stages above forward may look at it, wrap its body
+ * or replace it (discarding the body they drop) before the one writer sends it to the client.
  */
-export interface Held {
-  readonly kind: 'held';
+export interface Answer {
+  readonly kind: 'answer';
   readonly status: number;
-  readonly headers: Record<string, string | string[]>;
-  readonly body: Buffer;
+  /** Headers to relay, flat `[name, value, …]` (names as the upstream spelt them); the proxy's own are added when written. */
+  readonly headers: readonly string[];
+  readonly body: Body;
+  readonly source: 'forwarded' | 'stub' | 'replayed' | 'cached';
+}
+
+// Headers a stored header set never carries into a new delivery: recomputed for it.
+const RECOMPUTED = new Set(['content-length', 'x-request-id', 'transfer-encoding', 'connection']);
+
+/** An answer from memory (a stored answer, a stub): its headers as an object, then `extra`. */
+export function bufferedAnswer(status: number, headers: Readonly<Record<string, string | string[]>>, body: Buffer, source: Answer['source'], extra?: readonly string[]): Answer {
+  const out: string[] = [];
+  for (const k in headers) {
+    if (RECOMPUTED.has(k)) continue;
+    const v = headers[k]!;
+    if (Array.isArray(v)) for (const x of v) out.push(k, x);
+    else out.push(k, v);
+  }
+  if (extra !== undefined) out.push(...extra);
+  return { kind: 'answer', status, headers: out, body: new BufferedBody(body), source };
+}
+
+/** An answer's headers as an object, names in lower case, repeated ones as arrays (what a store keeps). */
+export function headerObject(a: Answer): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const h = a.headers;
+  for (let i = 0; i < h.length; i += 2) {
+    const key = h[i]!.toLowerCase();
+    const value = h[i + 1]!;
+    const prev = out[key];
+    out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  return out;
 }
 
 /** A transport failure talking to the upstream; `sentBody` false means it certainly never left. */
@@ -37,24 +56,41 @@ export interface Failed {
   readonly mayHaveReachedUpstream: boolean;
 }
 
-export type Reply = Sent | Held | Failed | ProxyError;
+export type Reply = Answer | Failed | ProxyError;
 
-export interface Exchange {
+/** The value of a header of an answer (the first, if repeated). */
+export function answerHeader(a: Answer, name: string): string | undefined {
+  const h = a.headers;
+  for (let i = 0; i < h.length; i += 2) if (h[i]!.length === name.length && h[i]!.toLowerCase() === name) return h[i + 1];
+  return undefined;
+}
+
+/** The same answer with headers added (a stage's own, such as Cache-Status). */
+export function withHeaders(a: Answer, extra: readonly string[]): Answer {
+  return { kind: 'answer', status: a.status, headers: [...a.headers, ...extra], body: a.body, source: a.source };
+}
+
+/** What the client sent. Writer: the server, at arrival (newExchange). */
+export interface ClientSent {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   /** performance.now() at arrival. */
   readonly start: number;
-  requestId: string;
+  /** The app's X-Request-Id when valid, else a new one (correlation, at arrival). */
+  readonly requestId: string;
   readonly method: string;
   /** Path as received, without the query. */
   readonly path: string;
   /** `?…` or ''. */
   readonly query: string;
-  /** The upstream routing chose (written by routing alone): what a request may know of it. */
+}
+
+/** Where the request goes. Writer: routing (proxy.ts `route`), before any stage. */
+export interface Routed {
+  /** The upstream routing chose: what a request may know of it. */
   upstream: UpstreamRef | undefined;
   /** Route name from the policy: the only route label metrics ever carry. */
   route: string;
-  params: Record<string, string>;
   /** Upstream path without the query: what route patterns match. */
   routePath: string;
   /** Path and query to send upstream (prefix stripped). */
@@ -63,67 +99,69 @@ export interface Exchange {
   origin: string;
   /** Host header for the upstream. */
   host: string;
-  clientKey: string;
-  /** A small body read whole (retryable, hashable); undefined when streamed or absent. */
-  body: Buffer | undefined;
-  /** The request carries a body that is streamed (too large to buffer). */
-  streamed: boolean;
-  /** `RateLimit` field value for the response, when a limit applied. */
-  rateLimit: string | undefined;
-  rateLimitPolicy: string | undefined;
-  retries: number;
-  /** Seconds spent waiting on the upstream (all attempts). */
-  upstreamSeconds: number;
-  /** Why a proxy-made error happened (an undici error code, say), for the access line. */
-  cause: string | undefined;
-  /** The upstream's own request id (Twilio-Request-Id), for the access line. */
-  upstreamRequestId: string | undefined;
-  /** The head of a non-2xx upstream body (at most ERROR_HEAD_LIMIT bytes), for its error code. */
-  errorHead: Buffer | undefined;
-  /** The provider's error code of that body (upstream-errors.ts), for the access line. */
-  upstreamErrorCode: string | undefined;
-  /** The sanitised server a forward-proxy attempt named (routing sets it on refusing one), for the access line. */
+  /** The sanitised server a forward-proxy attempt named (set on refusing one), for the access line. */
   probeHost: string | undefined;
-  /** Set when the response broke after its head was relayed: the error code. */
-  aborted: string | undefined;
-  /** Response body bytes relayed to the client. */
-  bytesOut: number;
-  /**
-   * Set by the cache stage when it revalidates a stale copy: the validators sent upstream as
-   * If-None-Match / If-Modified-Since (with 304 among the held statuses, so the 304 comes back to it).
-   */
-  revalidate: { readonly etag: string | undefined; readonly lastModified: string | undefined } | undefined;
-  /** Set by the hold stage once it has sent a 429 again after its hold (at most once a request). */
-  resent: boolean;
-  /** Set by the idempotency stage to receive a copy of the forwarded answer. */
-  capture: Capture | undefined;
-  /** The Authorization header as sent upstream (after injection); undefined: none. */
-  authorization: string | undefined;
-  /** A large request body, streamed (with its size enforced) rather than buffered. */
-  bodyStream: AsyncIterable<Buffer> | NodeJS.ReadableStream | undefined;
-  /** Upstream statuses to hold back for a retry decision (set by the retry stage). */
-  holdStatuses: ReadonlySet<number> | undefined;
-  /** Header list sent upstream, built once per request and reused by retries. */
-  outHeaders: string[] | undefined;
-  upstreamStatus: number;
-  /** The upstream's Retry-After on a 429, for the hold stage. */
-  upstreamRetryAfter: string | undefined;
-  /** The upstream's Twilio-Concurrent-Requests on the last attempt, unparsed: fed back to the fleet bulkhead. */
-  upstreamConcurrent: string | undefined;
-  /** Peer address (after trusted X-Forwarded-For). */
-  clientIp: string;
-  /** Parsed body fields, cached for key extraction (null: none or unparsable). */
-  fields: URLSearchParams | Record<string, unknown> | null | undefined;
 }
 
-export interface Capture {
-  status: number;
-  headers: Record<string, string | string[]>;
-  chunks: Buffer[];
-  bytes: number;
-  overflow: boolean;
-  readonly maxBytes: number;
+/** What the stages decided. Each field names its one writer. */
+export interface Decided {
+  /** Writer: client identity. The rate-limit and idempotency scope of the caller. */
+  clientKey: string;
+  /** Writer: client identity. Peer address (after trusted X-Forwarded-For). */
+  clientIp: string;
+  /** Writer: credentials. The Authorization header as sent upstream (after injection); undefined: none. */
+  authorization: string | undefined;
+  /** Writer: request body. A small body read whole (retryable, hashable); undefined when streamed or absent. */
+  body: Buffer | undefined;
+  /** Writer: request body. The request carries a body that is streamed (too large to buffer). */
+  streamed: boolean;
+  /**
+   * Writer: request body; the idempotency stage replaces it with a hashing copy of itself. A large
+   * request body, streamed (with its size enforced) rather than buffered.
+   */
+  bodyStream: AsyncIterable<Buffer> | NodeJS.ReadableStream | undefined;
+  /** Writer: keys.ts `bodyField`, on first use. Parsed body fields (null: none or unparsable). */
+  fields: URLSearchParams | Record<string, unknown> | null | undefined;
+  /** Writer: rate limit. `RateLimit` field value for the response, when a limit applied. */
+  rateLimit: string | undefined;
+  rateLimitPolicy: string | undefined;
+  /** Writers: retry, and the hold's one send after a 429. Attempts after the first (X-Breakwater-Retries). */
+  retries: number;
+  /** Writer: hold. It has sent a 429 again after its hold (at most once a request). */
+  resent: boolean;
+  /**
+   * Writer: idempotency. The answer is kept for the key's retries: forward reads it whole even if
+   * the app leaves (nginx's proxy_ignore_client_abort), so a retry learns what really happened.
+   */
+  keepsAnswer: boolean;
+  /**
+   * Writer: cache, when it revalidates a stale copy. The validators sent upstream as
+   * If-None-Match / If-Modified-Since.
+   */
+  revalidate: { readonly etag: string | undefined; readonly lastModified: string | undefined } | undefined;
+  /** Writer: headers.ts `upstreamRequestHeaders`. Header list sent upstream, built once and reused by retries. */
+  outHeaders: string[] | undefined;
 }
+
+/** What the upstream answered and what reached the client: read by the access line and metrics. */
+export interface Answered {
+  /** Writer: forward. Seconds spent waiting on the upstream (all attempts). */
+  upstreamSeconds: number;
+  /** Writer: the reply writer. Why a proxy-made error happened (an undici error code, say). */
+  cause: string | undefined;
+  /** Writer: the reply writer. The upstream's own request id (Twilio-Request-Id). */
+  upstreamRequestId: string | undefined;
+  /** Writer: the reply writer. The head of a non-2xx upstream body (at most ERROR_HEAD_LIMIT bytes). */
+  errorHead: Buffer | undefined;
+  /** Writer: proxy.ts, from errorHead. The provider's error code of that body (upstream-errors.ts). */
+  upstreamErrorCode: string | undefined;
+  /** Writer: the reply writer. Set when the response broke after its head was relayed: why. */
+  aborted: string | undefined;
+  /** Writer: the reply writer. Response body bytes relayed to the client. */
+  bytesOut: number;
+}
+
+export interface Exchange extends ClientSent, Routed, Decided, Answered {}
 
 /**
  * A fresh exchange. Every field exists from the start, so all exchanges share one hidden class
@@ -140,37 +178,32 @@ export function newExchange(req: IncomingMessage, res: ServerResponse, start: nu
     query,
     upstream: undefined,
     route: 'unmatched',
-    params: {},
     routePath: '',
     upstreamPath: '',
     origin: '',
     host: '',
+    probeHost: undefined,
     clientKey: '',
     clientIp: '',
+    authorization: undefined,
     body: undefined,
-    bodyStream: undefined,
     streamed: false,
+    bodyStream: undefined,
+    fields: undefined,
     rateLimit: undefined,
     rateLimitPolicy: undefined,
     retries: 0,
+    resent: false,
+    keepsAnswer: false,
+    revalidate: undefined,
+    outHeaders: undefined,
     upstreamSeconds: 0,
     cause: undefined,
     upstreamRequestId: undefined,
     errorHead: undefined,
     upstreamErrorCode: undefined,
-    probeHost: undefined,
     aborted: undefined,
     bytesOut: 0,
-    revalidate: undefined,
-    resent: false,
-    capture: undefined,
-    authorization: undefined,
-    holdStatuses: undefined,
-    outHeaders: undefined,
-    upstreamStatus: 0,
-    upstreamRetryAfter: undefined,
-    upstreamConcurrent: undefined,
-    fields: undefined,
   };
 }
 
@@ -199,5 +232,4 @@ export type Stage = (ex: Exchange, next: Next) => Promise<Reply>;
 export interface UpstreamRef {
   readonly name: string;
   readonly routes: RouteTable<string>;
-  readonly dropHeaders: ReadonlySet<string>;
 }

@@ -1,6 +1,12 @@
 // The whole per-upstream stack, written once, in order, with the reason each stage sits where it
 // does (linkerd's route stack). Routing, correlation and the access log wrap it in proxy.ts.
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { proxyError, type ProxyError } from '../errors.js';
+import { tracing } from '../tracing.js';
+import { requestId } from '../stages/correlation.js';
+import { CLIENT_CLOSED, writeReply, type Outcome } from '../http/respond.js';
+import type { RequestSeries } from './series.js';
 import type { Policy, UpstreamPolicy } from '../policy/schema.js';
 import { dropBreakerSeries, seedBreakerSeries, seedUpstreamSeries, type Metrics } from '../metrics.js';
 import type { Log } from '../log.js';
@@ -24,11 +30,11 @@ import type { FleetSemaphore } from '../store/redis-semaphore.js';
 import { forward } from '../stages/forward.js';
 import { stub } from '../stages/stub.js';
 import { cache } from '../stages/cache.js';
-import { MemoryCacheStore } from '../cache/memory-store.js';
+import { MemoryCacheStore, type CacheStore } from '../cache/memory-store.js';
 import { Coalescer } from '../cache/coalesce.js';
 import { bodyKeyGuard, isPhoneKey, maskKey, maskPhone } from './keys.js';
 import { compose } from './compose.js';
-import type { Exchange, Stage } from './exchange.js';
+import { clientGone, newExchange, type Exchange, type Reply, type Stage } from './exchange.js';
 import { createDispatcher, routeTable, splitBaseUrl, type UpstreamRuntime } from './upstream.js';
 
 export interface StackDeps {
@@ -43,6 +49,8 @@ export interface StackDeps {
   onSettled?: (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) => void;
   /** With the Redis store: makes a fleet-wide semaphore (bulkhead.fleet). */
   fleetSemaphore?: (cap: number, leaseMs: number, maxQueue: number, prefix: string) => FleetSemaphore;
+  /** With the Redis store: the fleet's cache store for one upstream, in front of its memory store. */
+  cacheStore?: (upstream: string, local: MemoryCacheStore, maxBodyBytes: number) => CacheStore & { readonly secret: Buffer };
 }
 
 /**
@@ -133,6 +141,89 @@ function destinationBreakerSeries(metrics: Metrics, clock: Clock, service: strin
       openTime.flush(now === 'open');
     },
   };
+}
+
+/** What the front of the request path is built from (proxy.ts builds it once per policy). */
+export interface FrontParts {
+  log: Log;
+  route(ex: Exchange): ProxyError | UpstreamRuntime;
+  series: RequestSeries;
+  /** Upstream and route names as one-byte strings (see oneByte): every access line has them. */
+  upstreamNames: ReadonlyMap<string, string>;
+  routeNames: ReadonlyMap<string, string>;
+  /** Whether the idempotency stage took this request in (it then words an ambiguous answer itself). */
+  keyed(ex: Exchange): boolean;
+  onSettled?: StackDeps['onSettled'];
+}
+
+/** Methods whose repetition creates nothing (RFC 9110 §9.2.2, PUT and DELETE included). */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/**
+ * The request path, outermost first. Its first positions are here and the rest is
+ * `buildUpstream`'s stage list below: this file is the one place the order is written (ADR 0001).
+ */
+export function requestPath(p: FrontParts): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  const { log, series, upstreamNames, routeNames } = p;
+  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // 1. Correlation: the request id (the app's, when valid) and the SERVER span come first, so
+    //    everything below, a refusal included, can name the request.
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const ex = newExchange(req, res, performance.now(), requestId(req.headers['x-request-id']), req.method ?? 'GET', q < 0 ? url : url.slice(0, q), q < 0 ? '' : url.slice(q));
+    const tr = tracing;
+    tr?.startServer(ex);
+    // 2. Routing: the upstream and route (every label) are known before anything is counted; a
+    //    refusal is a reply like any other and goes through the positions below.
+    const routed = p.route(ex);
+    const upstreamName = ex.upstream ? (upstreamNames.get(ex.upstream.name) ?? ex.upstream.name) : 'none';
+    // 3. Access log and metrics: around everything that follows, so every outcome is seen once.
+    const inFlightNow = series.inFlightFor(upstreamName);
+    inFlightNow.n++;
+    let reply: Reply;
+    try {
+      if ('code' in routed) reply = routed;
+      else {
+        const m = ex.upstream!.routes.match(ex.method, ex.routePath);
+        ex.route = m ? (routeNames.get(m.value) ?? m.value) : 'other';
+        // 4. The upstream's stack (buildUpstream) produces the reply as a value.
+        reply = await routed.pipeline(ex);
+      }
+    } catch (err) {
+      // A bug must cost one request, never the process, and is never billed to the upstream.
+      log.error({ reqId: ex.requestId, upstream: upstreamName, err }, 'unhandled error in pipeline');
+      reply = proxyError('internal_error');
+    }
+    // 5. The one writer sends it; the request counts as in flight until its body is over.
+    let outcome: Outcome;
+    try {
+      outcome = await settle(ex, reply);
+    } catch (err) {
+      log.error({ reqId: ex.requestId, upstream: upstreamName, err }, 'unhandled error writing the reply');
+      if (reply.kind === 'answer') reply.body.discard();
+      ex.res.destroy();
+      outcome = { status: 500, outcome: 'internal_error' };
+    }
+    inFlightNow.n--;
+    const seconds = (performance.now() - ex.start) / 1000;
+    series.record(ex, upstreamName, outcome.status, outcome.outcome, seconds);
+    p.onSettled?.(ex, upstreamName, outcome.status, outcome.outcome, seconds);
+    tr?.endServer(ex, outcome.status, outcome.outcome);
+  };
+
+  /** Turns a transport failure into its error, then has the one writer send the reply. */
+  function settle(ex: Exchange, reply: Reply): Outcome | Promise<Outcome> {
+    if (reply.kind !== 'failed') return writeReply(ex, reply);
+    ex.cause = reply.error.detail;
+    // The app hung up before any answer began: see writeReply.
+    if (reply.cause === 'client' || (!ex.res.headersSent && clientGone(ex))) return CLIENT_CLOSED;
+    // A create sent without a key that got no complete answer may have happened: the app must
+    // not simply send it again. (A keyed one says so from the idempotency stage.)
+    const error = reply.mayHaveReachedUpstream && !SAFE_METHODS.has(ex.method) && !p.keyed(ex)
+      ? proxyError(reply.error.code, { headers: reply.error.headers, detail: reply.error.detail, message: `${reply.error.message} The request was sent and may have taken effect: send it again only with an Idempotency-Key, the same one each time, which makes the retry safe; without one it may be created twice.` })
+      : reply.error;
+    return writeReply(ex, error);
+  }
 }
 
 /**
@@ -296,7 +387,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       : bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];
 
-  const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout * 1000, { sendTimeoutMs: u.sendTimeout * 1000, deadlineMs: u.exchangeTimeout * 1000 });
+  const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout * 1000, { sendTimeoutMs: u.sendTimeout * 1000, deadlineMs: u.exchangeTimeout * 1000, dropHeaders });
+  const routes = routeTable(u);
   return {
     name,
     policy: u,
@@ -304,8 +396,8 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     origin,
     host,
     basePath,
-    routes: routeTable(u),
-    dropHeaders,
+    routes,
+    ref: { name, routes },
     breaker: breakerSm,
     breakerScopes,
     semaphore,
@@ -326,10 +418,15 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
   const { metrics, state, log } = deps;
   const c = u.cache;
   const evictions = metrics.cacheEvictions.labels(name);
-  const store = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
+  const local = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
+  // The fleet's store when there is one (the policy validated `redis` against it); the memory store answers while Redis cannot.
+  const maxBody = Math.max(...c.routes.map((r) => r.maxEntryBytes));
+  const shared = c.store !== 'memory' && deps.cacheStore !== undefined ? state.get(`${name}/cache-redis`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget, maxBody], () => deps.cacheStore!(name, local, maxBody)) : undefined;
+  const store: CacheStore = shared ?? local;
   const coalescer = state.get(`${name}/cache-coalescer`, c.maxWaiters, () => new Coalescer(c.maxWaiters));
-  // Keys hash the credential with a per-process secret: a key never reveals or confirms a token.
-  const secret = state.get('cache-secret', null, () => randomBytes(32));
+  // Keys hash the credential with a per-process secret (with the Redis store, the fleet's, kept
+  // in Redis and read per request): a key never reveals or confirms a token.
+  const own = state.get('cache-secret', null, () => randomBytes(32));
   evictions.inc(0);
   collectors.push(() => {
     metrics.cacheBytes.labels(name).set(store.bytes);
@@ -339,7 +436,7 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
     clock: deps.clock,
     store,
     coalescer,
-    secret,
+    get secret() { return shared?.secret ?? own; },
     counter: (route, result) => metrics.cacheRequests.labels(name, route, result),
     onStale: (fields) => log.warn(fields, 'served a stale cached answer: the upstream failed'),
   });

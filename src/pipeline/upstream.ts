@@ -11,7 +11,7 @@ import type { Semaphore } from '../resilience/semaphore.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
 import { RouteTable } from '../routing/route-table.js';
 import type { HoldTable } from '../stages/hold.js';
-import type { Next } from './exchange.js';
+import type { Next, UpstreamRef } from './exchange.js';
 
 export interface UpstreamRuntime {
   readonly name: string;
@@ -22,7 +22,8 @@ export interface UpstreamRuntime {
   /** Base path of baseUrl without the trailing slash ('' for most). */
   readonly basePath: string;
   readonly routes: RouteTable<string>;
-  readonly dropHeaders: ReadonlySet<string>;
+  /** What a request may know of this upstream (ex.upstream): its name and route table. */
+  readonly ref: UpstreamRef;
   readonly breaker: CircuitBreaker;
   /** Breakers of host-routed destinations, built on first use. */
   readonly breakerScopes?: BreakerScopes;

@@ -295,6 +295,7 @@ function checkSemantics(p: Policy): Semantic[] {
   if (p.store.type === 'redis' && p.store.redisUrl === '') out.push({ path: ['store', 'redisUrl'], message: 'RATE_LIMIT_STORE=redis needs REDIS_URL' });
   for (const [name, u] of Object.entries(p.upstreams)) {
     if (u.bulkhead.fleet && p.store.type !== 'redis') out.push({ path: ['upstreams', name, 'bulkhead', 'fleet'], message: 'a fleet-wide bulkhead needs RATE_LIMIT_STORE=redis' });
+    if (u.cache.store === 'redis' && p.store.type !== 'redis') out.push({ path: ['upstreams', name, 'cache', 'store'], message: 'a Redis cache store needs RATE_LIMIT_STORE=redis' });
   }
   if (p.store.type === 'redis' && p.store.redisUrl !== '') {
     try {

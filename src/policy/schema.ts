@@ -165,6 +165,10 @@ export const cacheSchema = z
     coalesce: z.boolean().default(true).describe('Identical concurrent misses wait for one upstream request (nginx proxy_cache_lock).'),
     maxWaiters: z.number().int().min(0).default(1000).describe('Requests that may wait on one in-flight miss; more go upstream themselves.'),
     waitTimeout: seconds('Seconds a waiter waits before it goes upstream itself.').default(5),
+    store: z
+      .enum(['default', 'memory', 'redis'])
+      .default('default')
+      .describe('Where entries live. default: the global store (Redis under RATE_LIMIT_STORE=redis, else memory); memory: this replica only; redis: shared by the fleet (needs RATE_LIMIT_STORE=redis). Redis entries are bounded by the routes\' maxEntryBytes and expire after their freshness plus staleIfError; while Redis is away the memory store answers.'),
   })
   .describe('Response cache, private to each credential (keys carry its keyed hash). Opt-in per route.');
 

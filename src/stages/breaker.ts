@@ -11,6 +11,7 @@ import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { BreakerPolicy } from '../policy/schema.js';
 import { BreakerScopes, type CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import type { BodyEnd } from '../pipeline/body.js';
 import { tracing } from '../tracing.js';
 
 /** Told which breaker counted the failure or refused the call (the base's or a destination's). */
@@ -50,8 +51,8 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
   // exchange, and only for requests that failed once (weakly held: gone with the exchange).
   const counted = new WeakSet<Exchange>();
 
-  /** Feeds one attempt's outcome back to the state machine. */
-  function record(breaker: CircuitBreaker, ex: Exchange, reply: Reply, probe: boolean, ms: number): void {
+  /** Feeds one attempt's outcome back to the state machine; an answer's once its body is over. */
+  function record(breaker: CircuitBreaker, ex: Exchange, reply: Reply, probe: boolean, ms: number, body?: BodyEnd): void {
     let failed = false;
     let neutral = false;
     switch (reply.kind) {
@@ -60,17 +61,16 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
         failed = reply.cause !== 'client' && failOn.has(reply.cause);
         neutral = !failed;
         break;
-      case 'held':
-      case 'sent':
+      case 'answer':
         // A body the upstream cut off mid-stream is a reset, whatever status went out first.
-        if (reply.kind === 'sent' && reply.broken !== undefined) {
-          failed = reply.broken === 'upstream' && onReset;
+        if (body === 'broken' || body === 'client') {
+          failed = body === 'broken' && onReset;
           neutral = !failed;
           break;
         }
         // 429 is back-pressure and 4xx the caller's fault: neither says the upstream is unhealthy.
         if (reply.status >= 500) failed = on5xx;
-        else if (reply.status === 429 || reply.kind === 'sent' && reply.outcome !== 'forwarded' && reply.outcome !== 'stub') neutral = true;
+        else if (reply.status === 429 || (reply.source !== 'forwarded' && reply.source !== 'stub')) neutral = true;
         break;
       default:
         neutral = true; // a local refusal further in (bulkhead, body too large)
@@ -101,7 +101,8 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
     const began = timed ? performance.now() : 0;
     // A continuation rather than an async frame: this stage is on every request.
     return next(ex).then((reply) => {
-      record(breaker, ex, reply, probe, timed ? performance.now() - began : 0);
+      if (reply.kind === 'answer') reply.body.tap({ end: (how) => record(breaker, ex, reply, probe, timed ? performance.now() - began : 0, how) });
+      else record(breaker, ex, reply, probe, timed ? performance.now() - began : 0);
       return reply;
     });
   };

@@ -4,10 +4,18 @@
 import { proxyError } from '../errors.js';
 import type { Semaphore } from '../resilience/semaphore.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import type { BodyTap } from '../pipeline/body.js';
 
 export function bulkhead(sem: Semaphore, onRejected: () => void): Stage {
   const full = proxyError('bulkhead_full', { headers: { 'retry-after': '1' } });
   const release = (): void => sem.release();
+  // An answer holds its slot until its body is over: streaming it is still upstream work.
+  const untilEnd: BodyTap = { end: release };
+  const settled = (reply: Reply): Reply => {
+    if (reply.kind === 'answer') reply.body.tap(untilEnd);
+    else release();
+    return reply;
+  };
   const refuse = (): Reply => {
     onRejected();
     return full;
@@ -23,8 +31,10 @@ export function bulkhead(sem: Semaphore, onRejected: () => void): Stage {
       return Promise.reject(err as Error);
     }
     // A continuation rather than an async frame: this stage is on every request.
-    attempt.then(release, release);
-    return attempt;
+    return attempt.then(settled, (err: unknown) => {
+      release();
+      throw err;
+    });
   }
 
   return function bulkheadStage(ex: Exchange, next: Next): Promise<Reply> {

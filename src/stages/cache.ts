@@ -7,25 +7,25 @@
 // Twilio and Vapi send no Cache-Control and every request carries Authorization: a shared cache
 // must not reuse those answers (RFC 9111 §3.5), which is nginx's known fault. Each key carries a
 // keyed hash of the credential, so this is a private cache per credential and TTL-based reuse is
-// legitimate. The request path is the current one (a Reply that is sometimes already written):
-// the forwarded answer is copied through `ex.capture`, as the idempotency stage does.
+// legitimate. The stage sees each answer at its head, before any byte is written: a 304 or a
+// 5xx can be replaced by the stored copy, and a forwarded answer is copied by a tap on its body.
 import { freshness, requestBypasses, usability, currentAgeMs } from '../cache/freshness.js';
 import { cacheKey, credentialId, headerValue, normaliseUri, varyNames } from '../cache/key.js';
-import type { CacheEntry, MemoryCacheStore } from '../cache/memory-store.js';
+import type { CacheEntry, CacheStore } from '../cache/memory-store.js';
 import type { Coalescer } from '../cache/coalesce.js';
 import type { CachePolicy, CacheRoutePolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import { RouteTable } from '../routing/route-table.js';
-import { sendBuffered } from '../http/respond.js';
-import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import type { ProxyError } from '../errors.js';
+import { bufferedAnswer, clientGone, goneBeforeSending, headerObject, withHeaders, type Answer, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 
 export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass' | 'revalidated';
 
 export interface CacheDeps {
   clock: Clock;
-  store: MemoryCacheStore;
+  store: CacheStore;
   coalescer: Coalescer;
-  /** Key for the credential hash; per process for the memory store. */
+  /** Key for the credential hash; per process for the memory store, the fleet's for Redis (read per request). */
   secret: Buffer;
   counter(route: string, result: CacheResult): { inc(): void };
   onStale(fields: Record<string, unknown>): void;
@@ -90,7 +90,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
   /** RFC 9111 §4.4: a non-error answer to an unsafe method invalidates the target URI. */
   async function invalidating(ex: Exchange, next: Next): Promise<Reply> {
     const reply = await next(ex);
-    const reached = reply.kind === 'sent' || reply.kind === 'held' ? reply.status < 400 : reply.kind === 'failed' && reply.mayHaveReachedUpstream;
+    const reached = reply.kind === 'answer' ? reply.status < 400 : reply.kind === 'failed' && reply.mayHaveReachedUpstream;
     if (reached) {
       store.invalidatePath(ex.host + ex.routePath);
       const names = related.match(ex.method, ex.routePath)?.value;
@@ -104,15 +104,16 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     if (!queryAllowed(ex.query, r.onlyQuery) || CONDITIONAL.some((n) => h[n] !== undefined)) {
       // Not a request this route caches (a fraud-signal field, a conditional or range request).
       r.c.bypass.inc();
-      ex.res.setHeader('cache-status', 'Breakwater; fwd=bypass');
-      return next(ex);
+      return next(ex).then((reply) => withCacheStatus(reply, 'Breakwater; fwd=bypass'));
     }
     const key = cacheKey(upstream, ex.host + normaliseUri(ex.routePath, ex.query), credentialId(deps.secret, ex.authorization), r.keyHeaders, h);
     const asked = requestBypasses(h['cache-control'], h['pragma']);
     let stale: CacheEntry | undefined;
     let validating: CacheEntry | undefined;
     let fwd = asked ? 'request' : 'miss';
-    const found = asked ? undefined : store.get(key);
+    // The memory store answers synchronously; only the Redis store's lookup is awaited.
+    const got = asked ? undefined : store.get(key);
+    const found = got !== undefined && 'then' in got ? await got : got;
     if (found !== undefined) {
       if (!varyMatches(found, h)) fwd = 'vary-miss';
       else {
@@ -148,67 +149,93 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
   }
 
   async function forward(ex: Exchange, next: Next, r: Compiled, key: string, fwd: string, stale: CacheEntry | undefined, settle: ((e: CacheEntry | undefined) => void) | undefined, validating?: CacheEntry): Promise<Reply> {
-    const storing = ex.method === 'GET' && ex.capture === undefined;
-    if (storing) ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: r.policy.maxEntryBytes };
-    ex.res.setHeader('cache-status', `Breakwater; fwd=${fwd}`);
-    if (validating !== undefined) {
-      ex.revalidate = validatorsOf(validating);
-      // The 304 is the cache's to read: the app asked for the resource, not a conditional.
-      ex.holdStatuses = ex.holdStatuses === undefined || ex.holdStatuses.has(304) ? (ex.holdStatuses ?? NOT_MODIFIED) : new Set([...ex.holdStatuses, 304]);
-    }
-    let entry: CacheEntry | undefined;
+    const status = `Breakwater; fwd=${fwd}`;
+    if (validating !== undefined) ex.revalidate = validatorsOf(validating);
+    let settled = false;
+    const done = (e: CacheEntry | undefined): void => {
+      if (settled) return;
+      settled = true;
+      settle?.(e);
+    };
     try {
       const reply = await next(ex);
-      if (validating !== undefined && reply.kind === 'held' && reply.status === 304) {
-        entry = refreshed(validating, reply.headers, r);
+      // The 304 is the cache's to read: the app asked for the resource, not a conditional.
+      if (validating !== undefined && reply.kind === 'answer' && reply.status === 304 && reply.source === 'forwarded') {
+        reply.body.discard();
+        const entry = refreshed(validating, headerObject(reply), r);
         if (entry !== undefined && store.set(key, entry)) {
           r.c.revalidated.inc();
-          ex.res.removeHeader('cache-status');
+          done(entry);
           return serve(ex, entry, `Breakwater; fwd=stale; fwd-status=304; ttl=${ttlOf(entry)}`);
         }
         // Not storable any more (no-store on the 304): the app still gets the copy it asked for, once.
-        entry = undefined;
-        ex.res.removeHeader('cache-status');
         store.delete(key);
+        done(undefined);
         return serve(ex, validating, 'Breakwater; fwd=stale; fwd-status=304; detail=not-stored');
       }
-      if (storing) entry = toEntry(ex, reply, r);
-      if (entry !== undefined && !store.set(key, entry)) entry = undefined;
-      if (stale !== undefined && upstreamFailed(reply) && !ex.res.headersSent) {
+      // The upstream failed and a copy may stand in for its answer (RFC 5861): a 5xx is dropped
+      // before any of it reaches the app.
+      if (stale !== undefined && upstreamFailed(reply)) {
+        if (reply.kind === 'answer') reply.body.discard();
         r.c.stale.inc();
-        const fwdStatus = reply.kind === 'held' ? `; fwd-status=${reply.status}` : '';
-        const why = reply.kind === 'held' ? `status ${reply.status}` : reply.kind === 'failed' ? reply.error.code : reply.kind === 'error' ? reply.code : '';
+        const fwdStatus = reply.kind === 'answer' ? `; fwd-status=${reply.status}` : '';
+        const why = reply.kind === 'answer' ? `status ${reply.status}` : reply.kind === 'failed' ? reply.error.code : reply.code;
         deps.onStale({ reqId: ex.requestId, upstream, route: ex.route, cause: why, ageSeconds: Math.floor(currentAgeMs(stale.freshness, stale.storedAt, clock()) / 1000) });
-        ex.res.removeHeader('cache-status');
+        done(undefined);
         return serve(ex, stale, `Breakwater; fwd=stale${fwdStatus}; ttl=${ttlOf(stale)}; detail=stale-if-error`);
       }
       r.c.miss.inc();
-      return reply;
-    } finally {
-      if (storing) ex.capture = undefined;
-      settle?.(entry);
+      if (reply.kind === 'answer' && reply.source === 'forwarded' && ex.method === 'GET') store_(ex, reply, r, key, done);
+      else done(undefined);
+      return withCacheStatus(reply, status);
+    } catch (err) {
+      done(undefined);
+      throw err;
     }
   }
 
-  function toEntry(ex: Exchange, reply: Reply, r: Compiled): CacheEntry | undefined {
-    const cap = ex.capture!;
-    if (reply.kind !== 'sent' || reply.outcome !== 'forwarded' || cap.status === 0 || cap.overflow) return undefined;
-    if (reply.broken !== undefined || (ex.aborted !== undefined && reply.unread !== true)) return undefined;
-    const f = freshness(cap.status, cap.headers, r.ttlMs, r.staleMs);
-    if (f === undefined) return undefined;
-    const headers: Record<string, string | string[]> = {};
-    for (const k in cap.headers) if (!NOT_STORED.has(k)) headers[k] = cap.headers[k]!;
-    const h = ex.req.headers;
-    return {
-      status: cap.status,
-      headers,
-      body: Buffer.concat(cap.chunks, cap.bytes),
-      freshness: f,
-      storedAt: clock(),
-      vary: varyNames(cap.headers['vary']).map((n) => [n, headerValue(h, n)] as const),
-      path: ex.host + ex.routePath,
-      route: r.policy.route,
-    };
+  /** Copies a forwarded answer as its body passes; stores it (and hands it to waiters) once whole. */
+  function store_(ex: Exchange, reply: Answer, r: Compiled, key: string, done: (e: CacheEntry | undefined) => void): void {
+    const headers = headerObject(reply);
+    const f = freshness(reply.status, headers, r.ttlMs, r.staleMs);
+    if (f === undefined) {
+      done(undefined);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let overflow = false;
+    const max = r.policy.maxEntryBytes;
+    reply.body.tap({
+      data(chunk) {
+        if (overflow) return;
+        if (bytes + chunk.length > max) overflow = true;
+        else {
+          chunks.push(chunk);
+          bytes += chunk.length;
+        }
+      },
+      end(how) {
+        if (overflow || how !== 'complete') {
+          done(undefined);
+          return;
+        }
+        const kept: Record<string, string | string[]> = {};
+        for (const k in headers) if (!NOT_STORED.has(k)) kept[k] = headers[k]!;
+        const h = ex.req.headers;
+        const entry: CacheEntry = {
+          status: reply.status,
+          headers: kept,
+          body: Buffer.concat(chunks, bytes),
+          freshness: f,
+          storedAt: clock(),
+          vary: varyNames(headers['vary']).map((n) => [n, headerValue(h, n)] as const),
+          path: ex.host + ex.routePath,
+          route: r.policy.route,
+        };
+        done(store.set(key, entry) ? entry : undefined);
+      },
+    });
   }
 
   /** A stored copy brought up to date by a 304: its headers updated from the 304's, fresh again (RFC 9111 §4.3.4). */
@@ -227,12 +254,25 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
   function serve(ex: Exchange, e: CacheEntry, status: string): Reply {
     if (clientGone(ex)) return goneBeforeSending(ex, 'the cached answer');
     const age = Math.floor(currentAgeMs(e.freshness, e.storedAt, clock()) / 1000);
-    sendBuffered(ex, e.status, e.headers, e.body, ['age', String(age), 'cache-status', status]);
-    return { kind: 'sent', status: e.status, outcome: 'cached' };
+    return bufferedAnswer(e.status, e.headers, e.body, 'cached', ['age', String(age), 'cache-status', status]);
   }
 }
 
-const NOT_MODIFIED: ReadonlySet<number> = new Set([304]);
+/** The reply with this request's Cache-Status: every cacheable answer says what the cache did (RFC 9211). */
+function withCacheStatus(reply: Reply, status: string): Reply {
+  switch (reply.kind) {
+    case 'answer':
+      return withHeaders(reply, ['cache-status', status]);
+    case 'failed':
+      return { ...reply, error: withErrorHeader(reply.error, status) };
+    default:
+      return withErrorHeader(reply, status);
+  }
+}
+
+function withErrorHeader(err: ProxyError, status: string): ProxyError {
+  return { ...err, headers: { ...err.headers, 'cache-status': status } };
+}
 
 /** The validators a stored copy can be revalidated with, if it has any. */
 function validatorsOf(e: CacheEntry): { etag: string | undefined; lastModified: string | undefined } | undefined {
@@ -258,10 +298,8 @@ function upstreamFailed(reply: Reply): boolean {
       return STALE_FOR.has(reply.code);
     case 'failed':
       return reply.cause !== 'client';
-    case 'held':
-      return reply.status >= 500;
-    default:
-      return false;
+    case 'answer':
+      return reply.source === 'forwarded' && reply.status >= 500;
   }
 }
 

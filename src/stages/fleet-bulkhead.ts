@@ -10,7 +10,8 @@
 import { createHash } from 'node:crypto';
 import { proxyError } from '../errors.js';
 import type { FleetSemaphore, Lease } from '../store/redis-semaphore.js';
-import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
+import { answerHeader, type Answer, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { ERROR_HEAD_LIMIT } from '../upstream-errors.js';
 
 const ACCOUNT = /\/Accounts\/(AC[0-9a-fA-F]{32}|[A-Za-z0-9]+)(?:\/|\.json|$)/;
 
@@ -44,33 +45,52 @@ export function fleetBulkhead(sem: FleetSemaphore, upstream: string, queueTimeou
     return lastKey;
   };
 
-  function backPressure(ex: Exchange, r: Reply): boolean {
-    if (r.kind !== 'sent' && r.kind !== 'held') return false;
-    if (r.status === 429) return true;
-    if (also.length === 0) return false;
-    const body = r.kind === 'held' ? r.body : ex.errorHead;
-    if (body === undefined) return false;
-    return also.some((a) => a.status === r.status && body.includes(a.bodyIncludes));
+  const alsoStatuses = new Set(also.map((a) => a.status));
+
+  /** Gives the lease back with what the answer reported, and lowers the cap on back-pressure. */
+  function settle(lease: Lease, account: string, r: Answer, head: Buffer | undefined): void {
+    lease.release(reportedCount(answerHeader(r, 'twilio-concurrent-requests')));
+    const pressed = r.status === 429 || (head !== undefined && also.some((a) => a.status === r.status && head.includes(a.bodyIncludes)));
+    if (pressed) void sem.lower(account);
   }
 
   function holding(ex: Exchange, next: Next, lease: Lease, account: string): Promise<Reply> {
     let attempt: Promise<Reply>;
-    // Each attempt's own answer: a retry must not feed back the one before.
-    ex.upstreamConcurrent = undefined;
     try {
       attempt = next(ex);
     } catch (err) {
       lease.release();
       return Promise.reject(err as Error);
     }
-    attempt.then(
+    return attempt.then(
       (r) => {
-        lease.release(reportedCount(r.kind === 'held' ? r.headers['twilio-concurrent-requests'] : ex.upstreamConcurrent));
-        if (backPressure(ex, r)) void sem.lower(account);
+        if (r.kind !== 'answer') {
+          lease.release();
+          return r;
+        }
+        // The lease is held while the body streams; an answer the policy names as back-pressure
+        // is known by the head of its body (a small error), read as it passes.
+        if (!alsoStatuses.has(r.status)) r.body.tap({ end: () => settle(lease, account, r, undefined) });
+        else {
+          const chunks: Buffer[] = [];
+          let bytes = 0;
+          r.body.tap({
+            data(chunk) {
+              if (bytes < ERROR_HEAD_LIMIT) {
+                chunks.push(chunk);
+                bytes += chunk.length;
+              }
+            },
+            end: () => settle(lease, account, r, Buffer.concat(chunks, bytes)),
+          });
+        }
+        return r;
       },
-      () => lease.release(),
+      (err: unknown) => {
+        lease.release();
+        throw err;
+      },
     );
-    return attempt;
   }
 
   return async function fleetBulkheadStage(ex: Exchange, next: Next): Promise<Reply> {

@@ -1,15 +1,14 @@
 // The terminal stage: one upstream attempt through undici's `dispatch`, the cheapest undici
 // API that still streams with back-pressure both ways (no Readable per response, no header
-// object parsing). Response bytes go straight from the upstream socket into the client's.
+// object parsing). It resolves at the answer's head with the body paused; once the reply writer
+// pipes it, bytes go straight from the upstream socket into the client's.
 import { ERROR_HEAD_LIMIT } from '../upstream-errors.js';
 import { tracing, type ClientSpan } from '../tracing.js';
 import type { Dispatcher } from 'undici';
 import { BODY_TOO_LARGE, proxyError, type ProxyError } from '../errors.js';
-import { clientGone, goneBeforeSending, type Exchange, type Failed, type Held, type Reply } from '../pipeline/exchange.js';
-import { connectionNamed, droppedFromResponse, isHopByHop, isOursOnly, responseHeaderPrelude, upstreamRequestHeaders } from '../http/headers.js';
-
-/** The largest upstream answer held back for a retry decision (5xx bodies are small). */
-const HOLD_LIMIT = 64 * 1024;
+import { clientGone, goneBeforeSending, type Exchange, type Failed, type Reply } from '../pipeline/exchange.js';
+import { TappedBody, type Body, type BodyEnd, type Delivered, type Sink } from '../pipeline/body.js';
+import { connectionNamed, droppedFromResponse, upstreamRequestHeaders } from '../http/headers.js';
 
 const CONNECT_CODES = new Set([
   'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT',
@@ -64,7 +63,11 @@ export interface ForwardLimits {
    * are re-armed by each 1xx and each body chunk, so a trickling upstream is otherwise unbounded.
    */
   deadlineMs?: number;
+  /** Request headers this upstream never receives (the client-id header, the idempotency key). */
+  dropHeaders?: ReadonlySet<string>;
 }
+
+const NONE: ReadonlySet<string> = new Set();
 
 /**
  * One coarse sweep for the deadlines that undici does not keep (total exchange, send timeout,
@@ -95,6 +98,7 @@ function sweep(): void {
 
 export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY, limits: ForwardLimits = {}): (ex: Exchange) => Promise<Reply> {
   const precise = timeoutMs < PRECISE_BELOW_MS ? timeoutMs : 0;
+  const drop = limits.dropHeaders ?? NONE;
   const bounds: Bounds = { headersMs: timeoutMs, sendMs: limits.sendTimeoutMs ?? Number.POSITIVE_INFINITY, deadlineMs: limits.deadlineMs ?? Number.POSITIVE_INFINITY };
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
     // The app hung up while the request waited in an earlier stage (its pacing turn, a Redis
@@ -112,27 +116,33 @@ export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Nu
             origin: ex.origin,
             path: ex.upstreamPath,
             method: ex.method as Dispatcher.HttpMethod,
-            headers: span ? withTraceContext(upstreamRequestHeaders(ex), span.headers) : upstreamRequestHeaders(ex),
+            headers: span ? withTraceContext(upstreamRequestHeaders(ex, drop), span.headers) : upstreamRequestHeaders(ex, drop),
             // undici also takes an async iterable (the size-limited chunked body) though its types omit it.
             body: (ex.body ?? ex.bodyStream ?? null) as Dispatcher.DispatchOptions['body'],
           },
           attempt,
         );
       } catch (err) {
-        attempt.finish(classify(err as Error));
+        attempt.failHead(classify(err as Error));
       }
     });
   };
 }
 
+/** Bytes of an unwanted body read and dropped to keep its connection; past it the connection is closed instead. */
+const DISCARD_LIMIT = 64 * 1024;
+
 /**
- * One upstream attempt: undici's dispatch handler and the state it keeps, as one object with
- * its methods on the prototype. Written as closures it was a dozen functions allocated per
- * request, the request path's largest allocation site.
+ * One upstream attempt: undici's dispatch handler, and the body of the answer it resolves with,
+ * as one object with its methods on the prototype. Written as closures it was a dozen functions
+ * allocated per request, the request path's largest allocation site.
+ *
+ * Two moments: at the final head it resolves with an Answer and pauses the upstream (undici's
+ * `resume` is the flow control); the body then flows only once the reply writer pipes it, or a
+ * stage reads or discards it.
  */
-class Attempt implements Dispatcher.DispatchHandler {
+class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
   private readonly res: Exchange['res'];
-  private readonly hold: Exchange['holdStatuses'];
   private readonly began = performance.now();
   private status = 0;
   /** This attempt's CLIENT span, when tracing is on. */
@@ -140,9 +150,20 @@ class Attempt implements Dispatcher.DispatchHandler {
   /** The head of a non-2xx body, for its provider error code (upstream-errors.ts). */
   private errorHead: Buffer[] | undefined = undefined;
   private errorHeadBytes = 0;
-  private held: { headers: Record<string, string | string[]>; chunks: Buffer[]; bytes: number } | undefined = undefined;
   private abort: ((err?: Error) => void) | undefined = undefined;
-  private done = false;
+  /** The forward promise has its reply (the head, or a failure before one). */
+  private headDone = false;
+  /** Nothing more happens on this attempt: its body ended, or it failed before a head. */
+  private over = false;
+  /** The upstream's answer is whole but its reader has not come yet (a bodiless 204/304, HEAD). */
+  private whole = false;
+  private sink: Sink | undefined = undefined;
+  private delivered: ((d: Delivered) => void) | undefined = undefined;
+  /** Written to the sink. */
+  private bytes = 0;
+  private aborted: string | undefined = undefined;
+  /** Discarded: read on to nowhere. */
+  private dropping = false;
   /** The app went away during this attempt (its response or, paused, its socket closed). */
   private clientLeft = false;
   /** The app left but the answer is read on for the idempotency store: its failures are the upstream's. */
@@ -158,9 +179,11 @@ class Attempt implements Dispatcher.DispatchHandler {
     // retry with the same key is given what the upstream really did (the call it created) rather
     // than "outcome unknown". The upstream timeouts still bound the wait. Any other attempt has
     // nobody left to answer: stop it.
-    if (this.ex.capture !== undefined && this.abort !== undefined) {
+    if (this.ex.keepsAnswer && this.abort !== undefined) {
       this.readingOn = true;
-      this.resumeUpstream?.(); // it may be paused on the departed client's back-pressure
+      // Paused on the departed client's back-pressure: go on (a body not yet taken by a reader
+      // stays paused for the stage that holds it).
+      if (this.sink === this.res) this.resumeUpstream?.();
       return;
     }
     this.abort?.(new Error('client closed'));
@@ -176,11 +199,13 @@ class Attempt implements Dispatcher.DispatchHandler {
     private readonly precise: number,
     private readonly bounds: Bounds,
   ) {
+    super();
     this.res = ex.res;
-    this.hold = ex.holdStatuses;
     this.res.on('close', this.onClientClose);
     if (Number.isFinite(bounds.headersMs) || Number.isFinite(bounds.deadlineMs) || Number.isFinite(bounds.sendMs)) track(this);
   }
+
+  readonly size = undefined;
 
   /** performance.now() since when the answer waits on the client's back-pressure, 0 when flowing. */
   private pausedSince = 0;
@@ -191,7 +216,7 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   /** Called by the sweep: enforces the deadlines undici does not. */
   check(now: number): void {
-    if (this.done) return;
+    if (this.over) return;
     const elapsed = now - this.began;
     if (elapsed > this.bounds.deadlineMs) {
       this.abort?.(new ExchangeTimeout('upstream exchange deadline'));
@@ -208,22 +233,66 @@ class Attempt implements Dispatcher.DispatchHandler {
       // The client stopped reading: drop it (freeing its connection) and, through its close,
       // the attempt, which frees the bulkhead slot and the upstream connection.
       this.sendTimedOut = true;
-      this.ex.aborted = SEND_TIMEOUT;
+      this.aborted = SEND_TIMEOUT;
       this.res.destroy();
       this.ex.req.socket.destroy();
     }
   }
 
-  finish(reply: Reply): void {
-    if (this.done) return;
-    this.done = true;
+  /** The attempt is over: its timers, watchers and span. */
+  private close(errorType: string | undefined): void {
+    this.over = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     untrack(this);
     this.res.off('close', this.onClientClose);
     if (this.socketWatched) this.ex.req.socket.off('close', this.onClientClose);
     this.ex.upstreamSeconds += (performance.now() - this.began) / 1000;
-    this.span?.end(this.status, reply.kind === 'failed' ? reply.error.code : undefined, this.ex.upstreamRequestId);
+    this.span?.end(this.status, errorType, this.ex.upstreamRequestId);
+  }
+
+  /** No answer came: the forward promise gets the failure. */
+  failHead(reply: Failed | ProxyError): void {
+    if (this.over || this.headDone) return;
+    this.headDone = true;
+    this.close(reply.kind === 'failed' ? reply.error.code : undefined);
     this.resolve(reply);
+  }
+
+  /** The body is over: taps, then its reader, hear how. */
+  private finish(how: BodyEnd): void {
+    if (this.over) return;
+    this.close(how === 'broken' ? (this.aborted ?? 'reset') : undefined);
+    if (this.errorHead !== undefined && how === 'complete') this.ex.errorHead = Buffer.concat(this.errorHead, this.errorHeadBytes);
+    this.emitEnd(how);
+    this.delivered?.({ end: how, bytes: this.bytes, aborted: this.aborted });
+  }
+
+  pipe(sink: Sink, done: (d: Delivered) => void): void {
+    if (this.ended !== undefined) {
+      // It broke (or was given up) while waiting for its reader: the reader must see it cut.
+      if (this.ended === 'complete') sink.end();
+      else sink.destroy();
+      done({ end: this.ended, bytes: 0, aborted: this.aborted });
+      return;
+    }
+    this.sink = sink;
+    this.delivered = done;
+    if (this.whole) {
+      sink.end();
+      this.finish('complete');
+      return;
+    }
+    this.resumeUpstream?.();
+  }
+
+  discard(): void {
+    if (this.over) return;
+    if (this.whole) {
+      this.finish('complete');
+      return;
+    }
+    this.dropping = true;
+    this.resumeUpstream?.();
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -231,7 +300,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     // undici calls this only when the request is written to a connection, which can be later
     // (a new connection, a busy pool): a client that left meanwhile must not be sent on.
     if (this.clientLeft) {
-      this.finish(goneBeforeSending(this.ex, 'forwarding'));
+      this.failHead(goneBeforeSending(this.ex, 'forwarding'));
       abort(new Error('client closed'));
       return;
     }
@@ -242,7 +311,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     const ex = this.ex;
     // The socket can be gone a tick before the response's 'close' says so.
     if (!this.clientLeft && clientGone(ex)) this.onClientClose();
-    if (this.done) return false;
+    if (this.over || this.headDone) return false;
     this.status = statusCode;
     if (this.timer !== undefined && statusCode >= 200) {
       clearTimeout(this.timer);
@@ -258,24 +327,9 @@ class Attempt implements Dispatcher.DispatchHandler {
       this.abort?.(new BadStatus(`upstream status ${statusCode}`));
       return false;
     }
-    const named = connectionNamed(rawHeaders);
-    if (this.hold?.has(statusCode)) {
-      this.held = { headers: toObject(rawHeaders, named), chunks: [], bytes: 0 };
-      // What the upstream said, for the stages that learn from it (a 429's hold and its Retry-After).
-      ex.upstreamStatus = statusCode;
-      if (statusCode === 429) {
-        const ra = this.held.headers['retry-after'];
-        ex.upstreamRetryAfter = typeof ra === 'string' ? ra : undefined;
-      }
-      // A held 304 (a cache revalidation) is whole at its head, as below.
-      if (statusCode === 204 || statusCode === 304) this.finish({ kind: 'held', status: statusCode, headers: this.held.headers, body: EMPTY } satisfies Held);
-      return true;
-    }
     this.resumeUpstream = resume;
-    const out = responseHeaderPrelude(ex);
-    const capture = ex.capture;
-    // 204 and 304 never have a body (RFC 9110 §15.3.5, §15.4.5), whatever Content-Length says.
-    const bodiless = statusCode === 204 || statusCode === 304;
+    const named = connectionNamed(rawHeaders);
+    const out: string[] = [];
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const key = rawHeaders[i]!.toString('latin1');
       const lower = key.toLowerCase();
@@ -287,36 +341,25 @@ class Attempt implements Dispatcher.DispatchHandler {
       if (lower === 'date') continue;
       const value = rawHeaders[i + 1]!.toString('latin1');
       out.push(key, value);
-      if (statusCode === 429 && lower === 'retry-after') ex.upstreamRetryAfter = value;
-      else if (lower === 'twilio-request-id') ex.upstreamRequestId = value;
-      else if (lower === 'twilio-concurrent-requests') ex.upstreamConcurrent = value;
+      if (lower === 'twilio-request-id') ex.upstreamRequestId = value;
     }
-    ex.upstreamStatus = statusCode;
+    // A later attempt's answer replaces an earlier one's error head.
+    ex.errorHead = undefined;
     if (statusCode >= 400) this.errorHead = [];
-    if (capture) {
-      capture.status = statusCode;
-      capture.headers = toObject(rawHeaders, named);
-    }
-    if (!this.clientLeft) this.res.writeHead(statusCode, out);
-    if (bodiless) {
-      // The answer is whole now. undici would go on to fault a 304 whose Content-Length it sees
-      // unmet (UND_ERR_RES_CONTENT_LENGTH_MISMATCH), which must not break the app's connection
-      // nor count against the upstream: what follows on this attempt is ignored.
-      if (!this.clientLeft) this.res.end();
-      this.finish({ kind: 'sent', status: statusCode, outcome: 'forwarded' });
-    }
-    return true;
+    this.headDone = true;
+    // 204 and 304 never have a body (RFC 9110 §15.3.5, §15.4.5), whatever Content-Length says.
+    // The answer is whole now. undici would go on to fault a 304 whose Content-Length it sees
+    // unmet (UND_ERR_RES_CONTENT_LENGTH_MISMATCH), which must not break the app's connection
+    // nor count against the upstream: what follows on this attempt is ignored.
+    if (statusCode === 204 || statusCode === 304) this.whole = true;
+    this.resolve({ kind: 'answer', status: statusCode, headers: out, body: this, source: 'forwarded' });
+    // Paused until a reader takes the body (a bodiless answer has nothing to wait for).
+    return this.whole;
   }
 
   onData(chunk: Buffer): boolean {
-    if (this.done) return true;
-    const held = this.held;
-    if (held) {
-      if (held.bytes + chunk.length > HOLD_LIMIT) return true; // keep the head of a huge error body
-      held.chunks.push(chunk);
-      held.bytes += chunk.length;
-      return true;
-    }
+    if (this.over || this.whole) return true;
+    const wanted = this.emitData(chunk);
     const errorHead = this.errorHead;
     if (errorHead !== undefined) {
       if (this.errorHeadBytes + chunk.length > ERROR_HEAD_LIMIT) this.errorHead = undefined; // larger than an error body
@@ -325,32 +368,27 @@ class Attempt implements Dispatcher.DispatchHandler {
         this.errorHeadBytes += chunk.length;
       }
     }
-    const capture = this.ex.capture;
-    if (capture && !capture.overflow) {
-      if (capture.bytes + chunk.length > capture.maxBytes) capture.overflow = true;
-      else {
-        capture.chunks.push(chunk);
-        capture.bytes += chunk.length;
-      }
-    }
-    if (this.clientLeft) {
-      // Read on for the idempotency store only, and only while the answer still fits in it.
-      if (capture?.overflow === true && this.readingOn) this.stopReading();
+    const sink = this.sink;
+    if (sink === undefined || (sink === this.res && this.clientLeft)) {
+      // Discarded, or read on for the idempotency store after the app left: only as long as the
+      // store still wants it.
+      if (this.readingOn && !wanted) this.stopReading();
+      else if (this.dropping && !this.ex.keepsAnswer && (this.bytes += chunk.length) > DISCARD_LIMIT) this.abort?.(new Error('discarded'));
       return true;
     }
-    this.ex.bytesOut += chunk.length;
-    if (this.res.write(chunk)) return true;
+    this.bytes += chunk.length;
+    if (sink.write(chunk)) return true;
     // Back-pressure: the client is slower than the upstream; resume once it has drained.
     this.onDrain ??= () => {
       this.pausedSince = 0;
       this.resumeUpstream?.();
     };
     this.pausedSince = performance.now();
-    this.res.once('drain', this.onDrain);
+    sink.once('drain', this.onDrain);
     // A pipelined response queued behind an earlier one hears neither 'drain' nor 'close' from
     // its connection, and undici's body timeout does not run while paused: if the client left,
     // only the socket says so. Watched only here, on the rare paused path.
-    if (!this.socketWatched) {
+    if (sink === this.res && !this.socketWatched) {
       this.socketWatched = true;
       this.ex.req.socket.once('close', this.onClientClose);
     }
@@ -358,24 +396,25 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
-    if (this.done) return;
-    const held = this.held;
-    if (held) {
-      const body = Buffer.concat(held.chunks, held.bytes);
-      // A held error answer is classified like a relayed one; a later attempt's answer replaces it.
-      if (this.status >= 400 && held.bytes <= ERROR_HEAD_LIMIT) this.ex.errorHead = body;
-      this.finish({ kind: 'held', status: this.status, headers: held.headers, body } satisfies Held);
+    if (this.over || this.whole) return;
+    if (this.sink === undefined && !this.dropping && !this.readingOn) {
+      // A HEAD answer: undici skips its body whatever the pause, so it is whole before any reader.
+      this.whole = true;
       return;
     }
-    if (this.clientLeft) {
+    // Read to its end, unwanted: its taps saw all of it.
+    if (this.dropping) {
+      this.finish('complete');
+      return;
+    }
+    if (this.clientLeft && this.sink === this.res) {
       // Left mid-body: what it got was cut short, like any client that stops reading.
-      if (this.res.headersSent) this.ex.aborted = 'client closed';
-      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', unread: true });
+      if (this.res.headersSent) this.aborted = 'client closed';
+      this.finish('complete');
       return;
     }
-    this.res.end();
-    if (this.errorHead !== undefined) this.ex.errorHead = Buffer.concat(this.errorHead, this.errorHeadBytes);
-    this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded' });
+    this.sink?.end();
+    this.finish('complete');
   }
 
   /** Ends an attempt that was reading on for a departed app, as if stopped when it left. */
@@ -386,47 +425,33 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onError(err: Error): void {
     // Already answered (a bodiless 204/304): a later fault of this exchange changes nothing.
-    if (this.done) return;
+    if (this.over || this.whole) return;
     // After the app left, a failure while reading on is the upstream's own (a reset, a timeout):
     // the breaker should count it; one the proxy caused by stopping the attempt is not.
-    const byUs = this.clientLeft && !this.readingOn;
-    if (this.res.headersSent) {
-      // Mid-stream failure: the status is already out, so the only honest signal left is a
-      // truncated response. Destroying it makes the client see the break.
-      if (!this.sendTimedOut) this.ex.aborted = (err as Error & { code?: string }).code ?? err.message;
-      this.res.destroy();
-      this.finish({ kind: 'sent', status: this.status, outcome: 'forwarded', broken: byUs ? 'client' : 'upstream' });
+    const byUs = !this.readingOn && (this.clientLeft || this.dropping);
+    if (this.headDone) {
+      // Mid-body failure: the status is already out, so the only honest signal left is a
+      // truncated response. Destroying the sink makes the client see the break.
+      if (!this.sendTimedOut && !this.dropping) this.aborted = (err as Error & { code?: string }).code ?? err.message;
+      this.sink?.destroy();
+      this.finish(!byUs ? 'broken' : this.clientLeft ? 'client' : 'discarded');
       return;
     }
     // undici reports the attempt (onConnect) just before it writes the request: without that, a
     // failure (a refused or timed-out connect) means the request never left.
-    if (this.clientLeft && this.abort === undefined) this.finish(goneBeforeSending(this.ex, 'forwarding'));
+    if (this.clientLeft && this.abort === undefined) this.failHead(goneBeforeSending(this.ex, 'forwarding'));
     // The app hung up before the answer began: that says nothing about the upstream, so it
     // must not count as a breaker failure or be retried (cause 'client'). The request may
     // still have reached the upstream, which idempotency needs to know.
-    else if (byUs) this.finish({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
-    else this.finish(classify(err));
+    else if (byUs) this.failHead({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
+    else this.failHead(classify(err));
   }
 }
-
-const EMPTY = Buffer.alloc(0);
 
 interface Bounds {
   readonly headersMs: number;
   readonly sendMs: number;
   readonly deadlineMs: number;
-}
-
-function toObject(raw: Buffer[], named: Set<string> | undefined): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (let i = 0; i < raw.length; i += 2) {
-    const key = raw[i]!.toString('latin1').toLowerCase();
-    if (isHopByHop(key) || isOursOnly(key) || named?.has(key)) continue;
-    const value = raw[i + 1]!.toString('latin1');
-    const prev = out[key];
-    out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
-  }
-  return out;
 }
 
 /** The upstream headers with this attempt's trace context in place of the app's. */

@@ -13,7 +13,8 @@
 import { proxyError, retryAfterSeconds } from '../errors.js';
 import type { HoldPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
-import { clientGone, goneBeforeSending, type Exchange, type Held, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { answerHeader, clientGone, goneBeforeSending, type Answer, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { BufferedBody, readBody } from '../pipeline/body.js';
 import { keyFn } from '../pipeline/keys.js';
 import { MapCursor } from '../resilience/map-cursor.js';
 import { tracing } from '../tracing.js';
@@ -94,23 +95,18 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
 
   const resendMs = policy.retryWithin * 1000;
   const sleep = deps.sleep ?? defaultSleep;
-  // The answers this stage reads before they are relayed: the `also` rules', and the 429 itself
-  // when it may be sent again (an answer already relayed cannot be taken back).
-  const ownStatuses: ReadonlySet<number> | undefined = resendMs > 0 ? new Set([...(alsoStatuses ?? []), 429]) : alsoStatuses;
-  // An earlier stage may hold statuses of its own (the cache's 304 on a revalidation): added to, not replaced.
-  const unions = new WeakMap<ReadonlySet<number>, ReadonlySet<number>>();
-  function withOwn(outer: ReadonlySet<number> | undefined): ReadonlySet<number> | undefined {
-    if (outer === undefined || ownStatuses === undefined) return ownStatuses ?? outer;
-    let u = unions.get(outer);
-    if (u === undefined) unions.set(outer, (u = new Set([...outer, ...ownStatuses])));
-    return u;
-  }
 
-  /** A held answer that a rule in `also` names as back-pressure. */
-  function backPressure(reply: Reply): boolean {
-    if (reply.kind !== 'held' || alsoStatuses?.has(reply.status) !== true) return false;
-    const body = reply.body.toString('utf8');
-    return also.some((a) => a.status === reply.status && body.includes(a.bodyIncludes));
+  /**
+   * An answer that a rule in `also` names as back-pressure: its body (a small error) is read to
+   * tell. Anything else comes back as it was, its body now in memory.
+   */
+  async function backPressure(reply: Answer): Promise<{ pressed: boolean; reply: Answer }> {
+    const { buf } = await readBody(reply.body, BACK_PRESSURE_LIMIT);
+    const text = buf.toString('utf8');
+    const pressed = also.some((a) => a.status === reply.status && text.includes(a.bodyIncludes));
+    const headers: string[] = [];
+    for (let i = 0; i < reply.headers.length; i += 2) if (reply.headers[i]!.toLowerCase() !== 'content-length') headers.push(reply.headers[i]!, reply.headers[i + 1]!);
+    return { pressed, reply: { kind: 'answer', status: reply.status, headers, body: new BufferedBody(buf), source: reply.source } };
   }
 
   /** Starts a hold; returns its length in ms, and before jitter (what the upstream or the back-off asked). */
@@ -125,6 +121,9 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     return { ms, asked: base };
   }
 
+  /** Whether the upstream itself (or a stub standing in for it) gave this answer. */
+  const upstreamAnswer = (reply: Reply): reply is Answer => reply.kind === 'answer' && (reply.source === 'forwarded' || reply.source === 'stub');
+
   /**
    * After the answer: start (or extend) a hold on an upstream 429, end one on anything else. A 429
    * the upstream documents as not processed (Twilio's 20429) is sent once more when the hold it
@@ -133,14 +132,16 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
    * rate_limited_retry_back_off, which skips the retry when Retry-After is longer than it waits).
    */
   function learn(ex: Exchange, next: Next, k: string, entry: HoldEntry | undefined, reply: Reply): Reply | Promise<Reply> {
-    if (ex.upstreamStatus !== 429) {
-      if (entry !== undefined && ex.upstreamStatus !== 0) table.entries.delete(k);
+    if (!upstreamAnswer(reply)) return reply;
+    if (reply.status !== 429) {
+      if (entry !== undefined) table.entries.delete(k);
       return reply;
     }
-    const { ms, asked } = startHold(ex, k, entry, ex.upstreamRetryAfter);
+    const { ms, asked } = startHold(ex, k, entry, answerHeader(reply, 'retry-after'));
     // Once per request; a streamed body was spent on the first attempt. Compared before jitter,
     // so a Retry-After equal to `retryWithin` is waited for.
-    if (reply.kind !== 'held' || asked > resendMs || ex.resent || ex.streamed || deps.tryResend?.() !== true) return reply;
+    if (resendMs <= 0 || asked > resendMs || ex.resent || ex.streamed || deps.tryResend?.() !== true) return reply;
+    reply.body.discard();
     ex.resent = true;
     ex.retries++;
     deps.onResend?.();
@@ -152,9 +153,8 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     // Nearly always nothing is held and no rule reads the answer: then the key (a match on the
     // path) is worked out only if the answer is a 429 that starts a hold.
     if (alsoStatuses === undefined && table.entries.size === 0) {
-      if (resendMs > 0) ex.holdStatuses = withOwn(ex.holdStatuses);
       return next(ex).then((reply) => {
-        if (ex.upstreamStatus !== 429) return reply;
+        if (reply.kind !== 'answer' || reply.status !== 429) return reply;
         const k = key(ex);
         return k === undefined ? reply : learn(ex, next, k, table.get(k), reply);
       });
@@ -170,15 +170,20 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
         return Promise.resolve(proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(left) } }));
       }
     }
-    if (ownStatuses !== undefined) ex.holdStatuses = withOwn(ex.holdStatuses);
     // A continuation rather than an async frame: this stage is on every request.
-    return next(ex).then((reply) => {
-      if (alsoStatuses !== undefined && backPressure(reply)) {
-        const h = (reply as Held).headers['retry-after'];
-        const { ms } = startHold(ex, k, entry, typeof h === 'string' ? h : undefined);
-        return proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(ms) } });
+    return next(ex).then(async (reply) => {
+      if (alsoStatuses !== undefined && upstreamAnswer(reply) && alsoStatuses.has(reply.status)) {
+        const read = await backPressure(reply);
+        if (read.pressed) {
+          const { ms } = startHold(ex, k, entry, answerHeader(read.reply, 'retry-after'));
+          return proxyError('upstream_rate_limited', { headers: { 'retry-after': retryAfterSeconds(ms) } });
+        }
+        reply = read.reply;
       }
       return learn(ex, next, k, entry, reply);
     });
   };
 }
+
+/** The most of an answer's body read to tell back-pressure (an error body is far smaller). */
+const BACK_PRESSURE_LIMIT = 64 * 1024;

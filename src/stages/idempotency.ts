@@ -15,8 +15,7 @@ import { errorBody, proxyError, type ProxyError } from '../errors.js';
 import type { IdempotencyPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import { PENDING_FINGERPRINT, type IdempotencyStore, type StoredAnswer } from '../store/idempotency-store.js';
-import { sendBuffered } from '../http/respond.js';
-import { clientGone, goneBeforeSending, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { bufferedAnswer, clientGone, goneBeforeSending, headerObject, type Answer, type Exchange, type Failed, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 import { tracing } from '../tracing.js';
 
 export interface IdempotencyDeps {
@@ -59,8 +58,7 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     // A duplicate that waited for its original may find its own app gone by then.
     if (clientGone(ex)) return goneBeforeSending(ex, 'the replay');
     c.replayed(ex);
-    sendBuffered(ex, a.status, a.headers, a.body, REPLAYED);
-    return { kind: 'sent', status: a.status, outcome: 'replayed' };
+    return bufferedAnswer(a.status, a.headers, a.body, 'replayed', REPLAYED);
   };
 
   // Most requests carry no key: they pass straight through, without an async frame of our own.
@@ -118,10 +116,23 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
   }
 
   async function original(ex: Exchange, next: Next, key: string, known: string | undefined): Promise<Reply> {
-    ex.capture = { status: 0, headers: {}, chunks: [], bytes: 0, overflow: false, maxBytes: policy.maxBodyBytes };
-    let answer: StoredAnswer | undefined;
+    ex.keepsAnswer = true;
     const hashing = known === undefined ? hashed(ex) : undefined;
-    let fingerprint = known ?? PENDING_FINGERPRINT;
+    let completed = false;
+    /** Stores what the key's retries get (undefined: nothing, the key is released). */
+    const complete = async (answer: StoredAnswer | undefined): Promise<void> => {
+      if (completed) return;
+      completed = true;
+      if (answer === undefined) c.notStored(ex);
+      let fingerprint = known ?? PENDING_FINGERPRINT;
+      if (hashing !== undefined) {
+        // The body never arrived whole: no fingerprint to hold a duplicate to. Keep the answer
+        // (the create may have happened) under a fingerprint no body matches: a retry gets 422.
+        const fp = await hashing.finish();
+        fingerprint = fp ?? `incomplete:${randomUUID()}`;
+      }
+      store.complete(key, fingerprint, answer, ttlMs);
+    };
     try {
       let reply = await next(ex);
       // The create left and no complete answer came back (a reset, a timeout, or a protocol
@@ -130,19 +141,47 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
       if (reply.kind === 'failed' && reply.mayHaveReachedUpstream && reply.cause !== 'client' && !clientGone(ex)) {
         reply = { ...reply, error: maybeSent(reply.error) };
       }
-      answer = toStored(ex, reply);
-      if (answer === undefined) c.notStored(ex);
-      if (hashing !== undefined) {
-        const fp = await hashing.finish();
-        // The body never arrived whole: no fingerprint to hold a duplicate to. Keep the answer
-        // (the create may have happened) under a fingerprint no body matches: a retry gets 422.
-        fingerprint = fp ?? `incomplete:${randomUUID()}`;
-      }
+      if (reply.kind === 'answer') keep(ex, reply, complete);
+      else void complete(failedAnswer(ex, reply));
       return reply;
-    } finally {
-      ex.capture = undefined;
-      store.complete(key, fingerprint, answer, ttlMs);
+    } catch (err) {
+      void complete(undefined);
+      throw err;
     }
+  }
+
+  /** Copies an answer as its body passes, and stores it once the body is over. */
+  function keep(ex: Exchange, reply: Answer, complete: (a: StoredAnswer | undefined) => Promise<void>): void {
+    // Not processed (a 429) or not available (a 503): the key stays usable. A cached answer never
+    // reached the upstream.
+    if (reply.status === 429 || reply.status === 503 || (reply.source !== 'forwarded' && reply.source !== 'stub')) {
+      reply.body.tap({ end: () => void complete(undefined) });
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let overflow = false;
+    reply.body.tap({
+      data(chunk) {
+        if (overflow) return false;
+        if (bytes + chunk.length > policy.maxBodyBytes) {
+          overflow = true;
+          return false;
+        }
+        chunks.push(chunk);
+        bytes += chunk.length;
+        return true;
+      },
+      end(how) {
+        // The upstream answered, so the create happened; if its answer cannot be replayed (too
+        // large to keep, or cut off mid-body) the key must still never reach the upstream again:
+        // store an ambiguous proxy answer that says so instead of releasing the key. An answer
+        // read whole after the app left is kept: it is what the retry needs.
+        if (overflow || how !== 'complete') {
+          void complete(ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${reply.status} by the upstream${how === 'client' ? ' after its client disconnected' : ''}, but that answer could not be kept for replay. It is not sent again.` })));
+        } else void complete({ status: reply.status, headers: headerObject(reply), body: Buffer.concat(chunks, bytes) });
+      },
+    });
   }
 
   /** A proxy-made answer stored in place of one that may have created something upstream. */
@@ -154,39 +193,15 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     };
   }
 
-  function toStored(ex: Exchange, reply: Reply): StoredAnswer | undefined {
-    const cap = ex.capture!;
-    switch (reply.kind) {
-      case 'sent':
-        if (reply.outcome !== 'forwarded' && reply.outcome !== 'stub') return undefined;
-        if (cap.status === 0 || cap.status === 429 || cap.status === 503) return undefined;
-        // The upstream answered, so the create happened; if its answer cannot be replayed (too
-        // large to keep, or cut off mid-body) the key must still never reach the upstream again:
-        // store an ambiguous proxy answer that says so instead of releasing the key.
-        // An answer read whole after the app left (`unread`) is kept: it is what the retry needs.
-        if (cap.overflow || reply.broken !== undefined || (ex.aborted !== undefined && reply.unread !== true)) {
-          return ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${cap.status} by the upstream, but that answer could not be kept for replay. It is not sent again.` }));
-        }
-        return { status: cap.status, headers: cap.headers, body: Buffer.concat(cap.chunks, cap.bytes) };
-      case 'held':
-        // Not processed (a 429, held for a second send) or not available: the key stays usable.
-        return reply.status === 503 || reply.status === 429 ? undefined : { status: reply.status, headers: reply.headers, body: reply.body };
-      case 'failed':
-        if (!reply.mayHaveReachedUpstream) return undefined;
-        // The app left and the upstream then failed or never answered in time: say that, not
-        // "could not be reached", which would send the operator looking at the upstream.
-        if (reply.cause === 'client' || clientGone(ex)) {
-          // Its head may have come (and was too large to keep, or broke off): the status says what
-          // the upstream did.
-          if (cap.status !== 0) {
-            return ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${cap.status} by the upstream after its client disconnected, but that answer could not be kept for replay. It is not sent again.` }));
-          }
-          return ambiguous(ex, proxyError(reply.error.code, { message: 'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.' }));
-        }
-        return ambiguous(ex, reply.error);
-      default:
-        return undefined;
+  /** What a failure before any answer leaves for the key's retries. */
+  function failedAnswer(ex: Exchange, reply: Failed | ProxyError): StoredAnswer | undefined {
+    if (reply.kind !== 'failed' || !reply.mayHaveReachedUpstream) return undefined;
+    // The app left and the upstream then failed or never answered in time: say that, not
+    // "could not be reached", which would send the operator looking at the upstream.
+    if (reply.cause === 'client' || clientGone(ex)) {
+      return ambiguous(ex, proxyError(reply.error.code, { message: 'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.' }));
     }
+    return ambiguous(ex, reply.error);
   }
 }
 

@@ -10,6 +10,7 @@
 import type { RetryPolicy } from '../policy/schema.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
 import { clientGone, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import { BufferedBody, readBody } from '../pipeline/body.js';
 import { tracing } from '../tracing.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -28,8 +29,6 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   // Answers the upstream documents as "not processed" (Twilio's 429): nothing happened, so any
   // method may be sent again.
   const unprocessed: ReadonlySet<number> = new Set(policy.unprocessed);
-  const anyMethod: ReadonlySet<number> | undefined = unprocessed.size === 0 ? undefined : unprocessed;
-  const allStatuses: ReadonlySet<number> = new Set([...statuses, ...unprocessed]);
   const random = deps.random ?? Math.random;
   const sleep = deps.sleep ?? defaultSleep;
   const baseMs = policy.backoffBase * 1000;
@@ -38,9 +37,7 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   /** Why this answer may be tried again, or undefined when it stands. */
   function reasonFor(ex: Exchange, reply: Reply, idempotent: boolean): string | undefined {
     let reason: string | undefined;
-    // A stage further out may hold other statuses for itself (the hold stage's back-pressure
-    // answers): only the retry statuses, on an idempotent method, are retried.
-    if (reply.kind === 'held') reason = (idempotent && statuses.has(reply.status)) || unprocessed.has(reply.status) ? String(reply.status) : undefined;
+    if (reply.kind === 'answer') reason = reply.source === 'forwarded' && ((idempotent && statuses.has(reply.status)) || unprocessed.has(reply.status)) ? String(reply.status) : undefined;
     // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
     // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
     else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
@@ -55,25 +52,22 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
     return reply.kind === 'failed' && reply.cause === 'client' && !reply.mayHaveReachedUpstream;
   }
 
-  // The statuses held for an idempotent attempt: the retry statuses plus any an outer stage asked
-  // for. The outer set is one per upstream, so a one-entry cache holds the union.
-  const unions = new WeakMap<ReadonlySet<number>, [ReadonlySet<number>, ReadonlySet<number>]>();
-  function heldFor(outer: ReadonlySet<number> | undefined, idempotent: boolean): ReadonlySet<number> | undefined {
-    const own = idempotent ? allStatuses : anyMethod;
-    if (outer === undefined || own === undefined) return own ?? outer;
-    let pair = unions.get(outer);
-    if (pair === undefined) unions.set(outer, (pair = [new Set([...outer, ...unprocessed]), new Set([...outer, ...allStatuses])]));
-    return idempotent ? pair[1] : pair[0];
+  /**
+   * An answer about to be retried: read (its head kept) so it can still stand if the retry never
+   * leaves, which also frees its connection for the next attempt.
+   */
+  async function kept(reply: Reply): Promise<Reply> {
+    if (reply.kind !== 'answer') return reply;
+    const { buf } = await readBody(reply.body, KEEP_LIMIT);
+    return { kind: 'answer', status: reply.status, headers: withoutLength(reply.headers), body: new BufferedBody(buf), source: reply.source };
   }
 
   /** Attempts after the first, once `first` turned out retryable. */
-  async function again(ex: Exchange, next: Next, first: Reply, idempotent: boolean, outer: ReadonlySet<number> | undefined): Promise<Reply> {
+  async function again(ex: Exchange, next: Next, first: Reply, idempotent: boolean): Promise<Reply> {
     let reply = first;
     let previous: Reply | undefined;
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) {
-        const mayRetry = attempt < policy.attempts;
-        ex.holdStatuses = mayRetry ? heldFor(outer, idempotent) : outer;
         reply = await next(ex);
         if (previous && neverLeft(reply)) {
           // What the upstream last said stands: it may have been reached, which an idempotency
@@ -85,7 +79,7 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
           }
           return previous;
         }
-        if (!mayRetry) return reply;
+        if (attempt >= policy.attempts) return reply;
       }
       const reason = reasonFor(ex, reply, idempotent);
       if (reason === undefined) return reply;
@@ -96,7 +90,7 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
       }
       deps.onRetry(reason);
       tracing?.event(ex, 'breakwater.retry', { 'breakwater.decision': 'retry', 'breakwater.reason': reason, 'http.request.resend_count': attempt + 1 });
-      previous = reply;
+      previous = await kept(reply);
       ex.retries = attempt + 1;
       // Exponential back-off with full jitter (AWS architecture blog): spreads retries of many
       // clients instead of synchronising them.
@@ -106,12 +100,24 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
 
   return function retryStage(ex: Exchange, next: Next): Promise<Reply> {
     budget.recordRequest();
-    const outer = ex.holdStatuses;
     // A streamed body has been consumed by the first attempt and cannot be replayed.
     if (ex.streamed || policy.attempts === 0) return next(ex);
     const idempotent = IDEMPOTENT.has(ex.method);
-    ex.holdStatuses = heldFor(outer, idempotent);
     // The first attempt needs no frame of its own: most answers stand as they are.
-    return next(ex).then((reply) => (reasonFor(ex, reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent, outer)));
+    return next(ex).then((reply) => (reasonFor(ex, reply, idempotent) === undefined ? reply : again(ex, next, reply, idempotent)));
   };
+}
+
+/** The most of a retried answer's body kept in case it must stand (5xx bodies are small). */
+const KEEP_LIMIT = 64 * 1024;
+
+/** The headers of an answer whose body is now in memory: its length is recomputed when written. */
+function withoutLength(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const k = headers[i]!;
+    if (k.length === 14 && k.toLowerCase() === 'content-length') continue;
+    out.push(k, headers[i + 1]!);
+  }
+  return out;
 }

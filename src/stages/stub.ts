@@ -4,8 +4,7 @@
 import { proxyError } from '../errors.js';
 import type { StubPolicy } from '../policy/schema.js';
 import { RouteTable } from '../routing/route-table.js';
-import { sendBuffered } from '../http/respond.js';
-import { clientGone, goneBeforeSending, type Exchange, type Reply } from '../pipeline/exchange.js';
+import { bufferedAnswer, clientGone, goneBeforeSending, type Exchange, type Reply } from '../pipeline/exchange.js';
 import { bodyField } from '../pipeline/keys.js';
 import { compileTemplate, type Render } from '../stub-template.js';
 
@@ -35,14 +34,6 @@ export function stub(stubs: readonly StubPolicy[], random: () => number = Math.r
       body = rendered === undefined ? '' : JSON.stringify(rendered);
     }
     const headers: Record<string, string> = body === '' ? { ...s.headers } : { 'content-type': 'application/json', ...s.headers };
-    ex.upstreamStatus = status;
-    if (ex.capture) {
-      ex.capture.status = status;
-      ex.capture.headers = { ...headers, 'x-breakwater-stub': 'true' };
-      ex.capture.chunks.push(Buffer.from(body));
-      ex.capture.bytes = ex.capture.chunks[0]!.length;
-    }
-    sendBuffered(ex, status, headers, body, STUB_HEADER);
-    return { kind: 'sent', status, outcome: 'stub' };
+    return bufferedAnswer(status, headers, Buffer.from(body), 'stub', STUB_HEADER);
   };
 }

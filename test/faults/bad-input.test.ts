@@ -4,24 +4,24 @@
 // Raw sockets send the bytes node's own client refuses to produce.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { fetchOnce, LOCAL, policyWithServer, rawExchange, rawHeader, victim, waitFor, type Victim } from './support.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { fetchOnce, LOCAL, policyWithServer, rawExchange, rawHeader, victim, type Victim } from './support.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MAX_BODY = 100_000; // > bufferBodyBytes (64 KiB), so large bodies take the streaming path
 const ACCOUNT = 'AC00000000000000000000000000000001';
 const MESSAGES = `/twilio/2010-04-01/Accounts/${ACCOUNT}/Messages.json`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-let twilio: FakeUpstream, vapi: FakeUpstream, v: Victim, p: TestProxy;
+let twilio: FakeUpstream, vapi: FakeUpstream, v: Victim, p: TestProxy, harness: ProxyHarness | undefined;
 
 beforeAll(async () => {
-  twilio = await fakeUpstream('twilio');
-  vapi = await fakeUpstream('vapi');
   v = await victim();
   // Host-routed requests (Host: *.twilio.com) go to the fake instead of the real Twilio.
   const policy = policyWithServer({ maxBodyBytes: MAX_BODY }, DEFAULT_POLICY);
-  p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, TWILIO_HOST_TARGET: twilio.url, RATE_LIMIT_PER_MINUTE: '1000000' }, policy);
+  ({ twilio, vapi, p } = harness = await withProxy({ env: (up) => ({ TWILIO_HOST_TARGET: up.twilio.url, RATE_LIMIT_PER_MINUTE: '1000000' }), policy }));
 });
 
 afterAll(async () => {
@@ -30,9 +30,7 @@ afterAll(async () => {
   expect(r.status).toBe(200);
   expect(v.connections).toBe(0);
   expect(v.bytes).toBe(0);
-  await p.close();
-  await twilio.close();
-  await vapi.close();
+  await harness?.close();
   await v.close();
 });
 
@@ -305,7 +303,7 @@ describe('after all of it', () => {
     expect(metricValue(text, 'breakwater_requests_total', { outcome: 'bad_request' }) ?? 0).toBeGreaterThan(0);
     expect(metricValue(text, 'breakwater_requests_total', { outcome: 'payload_too_large' }) ?? 0).toBeGreaterThan(0);
     // Every raw socket above was closed by one side or the other.
-    expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, 8000, 100)).toBe(true);
+    expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, { timeoutMs: 8000, everyMs: 100 })).toBe(true);
   });
 });
 

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { closedPort, LOCAL, waitFor } from './support.js';
+import { LOCAL } from './support.js';
+import { freePort, waitFor } from '../support/wait.mjs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json';
@@ -78,8 +79,8 @@ describe('drain under load (real CLI, SIGTERM mid-run)', () => {
   });
 
   it('finishes every accepted request, refuses the rest cleanly, and exits 0', async () => {
-    const proxyPort = await closedPort();
-    const adminPort = await closedPort();
+    const proxyPort = await freePort();
+    const adminPort = await freePort();
     child = spawn(process.execPath, [join(ROOT, 'bin', 'breakwater.js'), 'start'], {
       cwd: ROOT,
       env: {
@@ -107,9 +108,7 @@ describe('drain under load (real CLI, SIGTERM mid-run)', () => {
             r(res.statusCode === 200);
           });
           q.on('error', () => r(false));
-        }),
-      20_000,
-      100,
+        }), { timeoutMs: 20_000, everyMs: 100 }
     );
     expect(ready, `proxy did not become ready:\n${stderr}\n${stdout.slice(-2000)}`).toBe(true);
 

@@ -5,25 +5,23 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, startProxy, type TestProxy } from '../support/proxy.js';
-import { connectRaw, fetchOnce, LOCAL, policyWithServer, rawExchange, rawHeader, waitFor } from './support.js';
+import { connectRaw, fetchOnce, LOCAL, policyWithServer, rawExchange, rawHeader } from './support.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json';
 const ENV = { RATE_LIMIT_PER_MINUTE: '1000000' };
 
 describe('raw refusals do not leave half-open connections (maxConnections 30)', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let p: TestProxy, harness: ProxyHarness | undefined;
   const held: Socket[] = [];
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     // Long header/request timeouts: only the refusal itself may free the slots.
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url }, policyWithServer({ maxConnections: 30, headersTimeout: 60, requestTimeout: 120 }));
+    ({ p } = harness = await withProxy({ env: ENV, policy: policyWithServer({ maxConnections: 30, headersTimeout: 60, requestTimeout: 120 }) }));
   });
   afterAll(async () => {
     for (const s of held) s.destroy();
-    await p.close();
-    await up.close();
-    await vapi.close();
+    await harness?.close();
   });
   const connections = async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') ?? -1;
 
@@ -38,7 +36,7 @@ describe('raw refusals do not leave half-open connections (maxConnections 30)', 
         held.push(s);
       }
       // Every slot is released by the server although no client closed its side.
-      expect(await waitFor(async () => (await connections()) === 0, 6000, 100)).toBe(true);
+      expect(await waitFor(async () => (await connections()) === 0, { timeoutMs: 6000, everyMs: 100 })).toBe(true);
     }
     const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
     expect(r.status).toBe(200);
@@ -52,18 +50,12 @@ function policyWithUpstream(lines: Record<string, number>, base = policyWithServ
 }
 
 describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 2)', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
+    ({ twilio: up, p } = harness = await withProxy({ env: ENV, policy: policyWithUpstream({ sendTimeout: 1 }) }));
     up.body = Buffer.alloc(16 * 1024 * 1024, 'x'); // far more than socket buffers hold
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url }, policyWithUpstream({ sendTimeout: 1 }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
   const active = async () => metricValue(await metricsText(p.adminPort), 'breakwater_bulkhead_active', { upstream: 'twilio' }) ?? -1;
 
   it('releases the bulkhead slot, the upstream connection and the client connection within the send timeout', async () => {
@@ -78,15 +70,15 @@ describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 
     }
     // Both answers started (on a loaded machine the first may already be cut before the second
     // fills its slot, so the slots are not required to be seen full at once).
-    expect(await waitFor(() => up.started >= started + 2, 5000)).toBe(true);
+    expect(await waitFor(() => up.started >= started + 2, { timeoutMs: 5000 })).toBe(true);
     const t0 = Date.now();
     // Both slots come back within sendTimeout plus a sweep and scheduling slack.
-    expect(await waitFor(async () => (await active()) === 0, 6000, 50)).toBe(true);
+    expect(await waitFor(async () => (await active()) === 0, { timeoutMs: 6000, everyMs: 50 })).toBe(true);
     const released = Date.now() - t0;
     expect(released).toBeLessThan(5000);
     // The upstream's sockets of those answers are closed, and the stalled clients are cut off.
-    expect(await waitFor(() => up.sockets.size === 0 || [...up.sockets].every((s) => s.destroyed), 3000)).toBe(true);
-    expect(await waitFor(() => stalled.every((s) => s.destroyed || s.readableEnded || (s.resume(), false)), 3000)).toBe(true);
+    expect(await waitFor(() => up.sockets.size === 0 || [...up.sockets].every((s) => s.destroyed), { timeoutMs: 3000 })).toBe(true);
+    expect(await waitFor(() => stalled.every((s) => s.destroyed || s.readableEnded || (s.resume(), false)), { timeoutMs: 3000 })).toBe(true);
     // Others are served again, and the access line says why the answers were cut.
     up.body = 'small';
     const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
@@ -97,17 +89,11 @@ describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 
 });
 
 describe('the upstream exchange has a total deadline (UPSTREAM_TIMEOUT 2 s, exchangeTimeout 3 s)', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url, UPSTREAM_TIMEOUT: '2' }, policyWithUpstream({ exchangeTimeout: 3 }));
+    ({ twilio: up, p } = harness = await withProxy({ env: { ...ENV, UPSTREAM_TIMEOUT: '2' }, policy: policyWithUpstream({ exchangeTimeout: 3 }) }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('a 103 every 0.4 s does not re-arm the headers timeout: 504 upstream_timeout after about 2 s', async () => {
     up.handler = (_req, res) => {
@@ -134,7 +120,7 @@ describe('the upstream exchange has a total deadline (UPSTREAM_TIMEOUT 2 s, exch
     expect(Date.now() - t0).toBeLessThan(5500);
     const m = await metricsText(p.adminPort);
     expect(metricValue(m, 'breakwater_requests_total', { upstream: 'twilio', status: '200', outcome: 'truncated' })).toBe(1);
-    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.aborted === 'BW_EXCHANGE_TIMEOUT'), 2000)).toBe(true);
+    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.aborted === 'BW_EXCHANGE_TIMEOUT'), { timeoutMs: 2000 })).toBe(true);
   });
 
   it('chunked: a cut body never gets the terminating chunk', async () => {
@@ -153,17 +139,11 @@ describe('the upstream exchange has a total deadline (UPSTREAM_TIMEOUT 2 s, exch
 });
 
 describe('requests refused before routing', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url, TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000001', TWILIO_AUTH_TOKEN: 'secret-token' });
+    ({ twilio: up, p } = harness = await withProxy({ env: { ...ENV, TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000001', TWILIO_AUTH_TOKEN: 'secret-token' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it.each(['TRACE', 'PROPFIND', 'LINK'])('%s is 405 method_not_allowed and never reaches the upstream (no credentials echoed)', async (method) => {
     const before = up.started;
@@ -289,17 +269,11 @@ describe('upstream answers handled per RFC 9110/9112', () => {
 });
 
 describe('request header names with underscores', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url });
+    ({ twilio: up, p } = harness = await withProxy({ env: ENV }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('are not relayed (X_Forwarded_For, X_Original_URL would alias dropped headers behind CGI-style servers)', async () => {
     const r = await rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nX_Original_URL: /admin\r\nX-Kept: yes\r\nConnection: close\r\n\r\n`);
@@ -311,23 +285,17 @@ describe('request header names with underscores', () => {
 });
 
 describe('respelled paths meet the same route (and so its limits)', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url });
+    ({ p } = harness = await withProxy({ env: ENV }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it.each(['/twilio/2010-04-01/Accounts/AC1/%4Dessages.json', '/twilio/2010-04-01/Accounts/AC1/Messages.json/', '/twilio/2010-04-01//Accounts/AC1/Messages.json'])('%s is route messages.create', async (path) => {
     const r = await fetchOnce(p.proxyPort, 'POST', path, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'To=%2B15550001111&Body=x' });
     expect(r.status).toBe(200);
     const id = r.headers['x-request-id'];
-    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.reqId === id), 2000)).toBe(true);
+    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.reqId === id), { timeoutMs: 2000 })).toBe(true);
     expect(p.logLines().find((l) => l.msg === 'request' && l.reqId === id)?.route).toBe('messages.create');
   });
 });

@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { request } from '../support/proxy.js';
-import { startCli, waitFor, type CliProxy } from '../support/processes.js';
+import { startCli, type CliProxy } from '../support/processes.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 describe('a replica SIGKILLed between forwarding a keyed create and storing its answer', () => {
   let redis: RedisServer, vapi: FakeUpstream, a: CliProxy | undefined, b: CliProxy | undefined;

@@ -3,9 +3,11 @@
 // limit, nothing incomplete reaches the upstream, and other clients keep being served.
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, startProxy, type TestProxy } from '../support/proxy.js';
-import { connectRaw, fetchOnce, policyWithServer, rawHeader, waitFor } from './support.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, type TestProxy } from '../support/proxy.js';
+import { connectRaw, fetchOnce, policyWithServer, rawHeader } from './support.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json';
 const ENV = { RATE_LIMIT_PER_MINUTE: '1000000' };
@@ -51,17 +53,11 @@ function dribble(sock: Socket, payload: string, everyMs: number, maxMs: number, 
 }
 
 describe('slow clients (headersTimeout 1 s, requestTimeout 2 s)', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url }, policyWithServer({ headersTimeout: 1, requestTimeout: 2 }));
+    ({ twilio: up, p } = harness = await withProxy({ env: ENV, policy: policyWithServer({ headersTimeout: 1, requestTimeout: 2 }) }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('slowloris: a request head sent a byte at a time is cut off with 408, while other clients are served', async () => {
     const head = `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nUser-Agent: slowloris\r\nX-Pad: ${'p'.repeat(40)}\r\n\r\n`;
@@ -115,12 +111,12 @@ describe('slow clients (headersTimeout 1 s, requestTimeout 2 s)', () => {
 
   it('afterwards the proxy serves and holds no leftover client connections', async () => {
     expect((await fetchOnce(p.proxyPort, 'GET', MESSAGES)).status).toBe(200);
-    expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, 8000, 100)).toBe(true);
+    expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, { timeoutMs: 8000, everyMs: 100 })).toBe(true);
   });
 });
 
 describe('connection cap (maxConnections 20, headersTimeout 3 s)', () => {
-  let up: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let p: TestProxy, harness: ProxyHarness | undefined;
   const held: Socket[] = [];
   const answers = new Map<Socket, string>();
   /** An idle client: connects, never sends, reads whatever the server says. */
@@ -133,22 +129,18 @@ describe('connection cap (maxConnections 20, headersTimeout 3 s)', () => {
     return s;
   };
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ ...ENV, TWILIO_BASE_URL: up.url, VAPI_BASE_URL: vapi.url }, policyWithServer({ maxConnections: 20, headersTimeout: 3, requestTimeout: 5 }));
+    ({ p } = harness = await withProxy({ env: ENV, policy: policyWithServer({ maxConnections: 20, headersTimeout: 3, requestTimeout: 5 }) }));
   });
   afterAll(async () => {
     for (const s of held) s.destroy();
-    await p.close();
-    await up.close();
-    await vapi.close();
+    await harness?.close();
   });
 
   const connections = async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') ?? -1;
 
   it('20 idle sockets fill the cap; the 21st connection is closed unanswered; freeing slots lets new clients in', async () => {
     for (let i = 0; i < 20; i++) await idle();
-    expect(await waitFor(async () => (await connections()) === 20, 3000)).toBe(true);
+    expect(await waitFor(async () => (await connections()) === 20, { timeoutMs: 3000 })).toBe(true);
 
     // The 21st: accepted by the kernel, closed at once by the server, never answered.
     const extra = await connectRaw(p.proxyPort).catch(() => undefined);
@@ -165,16 +157,16 @@ describe('connection cap (maxConnections 20, headersTimeout 3 s)', () => {
     // Five clients leave: new clients are served again.
     for (const s of held.splice(0, 5)) s.destroy();
     let last = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
-    const served = await waitFor(async () => (last = await fetchOnce(p.proxyPort, 'GET', MESSAGES)).status === 200, 3000, 50);
+    const served = await waitFor(async () => (last = await fetchOnce(p.proxyPort, 'GET', MESSAGES)).status === 200, { timeoutMs: 3000, everyMs: 50 });
     expect(served, `last: ${last.status} ${last.error}`).toBe(true);
   });
 
   it('slots held by idle clients are reclaimed by the header timeout, so a slow crowd cannot starve the rest for long', async () => {
     // Top the cap up again with idle sockets that never send anything.
     while (held.length < 20) await idle();
-    expect(await waitFor(async () => (await connections()) >= 20, 3000)).toBe(true);
+    expect(await waitFor(async () => (await connections()) >= 20, { timeoutMs: 3000 })).toBe(true);
     // Within headersTimeout (3 s) plus a sweep, every idle socket is closed by the server…
-    const closed = await waitFor(() => held.every((s) => s.destroyed || s.readableEnded), 10_000, 100);
+    const closed = await waitFor(() => held.every((s) => s.destroyed || s.readableEnded), { timeoutMs: 10_000, everyMs: 100 });
     expect(closed).toBe(true);
     for (const s of held) {
       const a = answers.get(s) ?? '';

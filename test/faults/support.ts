@@ -1,6 +1,5 @@
 // Helpers shared by the fault, bad-input, slow-client and drain suites: raw sockets (for bytes
-// node's own client refuses to send), a "victim" that must never be contacted, policy edits and
-// bounded polling. Everything binds and connects to 127.0.0.1 only.
+// node's own client refuses to send), a "victim" that must never be contacted, policy edits. Everything binds and connects to 127.0.0.1 only.
 import http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { DEFAULT_POLICY } from '../support/proxy.js';
@@ -109,25 +108,6 @@ export async function victim(): Promise<Victim> {
       server.close(() => r());
     });
   return v;
-}
-
-/** A loopback port that nothing listens on (bound, then released). */
-export async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, LOCAL, r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-/** Polls `check` every `everyMs` until it returns true or `timeoutMs` passes; returns the last result. */
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 25): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 /** Opens a connection and resolves once it is established (or fails). */

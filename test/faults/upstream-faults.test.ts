@@ -5,7 +5,8 @@ import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { closedPort, fetchOnce, LOCAL, waitFor, type Fetched } from './support.js';
+import { fetchOnce, LOCAL, type Fetched } from './support.js';
+import { freePort, waitFor } from '../support/wait.mjs';
 
 const ACCOUNT = 'AC00000000000000000000000000000001';
 const MESSAGES = `/twilio/2010-04-01/Accounts/${ACCOUNT}/Messages.json`;
@@ -54,7 +55,7 @@ function expectCoded(r: Fetched, status: number, code: string) {
 /** The fault is gone: within a bounded time a request succeeds and the breaker is closed again. */
 async function expectRecovers(p: TestProxy, path = MESSAGES) {
   let last: Fetched | undefined;
-  const ok = await waitFor(async () => (last = await get(p, path)).status === 200, 8000, 100);
+  const ok = await waitFor(async () => (last = await get(p, path)).status === 200, { timeoutMs: 8000, everyMs: 100 });
   expect(ok, `last answer ${last?.status} ${last?.text} ${(await request(p.adminPort, "GET", "/breakers")).text}`).toBe(true);
   const m = await scrape(p);
   expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(0);
@@ -69,7 +70,7 @@ async function expectOtherUpstreamServed(p: TestProxy) {
 
 describe('upstream refuses connections (closed port)', () => {
   it('retries even a POST (it never left), answers 502, opens the breaker after three requests, then 503 circuit_open until the upstream is back', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const { p } = await boot({}, `http://${LOCAL}:${port}`);
 
     const r = await post(p);
@@ -154,7 +155,7 @@ describe('upstream resets mid-response', () => {
     // A body cut off by the upstream is a reset for the breaker, though a 200 went out first.
     expect(m('circuit_breaker_failures_total', { service: 'twilio' })).toBe(1);
     // The access log records the abort for the operator.
-    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.aborted !== undefined), 2000)).toBe(true);
+    expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.aborted !== undefined), { timeoutMs: 2000 })).toBe(true);
 
     tw.mode = 'ok';
     await expectRecovers(p);
@@ -361,7 +362,7 @@ describe('upstream flaps', () => {
     const { p, tw } = await boot();
     for (let cycle = 1; cycle <= 3; cycle++) {
       tw.mode = 'fail';
-      const opened = await waitFor(async () => (await get(p)).status === 503 && (await scrape(p))('circuit_breaker_state', { service: 'twilio' }) === 2, 5000, 10);
+      const opened = await waitFor(async () => (await get(p)).status === 503 && (await scrape(p))('circuit_breaker_state', { service: 'twilio' }) === 2, { timeoutMs: 5000, everyMs: 10 });
       expect(opened).toBe(true);
       tw.mode = 'ok';
       await expectRecovers(p);

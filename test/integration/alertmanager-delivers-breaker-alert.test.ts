@@ -12,9 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { freePort, waitFor } from '../support/redis.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { freePort, waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const ALERTMANAGER = 'prometheus-alertmanager';
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
@@ -58,7 +59,7 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bw-alertmanager-'));
   const received: Notification[] = [];
   let hook: http.Server;
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   let prom: ChildProcess | undefined, am: ChildProcess | undefined;
   let promPort = 0, amPort = 0;
   let traffic: NodeJS.Timeout | undefined;
@@ -78,11 +79,9 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
     const hookUrl = `http://127.0.0.1:${(hook.address() as { port: number }).port}`;
 
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
+    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' } }));
     twilio.mode = 'fail';
     twilio.status = 500;
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' });
 
     // The repository's routing tree, with its receivers pointed at the test's webhook and its
     // waits shortened.
@@ -117,8 +116,8 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
       `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${promPort}`, '--log.level=warn',
     ], join(dir, 'prometheus.log'));
-    expect(await waitFor(() => ok(`http://127.0.0.1:${amPort}/-/ready`), 15_000, 100), 'alertmanager ready').toBe(true);
-    expect(await waitFor(() => ok(`http://127.0.0.1:${promPort}/-/ready`), 15_000, 100), 'prometheus ready').toBe(true);
+    expect(await waitFor(() => ok(`http://127.0.0.1:${amPort}/-/ready`), { timeoutMs: 15_000, everyMs: 100 }), 'alertmanager ready').toBe(true);
+    expect(await waitFor(() => ok(`http://127.0.0.1:${promPort}/-/ready`), { timeoutMs: 15_000, everyMs: 100 }), 'prometheus ready').toBe(true);
 
     // Keeps the breaker cycling: each request after a recovery timeout is a probe that fails.
     traffic = setInterval(() => void request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=%2B15555550100&Body=hi', timeoutMs: 2000 }).catch(() => {}), 150);
@@ -127,9 +126,7 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
   afterAll(async () => {
     if (traffic) clearInterval(traffic);
     await Promise.all([stop(prom), stop(am)]);
-    await p?.close();
-    await twilio?.close();
-    await vapi?.close();
+    await harness?.close();
     await new Promise<void>((r) => (hook ? hook.close(() => r()) : r()));
     rmSync(dir, { recursive: true, force: true });
   });
@@ -137,7 +134,7 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
   it('delivers BreakwaterCircuitOpen for the failing upstream to the on-call webhook', async () => {
     const delivered = () => received.flatMap((n) => n.alerts.map((a) => ({ receiver: n.receiver, ...a }))).find((a) => a.labels.alertname === 'BreakwaterCircuitOpen' && a.status === 'firing');
     // Prometheus discovers the Alertmanager within ~5 s; the rule needs 4 s of cycling and 1 s.
-    expect(await waitFor(() => delivered() !== undefined, 45_000, 200), `no notification; got ${JSON.stringify(received)}`).toBe(true);
+    expect(await waitFor(() => delivered() !== undefined, { timeoutMs: 45_000, everyMs: 200 }), `no notification; got ${JSON.stringify(received)}`).toBe(true);
     const a = delivered()!;
     expect(a.receiver).toBe('oncall');
     expect(a.labels).toMatchObject({ alertname: 'BreakwaterCircuitOpen', service: 'twilio', severity: 'critical' });

@@ -1,27 +1,23 @@
 // Forcing a breaker during an incident: POST /breakers/<name>/open|close|reset on the admin
 // listener, with GET /breakers and the metrics reflecting each step. The same paths on the
-// proxy port are just unknown routes: the app can never force a breaker.
+// proxy port are just unknown routes: the app can never force a breaker. Each test gets its own
+// proxy and brings its breaker to the state it starts from, so the tests hold in any order.
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 import { isAllowedHost } from '../../src/admin.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
 
 describe('breaker admin', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
-  beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' });
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
+  beforeEach(async () => {
+    ({ twilio, vapi, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterEach(() => h?.close());
 
   async function metrics(service = 'twilio') {
     const text = await metricsText(p.adminPort);
@@ -36,6 +32,13 @@ describe('breaker admin', () => {
   }
   const admin = (action: string, name = 'twilio') => request(p.adminPort, 'POST', `/breakers/${name}/${action}`, { headers: { 'x-breakwater-admin': '1' } });
   const list = async () => (await request(p.adminPort, 'GET', '/breakers')).json.breakers as Record<string, unknown>[];
+  const send = () => request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' });
+  /** Forces twilio open and has three requests refused (the state 'forced open' leaves behind). */
+  async function forcedOpenWithThreeRefusals(): Promise<void> {
+    expect((await admin('open')).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await send()).headers['x-breakwater-error']).toBe('circuit_open');
+    expect(await metrics()).toEqual({ state: 2, failures: 0, opens: 1, closes: 0, rejections: 3 });
+  }
 
   it('lists every upstream\'s breaker with state and counts', async () => {
     const r = await request(p.adminPort, 'GET', '/breakers');
@@ -70,11 +73,13 @@ describe('breaker admin', () => {
   });
 
   it('a forced open does not end by itself (no half-open probe is let through)', async () => {
+    await forcedOpenWithThreeRefusals();
     const [tw] = (await list()).filter((b) => b.name === 'twilio');
     expect(tw).toMatchObject({ state: 'open', forced: true, openForMs: null });
   });
 
   it('forced close: traffic flows again and the close is counted', async () => {
+    await forcedOpenWithThreeRefusals();
     const r = await admin('close');
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ state: 'closed', forced: false });
@@ -87,24 +92,28 @@ describe('breaker admin', () => {
   it('forced close of a breaker that tripped on its own', async () => {
     twilio.mode = 'fail';
     for (let i = 0; i < 3; i++) await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' });
-    expect(await metrics()).toEqual({ state: 2, failures: 3, opens: 2, closes: 1, rejections: 3 });
+    expect(await metrics()).toEqual({ state: 2, failures: 3, opens: 1, closes: 0, rejections: 0 });
     expect((await list()).find((b) => b.name === 'twilio')).toMatchObject({ state: 'open', forced: false, openForMs: expect.any(Number) });
     twilio.mode = 'ok';
     expect((await admin('close')).status).toBe(200);
-    expect(await metrics()).toEqual({ state: 0, failures: 3, opens: 2, closes: 2, rejections: 3 });
+    expect(await metrics()).toEqual({ state: 0, failures: 3, opens: 1, closes: 1, rejections: 0 });
     expect((await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' })).status).toBe(200);
   });
 
   it('reset: closed, with the breaker\'s own counts cleared', async () => {
-    expect((await admin('open')).status).toBe(200);
-    await request(p.proxyPort, 'GET', SEND); // one more rejection
+    // History first: three failures opened it, then a request was refused.
+    twilio.mode = 'fail';
+    for (let i = 0; i < 3; i++) await send();
+    twilio.mode = 'ok';
+    await request(p.proxyPort, 'GET', SEND); // one rejection
+    expect(await metrics()).toEqual({ state: 2, failures: 3, opens: 1, closes: 0, rejections: 1 });
     const r = await admin('reset');
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ state: 'closed', failures: 0, successes: 0, rejections: 0, forced: false });
     const m = await metrics();
     expect(m.state).toBe(0);
     // Prometheus counters never go down: the reset shows as a close, not as lost history.
-    expect(m).toMatchObject({ failures: 3, opens: 3, closes: 3, rejections: 4 });
+    expect(m).toMatchObject({ failures: 3, opens: 1, closes: 1, rejections: 1 });
     expect((await request(p.proxyPort, 'GET', SEND)).status).toBe(200);
   });
 
@@ -195,6 +204,8 @@ describe('breaker admin', () => {
     });
 
     it('a POST with the header and no form body works, and is logged with the caller', async () => {
+      // A refused one first: its log line is checked below.
+      expect((await raw('POST /breakers/twilio/open HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json', '{}')).status).toBe(403);
       const r = await raw('POST /breakers/twilio/open HTTP/1.1\nHost: localhost:9090\nX-Breakwater-Admin: 1\nUser-Agent: oncall-runbook/1.0\nContent-Type: application/json', '{}');
       expect(r.status).toBe(200);
       expect(await state()).toBe('open');

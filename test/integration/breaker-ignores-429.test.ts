@@ -1,10 +1,12 @@
 // An upstream 429 is back-pressure (Twilio's 20429: the account's concurrency limit; the request
 // was not processed), not an outage: however many arrive, the breaker neither counts them as
-// failures nor opens. A 429 answering a half-open probe leaves the circuit half-open.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// failures nor opens. A 429 answering a half-open probe leaves the circuit half-open. Each test
+// of the first suite has its own proxy, so they hold in any order.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { DEFAULT_POLICY, metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -19,19 +21,15 @@ async function twilioBreaker(p: TestProxy) {
 }
 
 describe('upstream 429s never open the breaker', () => {
-  let twilio: FakeUpstream, p: TestProxy;
-  beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
+  let twilio: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
+  beforeEach(async () => {
     // Holds would answer repeats locally after the first 429; switch them off so every request
     // really reaches the upstream and gets its 429.
     const policy = DEFAULT_POLICY.replace('    holdOn429:\n      key: [account]', '    holdOn429:\n      enabled: false\n      key: [account]');
     expect(policy).not.toBe(DEFAULT_POLICY);
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' }, policy);
+    ({ twilio, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' }, policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterEach(() => h?.close());
 
   it('passes ten 429s (with and without Retry-After) through and stays closed with no failures', async () => {
     twilio.mode = '429';

@@ -3,11 +3,13 @@
 // without contacting the upstream; the other upstream carries on; after
 // CIRCUIT_BREAKER_RECOVERY_TIMEOUT one probe goes through, and its outcome closes or re-opens
 // the circuit. Metrics are checked after each step. POSTs drive the failures because they are
-// never retried, so one request is exactly one breaker outcome.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+// never retried, so one request is exactly one breaker outcome. Each test starts its own proxy
+// and drives the breaker to where it begins, so the tests hold in any order.
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -40,24 +42,14 @@ async function waitHalfOpen(p: TestProxy, name: string): Promise<void> {
 }
 
 describe('the breaker opens after the threshold and fails fast', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
-  beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '2', RATE_LIMIT_PER_MINUTE: '100000' });
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
+  beforeEach(async () => {
+    ({ twilio, vapi, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '2', RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterEach(() => h?.close());
 
-  it('starts closed with every series exported at zero', async () => {
-    expect(await breakerMetrics(p, 'twilio')).toEqual({ state: 0, failures: 0, opens: 0, closes: 0, rejections: 0 });
-    expect(await breakerMetrics(p, 'vapi')).toEqual({ state: 0, failures: 0, opens: 0, closes: 0, rejections: 0 });
-  });
-
-  it('counts only consecutive failures: a success in between resets the count', async () => {
+  /** Two failures, a success, two failures: closed, one failure short of the threshold. */
+  async function twoShortAfterAReset(): Promise<void> {
     twilio.mode = 'fail';
     expect((await send(p)).status).toBe(503);
     expect((await send(p)).status).toBe(503);
@@ -66,11 +58,27 @@ describe('the breaker opens after the threshold and fails fast', () => {
     twilio.mode = 'fail';
     expect((await send(p)).status).toBe(503);
     expect((await send(p)).status).toBe(503);
+  }
+  /** The above, then the third failure: open, failures 5, opens 1. */
+  async function openedOnItsOwn(): Promise<void> {
+    await twoShortAfterAReset();
+    expect((await send(p)).status).toBe(503);
+    expect(await breakerMetrics(p, 'twilio')).toEqual({ state: 2, failures: 5, opens: 1, closes: 0, rejections: 0 });
+  }
+
+  it('starts closed with every series exported at zero', async () => {
+    expect(await breakerMetrics(p, 'twilio')).toEqual({ state: 0, failures: 0, opens: 0, closes: 0, rejections: 0 });
+    expect(await breakerMetrics(p, 'vapi')).toEqual({ state: 0, failures: 0, opens: 0, closes: 0, rejections: 0 });
+  });
+
+  it('counts only consecutive failures: a success in between resets the count', async () => {
+    await twoShortAfterAReset();
     expect(await breakerMetrics(p, 'twilio')).toMatchObject({ state: 0, failures: 4, opens: 0 });
     expect(await breaker(p, 'twilio')).toMatchObject({ state: 'closed', consecutiveFailures: 2 });
   });
 
   it('opens on the third consecutive failure, which itself still reached the upstream', async () => {
+    await twoShortAfterAReset();
     const n = twilio.started;
     const r = await send(p);
     expect(r.status).toBe(503);
@@ -81,6 +89,7 @@ describe('the breaker opens after the threshold and fails fast', () => {
   });
 
   it('then answers 503 circuit_open at once, Retry-After short and the seconds left in the message, and never contacts the upstream', async () => {
+    await openedOnItsOwn();
     const n = twilio.started;
     const r = await send(p);
     const left = (await breaker(p, 'twilio')).openForMs as number;
@@ -104,6 +113,7 @@ describe('the breaker opens after the threshold and fails fast', () => {
   });
 
   it('leaves the other upstream unaffected', async () => {
+    await openedOnItsOwn();
     const n = vapi.started;
     const r = await request(p.proxyPort, 'GET', '/vapi/call');
     expect(r.status).toBe(200);
@@ -113,6 +123,8 @@ describe('the breaker opens after the threshold and fails fast', () => {
   });
 
   it('counts circuit_open answers in the request metrics under their own outcome', async () => {
+    await openedOnItsOwn();
+    for (let i = 0; i < 4; i++) expect((await send(p)).headers['x-breakwater-error']).toBe('circuit_open');
     const text = await metricsText(p.adminPort);
     const total = text
       .split('\n')
@@ -123,15 +135,11 @@ describe('the breaker opens after the threshold and fails fast', () => {
 });
 
 describe('half-open probes after the recovery timeout', () => {
-  let twilio: FakeUpstream, p: TestProxy;
-  beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' });
+  let twilio: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
+  beforeEach(async () => {
+    ({ twilio, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterEach(() => h?.close());
 
   async function trip(): Promise<void> {
     twilio.mode = 'fail';
@@ -163,7 +171,7 @@ describe('half-open probes after the recovery timeout', () => {
     expect(probe.status).toBe(503);
     expect(probe.headers['x-breakwater-error']).toBeUndefined();
     expect(twilio.started).toBe(n + 1);
-    expect(await breakerMetrics(p, 'twilio')).toEqual({ state: 2, failures: 7, opens: 3, closes: 1, rejections: 0 });
+    expect(await breakerMetrics(p, 'twilio')).toEqual({ state: 2, failures: 4, opens: 2, closes: 0, rejections: 0 });
     const r = await send(p);
     expect(r.headers['x-breakwater-error']).toBe('circuit_open');
     expect(r.headers['retry-after']).toBe('1');
@@ -173,7 +181,7 @@ describe('half-open probes after the recovery timeout', () => {
     twilio.mode = 'ok';
     await waitHalfOpen(p, 'twilio');
     expect((await send(p)).status).toBe(200);
-    expect(await breakerMetrics(p, 'twilio')).toMatchObject({ state: 0, closes: 2 });
+    expect(await breakerMetrics(p, 'twilio')).toMatchObject({ state: 0, closes: 1 });
   });
 
   it('lets exactly one probe through when several requests arrive together', async () => {
@@ -203,15 +211,11 @@ describe('half-open probes after the recovery timeout', () => {
 });
 
 describe('CIRCUIT_BREAKER_ENABLED=false: the breaker observes but never blocks', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, CIRCUIT_BREAKER_ENABLED: 'false', CIRCUIT_BREAKER_THRESHOLD: '3', RATE_LIMIT_PER_MINUTE: '100000' });
+    ({ twilio, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_ENABLED: 'false', CIRCUIT_BREAKER_THRESHOLD: '3', RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => h?.close());
 
   it('forwards every request while exporting the open state it would be in', async () => {
     twilio.mode = 'fail';

@@ -1,46 +1,40 @@
 // Breakers per destination: a failing host-routed Twilio host (Verify, a regional host, a typo'd
 // name) opens its own breaker and never refuses a request to another destination — least of all
-// the base URL behind /twilio, which the SPEC's metric series describe.
+// the base URL behind /twilio, which the SPEC's metric series describe. Each test of the first
+// suite has its own proxy, so they hold in any order.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../src/policy/load.js';
 import { start } from '../../src/server.js';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
-
-async function deadPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+import { fakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, metricsText, request, type TestProxy } from '../support/proxy.js';
+import { freePort } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('one breaker per destination', () => {
-  let tw: FakeUpstream, va: FakeUpstream, p: TestProxy;
-  beforeAll(async () => {
-    tw = await fakeUpstream('twilio');
-    va = await fakeUpstream('vapi');
+  let p: TestProxy, h: ProxyHarness | undefined;
+  beforeEach(async () => {
     // Every host-routed Twilio request goes to a closed port; the base URL is healthy.
-    p = await startProxy({ TWILIO_BASE_URL: tw.url, VAPI_BASE_URL: va.url, TWILIO_HOST_TARGET: `http://127.0.0.1:${await deadPort()}`, CIRCUIT_BREAKER_THRESHOLD: '1', RATE_LIMIT_PER_MINUTE: '1000' });
+    const dead = await freePort();
+    ({ p } = h = await withProxy({ env: { TWILIO_HOST_TARGET: `http://127.0.0.1:${dead}`, CIRCUIT_BREAKER_THRESHOLD: '1', RATE_LIMIT_PER_MINUTE: '1000' } }));
   });
-  afterAll(async () => {
-    await p?.close();
-    await tw?.close();
-    await va?.close();
-  });
+  afterEach(() => h?.close());
 
-  it('an unreachable host opens only its own breaker', async () => {
+  /** Verify fails once and opens, a second request to it is refused, Dublin fails once and opens. */
+  async function verifyAndDublinOpened(): Promise<void> {
     const verify = { headers: { host: 'verify.twilio.com' } };
     expect((await request(p.proxyPort, 'GET', '/v2/Services', verify)).headers['x-breakwater-error']).toBe('upstream_unavailable');
     expect((await request(p.proxyPort, 'GET', '/v2/Services', verify)).headers['x-breakwater-error']).toBe('circuit_open');
     // Another host-routed destination has a breaker of its own: tried, not refused.
     const dublin = await request(p.proxyPort, 'GET', '/2010-04-01/Accounts/AC1/Messages.json', { headers: { host: 'api.dublin.ie1.twilio.com' } });
     expect(dublin.headers['x-breakwater-error']).toBe('upstream_unavailable');
+  }
+
+  it('an unreachable host opens only its own breaker', async () => {
+    await verifyAndDublinOpened();
     // The base URL is served throughout.
     const base = await request(p.proxyPort, 'GET', '/twilio/2010-04-01/Accounts/AC1/Messages.json');
     expect(base.status).toBe(200);
@@ -67,6 +61,7 @@ describe('one breaker per destination', () => {
   });
 
   it("exports each destination's breaker beside the base series, with a destination label", async () => {
+    await verifyAndDublinOpened();
     const text = await metricsText(p.adminPort);
     const verify = { service: 'twilio', destination: 'verify.twilio.com' };
     // Verify: one failure (the first request), one open, refusals (its retry, the second request).

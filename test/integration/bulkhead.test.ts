@@ -6,7 +6,8 @@ import type { ServerResponse } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { DEFAULT_POLICY, metricsText, metricValue, request, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 /** Makes the upstream hold every answer until `release()`. */
 function parking(up: FakeUpstream) {
@@ -31,19 +32,13 @@ async function bulkheadMetrics(p: TestProxy, upstream: string) {
 }
 
 describe('bulkhead overflow', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     const policy = DEFAULT_POLICY.replace('maxConcurrent: 100\n    rateLimits', 'maxConcurrent: 2\n    rateLimits');
     expect(policy).not.toBe(DEFAULT_POLICY);
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000' }, policy);
+    ({ vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '100000' }, policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
   beforeEach(() => {
     vapi.handler = undefined;
   });

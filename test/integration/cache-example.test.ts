@@ -2,25 +2,20 @@
 // assistant fetches: `validate` passes on it, and a proxy started on it caches exactly those.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, DEFAULT_POLICY, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { request, DEFAULT_POLICY, type TestProxy } from '../support/proxy.js';
 import { runCli } from '../support/processes.js';
 import { parsePolicy } from '../../src/policy/load.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const EXAMPLE = readFileSync(new URL('../../config/examples/cache.yaml', import.meta.url), 'utf8');
 
 describe('config/examples/cache.yaml', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url }, EXAMPLE);
+    ({ twilio, vapi, p } = harness = await withProxy({ policy: EXAMPLE }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('passes validate', async () => {
     const r = await runCli(['validate', '--config', 'config/examples/cache.yaml']);

@@ -4,9 +4,10 @@
 // while the upstream fails or its breaker is open.
 import http from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
 import { policyWith } from '../support/policy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const POLICY = policyWith((p) => {
   const v = p.upstreams.vapi;
@@ -25,12 +26,10 @@ const POLICY = policyWith((p) => {
 });
 
 describe('response cache', () => {
-  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   let answers = 0;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
-    twilio = await fakeUpstream('twilio');
-    p = await startProxy({ VAPI_BASE_URL: vapi.url, TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000000', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30' }, POLICY);
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000000', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30' }, policy: POLICY }));
   });
   beforeEach(() => {
     vapi.mode = 'ok';
@@ -44,11 +43,7 @@ describe('response cache', () => {
       }, vapi.delayMs);
     };
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const get = (path: string, key = 'k1', method = 'GET', extra: Record<string, string> = {}) => request(p.proxyPort, method, path, { headers: { authorization: `Bearer ${key}`, ...extra } });
   const upstreamGets = (path: string) => vapi.seen.filter((s) => s.method === 'GET' && s.url === path).length;
@@ -301,6 +296,21 @@ describe('response cache', () => {
     const text = await metricsText(p.adminPort);
     expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'call.fetch', result: 'stale' })).toBe(2);
     expect(p.logLines().some((l) => l.msg === 'served a stale cached answer: the upstream failed')).toBe(true);
+  });
+
+  it('a 5xx the retry stage does not read (a 500) is replaced by the stale copy before any of it is written', async () => {
+    const fresh = await get('/vapi/call/s500');
+    expect(fresh.status).toBe(200);
+    await new Promise((r) => setTimeout(r, 400)); // past its 0.3 s TTL
+    // A 500 with a large body: not a retry status, so it used to stream to the app as it came.
+    vapi.handler = (_req, res) => {
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ message: 'x'.repeat(200_000) }));
+    };
+    const failing = await get('/vapi/call/s500');
+    expect(failing.status).toBe(200);
+    expect(failing.text).toBe(fresh.text);
+    expect(failing.headers['cache-status']).toMatch(/^Breakwater; fwd=stale; fwd-status=500; ttl=-\d+; detail=stale-if-error$/);
   });
 
   it('Lookups: line type and caller name are cached, fraud-signal fields never are', async () => {

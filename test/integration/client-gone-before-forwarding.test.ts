@@ -8,10 +8,11 @@
 // sends it; Envoy resets it before it leaves.
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM, policyWith } from '../support/policy.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SENDER = '+15558675310';
 const MESSAGES = `/twilio/2010-04-01/Accounts/${accountSid('7')}/Messages.json`;
@@ -35,20 +36,16 @@ function sendThenHangUp(port: number, requestId: string, to: string, afterMs: nu
 }
 
 describe('a client that hangs up while its request waits in the proxy', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [
         { name: 'sender-pacing', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 1, per: 1, burst: 1, key: ['body:From'], maxDelay: 5 },
       ];
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+    ({ twilio, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const toSender = () => twilio.seen.filter((s) => s.body.toString().includes(encodeURIComponent(SENDER)));
 
@@ -83,19 +80,15 @@ describe('a client that hangs up while its request waits in the proxy', () => {
 });
 
 describe('a client that hangs up while its request waits for an upstream connection', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     // One connection: the second request queues in undici's pool behind the first.
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.connections = 1;
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000' }, policy);
+    ({ twilio, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' }, policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   it('is never sent once the connection frees up', async () => {
     twilio.mode = 'slow';

@@ -4,9 +4,10 @@
 // to count three "resets" and open the Twilio breaker for 30 s.
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const PATH = '/twilio/2010-04-01/Accounts/AC123/Messages.json';
 
@@ -28,17 +29,11 @@ function hangUpAfterSent(port: number, upstream: FakeUpstream): Promise<void> {
 }
 
 describe('a client that hangs up before the answer', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000' });
+    ({ twilio, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('is neither a breaker failure nor retried', async () => {
     twilio.mode = 'hang';

@@ -6,27 +6,24 @@
 // while the body is paused). A client could park the upstream's whole bulkhead that way.
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, type TestProxy } from '../support/proxy.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const BIG = Buffer.alloc(1024 * 1024, 'x');
 
 describe('a pipelining client that leaves while its second answer waits in the queue', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
+    ({ twilio, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000', UPSTREAM_TIMEOUT: '60' } }));
     twilio.handler = (req, res) => {
       if (req.url!.includes('slow')) return; // never answers: the first response holds the queue
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(BIG.length) });
       res.end(BIG);
     };
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000', UPSTREAM_TIMEOUT: '60' });
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const gauge = async (name: string) => metricValue(await metricsText(p.adminPort), name, { upstream: 'twilio' }) ?? 0;
 

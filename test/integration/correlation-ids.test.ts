@@ -2,23 +2,18 @@
 // goes upstream, comes back on the response (forwarded or proxy-made) and is the `reqId` of the
 // request's log lines. A W3C traceparent passes through byte for byte.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 describe('correlation IDs', () => {
-  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
-    twilio = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000' });
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const accessLine = (reqId: string) => p.logLines().find((l) => l.msg === 'request' && l.reqId === reqId);
 

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, type Answer } from '../support/proxy.js';
-import { ROOT, startCli, waitFor, type Cli } from './spawned-cli.js';
+import { ROOT, startCli, type Cli } from './spawned-cli.js';
+import { waitFor } from '../support/wait.mjs';
 
 const ACCOUNT = 'AC0123456789abcdef0123456789abcdef';
 const IN_FLIGHT = 12;
@@ -68,11 +69,11 @@ describe('graceful drain on SIGTERM', () => {
     const t = holdAll(twilio);
     const v = holdAll(vapi);
     const answers = load(cli, IN_FLIGHT);
-    await waitFor(() => t.held.length + v.held.length === IN_FLIGHT || undefined);
+    expect(await waitFor(() => t.held.length + v.held.length === IN_FLIGHT || undefined, { timeoutMs: 10_000 })).toBeTruthy();
     expect((await request(cli.adminPort, 'GET', '/readyz')).status).toBe(200);
 
     cli.signal('SIGTERM');
-    await waitFor(async () => (await request(cli.adminPort, 'GET', '/readyz')).status === 503 || undefined);
+    expect(await waitFor(async () => (await request(cli.adminPort, 'GET', '/readyz')).status === 503 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
     expect(metricValue(await metricsText(cli.adminPort), 'breakwater_draining')).toBe(1);
     // The listener is closed: a new connection is refused rather than accepted and dropped.
     await expect(request(cli.proxyPort, 'GET', '/vapi/call')).rejects.toThrow(/ECONNREFUSED/);
@@ -97,10 +98,10 @@ describe('graceful drain on SIGTERM', () => {
     const t = holdAll(twilio);
     const v = holdAll(vapi);
     const answers = load(cli, 3).map((p) => p.catch((e: Error) => e));
-    await waitFor(() => t.held.length + v.held.length === 3 || undefined);
+    expect(await waitFor(() => t.held.length + v.held.length === 3 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
 
     cli.signal('SIGTERM');
-    await waitFor(async () => (await request(cli.adminPort, 'GET', '/readyz')).status === 503 || undefined);
+    expect(await waitFor(async () => (await request(cli.adminPort, 'GET', '/readyz')).status === 503 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
     cli.signal('SIGTERM');
     const code = await Promise.race([cli.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 15_000).unref())]);
     expect(code).not.toBe('still running');

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request } from '../support/proxy.js';
-import { ROOT, startCli, waitFor, type Cli } from './spawned-cli.js';
+import { ROOT, startCli, type Cli } from './spawned-cli.js';
+import { waitFor } from '../support/wait.mjs';
 
 describe('SIGHUP reload of the real process', () => {
   let twilio: FakeUpstream, vapi: FakeUpstream, cli: Cli, dir: string, file: string, original: string;
@@ -37,9 +38,10 @@ describe('SIGHUP reload of the real process', () => {
     writeFileSync(file, broken);
     cli.signal('SIGHUP');
 
-    const refused = await waitFor(() => cli.lines().find((l) => /reload/.test(l.msg) && /refused/.test(l.msg)));
-    expect(refused.level).toBe('error');
-    const problems = (refused.problems as string[]).join('\n');
+    const refused = await waitFor(() => cli.lines().find((l) => /reload/.test(l.msg) && /refused/.test(l.msg)), { timeoutMs: 10_000 });
+    expect(refused, 'a "reload refused" log line').toBeDefined();
+    expect(refused!.level).toBe('error');
+    const problems = (refused!.problems as string[]).join('\n');
     expect(problems).toContain(`${file}:${line}:`);
     expect(problems).toMatch(/upstreams\.twilio\.breaker\.halfOpenProbes/);
 
@@ -61,16 +63,16 @@ describe('SIGHUP reload of the real process', () => {
     const held: ServerResponse[] = [];
     vapi.handler = (_req, res) => held.push(res);
     const inFlight = request(cli.proxyPort, 'GET', '/vapi/call/in-flight', { headers: { 'x-client-id': 'inflight' }, timeoutMs: 20_000 });
-    await waitFor(() => held.length === 1 || undefined);
+    expect(await waitFor(() => held.length === 1 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
 
     const lowered = original.replace(/(\n  vapi:[\s\S]*?rateLimits:\n\s+- name: default\n\s+rate: )\$\{RATE_LIMIT_PER_MINUTE:-60\}/, '$12');
     expect(lowered).not.toBe(original);
     writeFileSync(file, lowered);
     cli.signal('SIGHUP');
-    await waitFor(async () => (await metric('breakwater_policy_reloads_total', { result: 'success' })) === 1 || undefined);
+    expect(await waitFor(async () => (await metric('breakwater_policy_reloads_total', { result: 'success' })) === 1 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
     expect(await metric('breakwater_policy_last_reload_successful')).toBe(1);
     // Log lines reach stdout in batches (up to 50 ms later): wait for it rather than race it.
-    await waitFor(() => cli.lines().find((l) => l.msg === 'policy reloaded'));
+    expect(await waitFor(() => cli.lines().find((l) => l.msg === 'policy reloaded'), { timeoutMs: 10_000 })).toBeTruthy();
 
     // The request that started before the reload finishes normally.
     vapi.handler = undefined;
@@ -107,9 +109,9 @@ describe('SIGHUP reload of the real process', () => {
     writeFileSync(file, edited);
     const before = (await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0;
     cli.signal('SIGHUP');
-    await waitFor(async () => ((await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0) > before || undefined);
-    const warned = await waitFor(() => cli.lines().find((l) => /only after a restart/.test(String(l.msg))));
-    expect(warned.keys).toEqual(['server.maxConnections']);
+    expect(await waitFor(async () => ((await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0) > before || undefined, { timeoutMs: 10_000 })).toBeTruthy();
+    const warned = await waitFor(() => cli.lines().find((l) => /only after a restart/.test(String(l.msg))), { timeoutMs: 10_000 });
+    expect(warned!.keys).toEqual(['server.maxConnections']);
     expect((await request(cli.proxyPort, 'GET', '/vapi/call', { headers: { 'x-client-id': 'restart-note' } })).status).toBe(200);
   });
 });

@@ -5,10 +5,11 @@
 // nobody is left to answer, and the attempt stops at once.
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
 import { policyWith } from '../support/policy.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const HEADERS = { 'content-type': 'application/json', authorization: 'Bearer sk-test' };
 const CALL = JSON.stringify({ assistantId: 'a1', customer: { number: '+15550004000' } });
@@ -43,15 +44,11 @@ async function inFlight(adminPort: number, upstream: string): Promise<number> {
 }
 
 describe('a keyed create whose app hangs up before the answer', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', UPSTREAM_TIMEOUT: '1.5' });
+    ({ vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000', UPSTREAM_TIMEOUT: '1.5' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const lineOf = (reqId: string) => p.logLines().find((x) => x.msg === 'request' && x.reqId === reqId);
   const retry = (key: string) => request(p.proxyPort, 'POST', '/vapi/call', { headers: { ...HEADERS, 'idempotency-key': key }, body: CALL });
@@ -141,16 +138,12 @@ describe('a keyed create whose app hangs up before the answer', () => {
 });
 
 describe('a keyed create whose app hangs up while it waits for an upstream connection', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
     // One connection: the keyed create queues in undici's pool behind a slow request.
-    p = await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000' }, policyWith((pol) => (pol.upstreams.vapi.connections = 1)));
+    ({ vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' }, policy: policyWith((pol) => (pol.upstreams.vapi.connections = 1)) }));
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('never left, so nothing is stored: the retry with the same key really goes through', async () => {
     // The slow request ends its connection, and the upstream stops listening first: the queued

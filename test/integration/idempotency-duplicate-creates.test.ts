@@ -3,13 +3,14 @@
 // with another body is 422, and the key itself never reaches the upstream.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('idempotency keys on creates', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
+    ({ vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' } }));
     // Each upstream create answers with a new call id, slowly enough that duplicates overlap it.
     vapi.handler = (_req, res) => {
       setTimeout(() => {
@@ -17,12 +18,8 @@ describe('idempotency keys on creates', () => {
         res.end(JSON.stringify({ id: randomUUID(), status: 'queued' }));
       }, 300);
     };
-    p = await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000' });
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const createCall = (key: string, body: object) =>
     request(p.proxyPort, 'POST', '/vapi/call', {

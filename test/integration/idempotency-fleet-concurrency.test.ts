@@ -6,7 +6,8 @@ import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { captureRedisClients, startRedis, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 describe('idempotency with 4 replicas and 100 concurrent duplicates', () => {
   let redis: RedisServer, vapi: FakeUpstream;
@@ -28,7 +29,7 @@ describe('idempotency with 4 replicas and 100 concurrent duplicates', () => {
       capture.restore();
     }
     clients = capture.clients;
-    expect(await waitFor(() => clients.size >= 4 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => clients.size >= 4 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
     for (const p of replicas) await p.close();

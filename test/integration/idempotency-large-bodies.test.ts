@@ -4,9 +4,10 @@
 // is refused (413), before anything is sent.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const LIMIT = 2 * 1024 * 1024;
 const POLICY = policyWith((p) => {
@@ -15,21 +16,17 @@ const POLICY = policyWith((p) => {
 });
 
 describe('idempotency on streamed bodies', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
+    ({ vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' }, policy: POLICY }));
     vapi.handler = (_req, res, body) => {
       setTimeout(() => {
         res.writeHead(201, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ id: randomUUID(), bytes: body.length }));
       }, 300);
     };
-    p = await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000' }, POLICY);
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const callBody = (number: string, bytes: number) => {
     const base = JSON.stringify({ customer: { number }, assistant: { model: { messages: [{ role: 'system', content: '' }] } } });

@@ -7,7 +7,8 @@ import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
-import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
+import { startRedis, startReplicas, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5; // see rate-limit-redis-shared-budget.test.ts
@@ -26,7 +27,7 @@ describe('idempotency across a fleet on one Redis', () => {
       }, 200);
     };
     ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
-    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
     await a?.close();
@@ -78,9 +79,9 @@ describe('idempotency across a fleet on one Redis', () => {
     expect(unkeyed.status).toBe(201);
     // Redis back: the same key goes through once, and is replayed on the other replica.
     await redis.start();
-    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), 10000)).toBe(true);
+    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), { timeoutMs: 10000 })).toBe(true);
     // It came back empty (no persistence here): each replica reports the lost records.
-    for (const p of [a, b]) expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_idempotency_store_resets_total') === 1, 5000)).toBe(true);
+    for (const p of [a, b]) expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_idempotency_store_resets_total') === 1, { timeoutMs: 5000 })).toBe(true);
     const retried = await create(a, 'fleet-k3', '+15550004003');
     expect(retried.status).toBe(201);
     const again = await create(b, 'fleet-k3', '+15550004003');

@@ -9,7 +9,8 @@ import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { request, type TestProxy } from '../support/proxy.js';
-import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
+import { startRedis, startReplicas, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 // The limiter keeps its 50 ms default: the idempotency wait must not be bound to it.
 const POLICY = policyWith(() => {});
@@ -31,7 +32,7 @@ describe('idempotency while Redis stalls', () => {
       }, delayMs);
     };
     ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
-    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
     admin?.disconnect();
@@ -60,14 +61,12 @@ describe('idempotency while Redis stalls', () => {
           clearTimeout(t);
           resolve(false);
         });
-      }),
-      1000,
-      1,
+      }), { timeoutMs: 1000, everyMs: 1 }
     );
     expect(stalled).toBe(true);
     return { over };
   };
-  const healthy = () => waitFor(async () => (await admin.ping().catch(() => '')) === 'PONG' && [...clients].every((c) => c.status === 'ready'), 10_000);
+  const healthy = () => waitFor(async () => (await admin.ping().catch(() => '')) === 'PONG' && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 10_000 });
 
   for (const seconds of [0.06, 0.5]) {
     it(`replays on B after a ${seconds} s stall, within the store's own wait`, async () => {
@@ -109,7 +108,7 @@ describe('idempotency while Redis stalls', () => {
     delayMs = 300;
     try {
       const original = create(a, 'stall-mid', number);
-      expect(await waitFor(() => createsFor(number) === 1, 5000)).toBe(true);
+      expect(await waitFor(() => createsFor(number) === 1, { timeoutMs: 5000 })).toBe(true);
       const { over } = await stall(2);
       const during = await Promise.all([create(b, 'stall-mid', number), create(b, 'stall-mid', number)]);
       const first = await original;
@@ -118,7 +117,7 @@ describe('idempotency while Redis stalls', () => {
       await over;
       expect(await healthy()).toBe(true);
       // A's answer write was queued behind the stall; it lands, and B replays it.
-      expect(await waitFor(async () => (await create(b, 'stall-mid', number)).headers['idempotent-replayed'] === 'true', 5000)).toBe(true);
+      expect(await waitFor(async () => (await create(b, 'stall-mid', number)).headers['idempotent-replayed'] === 'true', { timeoutMs: 5000 })).toBe(true);
       expect(createsFor(number)).toBe(1);
     } finally {
       delayMs = 0;

@@ -11,7 +11,8 @@ import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
-import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
+import { startRedis, startReplicas, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const POLICY = policyWith((p) => {
   p.store.retryAfter = 0.2; // re-publish soon after Redis recovers
@@ -38,7 +39,7 @@ describe('idempotency records Redis could not take', () => {
       else release = answer;
     };
     ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
-    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
     admin?.disconnect();
@@ -60,7 +61,7 @@ describe('idempotency records Redis could not take', () => {
   const heldCreate = async (key: string, number: string) => {
     release = () => {};
     const original = create(a, key, number);
-    expect(await waitFor(() => createsFor(number) === 1, 5000)).toBe(true);
+    expect(await waitFor(() => createsFor(number) === 1, { timeoutMs: 5000 })).toBe(true);
     return {
       original,
       answer: () => {
@@ -70,7 +71,7 @@ describe('idempotency records Redis could not take', () => {
       },
     };
   };
-  const ready = () => waitFor(() => [...clients].every((c) => c.status === 'ready'), 10_000);
+  const ready = () => waitFor(() => [...clients].every((c) => c.status === 'ready'), { timeoutMs: 10_000 });
 
   it('re-publishes an answer that a full Redis refused, and the retry on B is replayed', async () => {
     const number = '+15550008001';
@@ -108,7 +109,7 @@ describe('idempotency records Redis could not take', () => {
     const number = '+15550008003';
     const first = await create(a, 'wb-aof', number);
     expect(first.status).toBe(201);
-    expect(await waitFor(async () => (await admin.dbsize().catch(() => 0)) > 0, 5000)).toBe(true);
+    expect(await waitFor(async () => (await admin.dbsize().catch(() => 0)) > 0, { timeoutMs: 5000 })).toBe(true);
     await redis.kill();
     await redis.start();
     expect(await ready()).toBe(true);

@@ -1,23 +1,20 @@
 // A refusal the proxy makes before anything is sent (here: rate_limited) proves the create never
 // happened, so it is not stored under the key: the retry after the limit refills goes through.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
+import { request, sleep, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('proxy refusals are not stored under an idempotency key', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
     const policy = policyWith((pol) => {
       pol.upstreams.vapi.rateLimits = [{ name: 'default', rate: 1, per: 1, key: ['client'] }];
     });
-    p = await startProxy({ VAPI_BASE_URL: vapi.url }, policy);
+    ({ vapi, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const create = (key?: string) =>
     request(p.proxyPort, 'POST', '/vapi/call', {

@@ -4,8 +4,9 @@
 // (Idempotent-Replayed: true) instead of being forwarded again. That is the designed answer: the
 // app learns the outcome is unknown, and no duplicate call is made.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, sleep, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, sleep, type Answer, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 /** An SDK-style client: re-sends on 408/429/5xx (at most `retries` times), honouring Retry-After. */
 async function sdkCreateCall(port: number, key: string, body: object, retries = 2): Promise<Answer[]> {
@@ -24,16 +25,12 @@ async function sdkCreateCall(port: number, key: string, body: object, retries = 
 }
 
 describe('SDK-style re-send after a 504', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
+    ({ vapi, p } = harness = await withProxy({ env: { UPSTREAM_TIMEOUT: '0.5' } }));
     vapi.mode = 'hang';
-    p = await startProxy({ VAPI_BASE_URL: vapi.url, UPSTREAM_TIMEOUT: '0.5' });
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('answers the re-sends with the stored 504 and never sends a second create', async () => {
     const answers = await sdkCreateCall(p.proxyPort, 'sdk-call-1', { assistantId: 'a1', customer: { number: '+15550003000' } });

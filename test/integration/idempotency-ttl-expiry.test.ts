@@ -1,22 +1,19 @@
 // A stored answer is replayed for `idempotency.ttl` seconds; after that the key creates again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
+import { request, sleep, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('idempotency TTL', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
     const policy = policyWith((pol) => {
       pol.upstreams.vapi.idempotency = { enabled: true, ttl: 1 };
     });
-    p = await startProxy({ VAPI_BASE_URL: vapi.url }, policy);
+    ({ vapi, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const create = () =>
     request(p.proxyPort, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json', 'idempotency-key': 'ttl-key' }, body: '{"customer":{"number":"+15550001000"}}' });

@@ -3,8 +3,9 @@
 // again; a repeat gets a stored proxy answer saying so (found by review: such keys used to be
 // released, and a retried POST /call went out twice).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const post = (p: TestProxy, key: string) =>
   request(p.proxyPort, 'POST', '/vapi/call', {
@@ -13,18 +14,14 @@ const post = (p: TestProxy, key: string) =>
   }).catch((e: Error) => ({ status: 0, headers: {} as Record<string, string>, text: e.message, json: undefined }));
 
 describe('idempotency when the answer cannot be replayed', () => {
-  let vapi: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
     // Keep at most 1 KiB of an answer for replay, so a 4 KiB answer overflows.
     const policy = DEFAULT_POLICY.replace('      enabled: true                      # makes the Vapi SDK', '      maxBodyBytes: 1024\n      enabled: true                      # makes the Vapi SDK');
     expect(policy).not.toBe(DEFAULT_POLICY);
-    p = await startProxy({ VAPI_BASE_URL: vapi.url }, policy);
+    ({ vapi, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const creates = () => vapi.seen.filter((s) => s.method === 'POST').length;
 

@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { DEFAULT_POLICY, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { closedPort, runCli, startCli, waitFor } from '../support/processes.js';
+import { runCli, startCli } from '../support/processes.js';
+import { freePort, waitFor } from '../support/wait.mjs';
 
 const SID = 'AC0123456789abcdef0123456789abcdef';
 const TOKEN = 'twilio-auth-token-7d1e9c4b2a';
@@ -129,7 +130,7 @@ describe('keeps secrets out of logs', () => {
   });
 
   it('the real CLI writes no secret to stdout or stderr, including a Redis password on connection errors', async () => {
-    const redisPort = await closedPort();
+    const redisPort = await freePort();
     const cli = await startCli({
       ...env(),
       LOG_LEVEL: 'trace',

@@ -3,25 +3,20 @@
 // that event to rate()), Breakwater's own refusals are kept out of the forwarded latency series,
 // and a Breakwater-made 5xx counts as a failure just like a forwarded one.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
 const send = (p: TestProxy) => request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=%2B15555550100&Body=hi' });
 
 describe('metrics an operator can trust in an outage', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60', RATE_LIMIT_PER_MINUTE: '100000' });
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60', RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('exports every breaker transition and every answer class at zero before anything happens', async () => {
     const text = await metricsText(p.adminPort);

@@ -1,9 +1,10 @@
 // Phone numbers used as limit or hold keys never show up whole in logs or metrics: log lines
 // carry the last four digits only (`********5310`), metrics never carry them at all.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM, policyWith } from '../support/policy.js';
-import { metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SENDER = '+15558675310';
 const RECIPIENT = '+15551230042';
@@ -15,9 +16,8 @@ const masked = (n: string) => `${'*'.repeat(n.length - 4)}${n.slice(-4)}`;
 const forms = (n: string) => [n, n.slice(1), n.slice(2), encodeURIComponent(n)];
 
 describe('phone numbers are masked', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       const route = 'POST /2010-04-01/Accounts/*/Messages.json';
       pol.upstreams.twilio.rateLimits = [
@@ -26,12 +26,9 @@ describe('phone numbers are masked', () => {
       ];
       pol.upstreams.twilio.holdOn429 = { key: ['body:From'] };
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+    ({ twilio, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const send = (from: string, to: string) => request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: from, To: to, Body: 'code 1234' }) });
 
@@ -70,20 +67,16 @@ describe('phone numbers are masked', () => {
 });
 
 describe('phone numbers in composite keys are masked too', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       const route = 'POST /2010-04-01/Accounts/*/Messages.json';
       pol.upstreams.twilio.rateLimits = [{ name: 'account-recipient-trial', route, rate: 1, per: 3600, key: ['account', 'body:To'], shadow: true }];
       pol.upstreams.twilio.holdOn429 = { key: ['account', 'body:From'] };
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+    ({ twilio, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   it('keeps [account, body:…] keys out of the logs', async () => {
     const send = () => request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: SENDER, To: RECIPIENT, Body: 'x' }) });
@@ -98,16 +91,12 @@ describe('phone numbers in composite keys are masked too', () => {
 });
 
 describe('account SIDs and phone-number client ids are masked in log lines', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   const SID = accountSid('7');
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url });
+    ({ twilio, p } = harness = await withProxy());
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   it('the default per-account 429 hold logs the SID as AC…<last four>, and an X-Client-Id phone number is masked', async () => {
     twilio.mode = '429';

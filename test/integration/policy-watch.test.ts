@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request } from '../support/proxy.js';
-import { startCli, waitFor, type Cli } from './spawned-cli.js';
+import { startCli, type Cli } from './spawned-cli.js';
+import { waitFor } from '../support/wait.mjs';
 
 /** The shipped policy with watch on and the Vapi limit named after generation `n`. */
 const generation = (n: number) =>
@@ -57,25 +58,25 @@ describe('server.watch across save-by-rename', () => {
     expect(await serving(cli)).toBe('gen1');
     // sed -i writes a temporary file beside the original and renames it over: a new inode each time.
     execFileSync('sed', ['-i', 's/name: gen1/name: gen2/', file]);
-    expect(await waitFor(async () => ((await serving(cli)) === 'gen2' ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+    expect(await waitFor(async () => ((await serving(cli)) === 'gen2' ? true : undefined), { timeoutMs: SEEN_WITHIN_MS })).toBe(true);
     execFileSync('sed', ['-i', 's/name: gen2/name: gen3/', file]);
-    expect(await waitFor(async () => ((await serving(cli)) === 'gen3' ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+    expect(await waitFor(async () => ((await serving(cli)) === 'gen3' ? true : undefined), { timeoutMs: SEEN_WITHIN_MS })).toBe(true);
     for (const n of [4, 5, 6]) {
       writeFileSync(join(dir, '.policy.yaml.new'), generation(n));
       renameSync(join(dir, '.policy.yaml.new'), file);
-      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), { timeoutMs: SEEN_WITHIN_MS })).toBe(true);
     }
     expect(await reloads(cli)).toBe(5);
   });
 
   it('keeps the running policy, with a warning, while the file is absent, and applies it when back', async () => {
     unlinkSync(file);
-    await waitFor(() => cli.lines().find((l) => l.level === 'warn' && /policy file missing/.test(l.msg)), SEEN_WITHIN_MS);
+    expect(await waitFor(() => cli.lines().find((l) => l.level === 'warn' && /policy file missing/.test(l.msg)), { timeoutMs: SEEN_WITHIN_MS })).toBeTruthy();
     expect(await serving(cli)).toBe('gen6');
     expect((await request(cli.adminPort, 'GET', '/readyz')).status).toBe(200);
     writeFileSync(join(dir, '.policy.yaml.new'), generation(7));
     renameSync(join(dir, '.policy.yaml.new'), file);
-    expect(await waitFor(async () => ((await serving(cli)) === 'gen7' ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+    expect(await waitFor(async () => ((await serving(cli)) === 'gen7' ? true : undefined), { timeoutMs: SEEN_WITHIN_MS })).toBe(true);
     // An absent file is not a refused policy.
     expect(metricValue(await metricsText(cli.adminPort), 'breakwater_policy_reloads_total', { result: 'failure' }) ?? 0).toBe(0);
   });
@@ -113,7 +114,7 @@ describe('server.watch across Kubernetes ConfigMap `..data` swaps', () => {
     let previous: string | undefined = '..2026_12_04_00_00_00.1000';
     for (const n of [2, 3, 4, 5]) {
       previous = publish(n, previous);
-      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), { timeoutMs: SEEN_WITHIN_MS })).toBe(true);
     }
     expect(await reloads(cli)).toBe(4);
   });
@@ -139,7 +140,7 @@ describe('server.watch on a symlink to a file in another directory', () => {
     expect(await serving(cli)).toBe('gen1');
     for (const n of [2, 3]) {
       execFileSync('sed', ['-i', `s/name: gen${n - 1}/name: gen${n}/`, target]);
-      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), SEEN_WITHIN_MS)).toBe(true);
+      expect(await waitFor(async () => ((await serving(cli)) === `gen${n}` ? true : undefined), { timeoutMs: SEEN_WITHIN_MS })).toBe(true);
     }
   });
 });

@@ -5,7 +5,9 @@ import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { DEFAULT_POLICY, metricsText, metricValue, request, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
-import { closedPort, parseRaw, rawExchange, waitFor } from '../support/processes.js';
+import { parseRaw, rawExchange } from '../support/processes.js';
+import { freePort, waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 /** Asserts the SPEC shape of a proxy-made reply and returns its body. */
 function expectProxyError(r: Answer, code: string, status: number, upstream: string | null): Record<string, unknown> {
@@ -28,20 +30,14 @@ const outcomeCount = async (p: TestProxy, upstream: string, outcome: string) => 
 };
 
 describe('proxy-made errors', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     // A Vapi bulkhead of one makes bulkhead_full easy to reach; nothing else differs from shipped.
     const policy = DEFAULT_POLICY.replace('maxConcurrent: 100\n    rateLimits', 'maxConcurrent: 1\n    rateLimits');
     expect(policy).not.toBe(DEFAULT_POLICY);
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000', CIRCUIT_BREAKER_THRESHOLD: '100' }, policy);
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '100000', CIRCUIT_BREAKER_THRESHOLD: '100' }, policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('no_route (404) for an unknown prefix, with upstream null', async () => {
     const r = await request(p.proxyPort, 'GET', '/stripe/v1/charges', { headers: { 'x-request-id': 'nr-1' } });
@@ -159,7 +155,7 @@ describe('proxy-made errors', () => {
 
 describe('proxy-made errors that need their own settings', () => {
   it('upstream_unavailable (502) when the connection is refused', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const p = await startProxy({ VAPI_BASE_URL: `http://127.0.0.1:${port}`, RATE_LIMIT_PER_MINUTE: '100000' });
     try {
       const r = await request(p.proxyPort, 'GET', '/vapi/assistant');

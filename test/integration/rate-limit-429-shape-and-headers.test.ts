@@ -3,24 +3,21 @@
 // responses carry RateLimit by default, and RateLimit-Policy too under `headers: always`. A
 // refused request never reaches the upstream.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
 import { policyWith } from '../support/policy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('429 rate_limited: shape and headers', () => {
-  let up: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
     // 2 per minute, burst 2: one token every 30 s.
     const policy = policyWith((pol) => {
       for (const l of pol.upstreams.twilio.rateLimits) l.headers = 'always';
     });
-    p = await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '2' }, policy);
+    ({ twilio: up, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '2' }, policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-  });
+  afterAll(() => harness?.close());
 
   const send = (id: string) =>
     request(p.proxyPort, 'POST', '/twilio/2010-04-01/Accounts/AC1/Messages.json', {

@@ -1,21 +1,16 @@
 // One noisy client exhausting its budget on one upstream leaves other clients, and its own
 // budget on the other upstream, untouched.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('rate limits are per client and per upstream', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '3' });
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '3' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const get = (path: string, client: string) => request(p.proxyPort, 'GET', path, { headers: { 'x-client-id': client } });
 

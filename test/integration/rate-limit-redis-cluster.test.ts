@@ -8,7 +8,8 @@ import { Cluster, type Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
-import { cli, startCluster, startReplicas, waitFor, type ClusterSetup } from '../support/redis.js';
+import { cli, startCluster, startReplicas, type ClusterSetup } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const run = promisify(execFile);
 const POLICY = policyWith((p) => {
@@ -25,7 +26,7 @@ describe('rate limits shared through a Redis Cluster', () => {
     // The captured set also holds the per-node connections a Cluster makes; the Cluster objects say when routing works.
     const clusters = [...clients].filter((c) => (c as unknown) instanceof Cluster);
     expect(clusters.length).toBe(2);
-    expect(await waitFor(() => clusters.every((c) => c.status === 'ready'), 10_000)).toBe(true);
+    expect(await waitFor(() => clusters.every((c) => c.status === 'ready'), { timeoutMs: 10_000 })).toBe(true);
   }, 60_000);
   afterAll(async () => {
     await a?.close();

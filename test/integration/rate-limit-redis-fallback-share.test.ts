@@ -6,7 +6,8 @@ import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
-import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
+import { startRedis, startReplicas, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5;
@@ -20,7 +21,7 @@ describe('fallback while Redis is lost enforces each replica’s share', () => {
     redis = await startRedis();
     up = await fakeUpstream('vapi');
     ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '10', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
-    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
     await a?.close();
@@ -37,7 +38,7 @@ describe('fallback while Redis is lost enforces each replica’s share', () => {
     expect(shared.filter((st) => st === 200).length).toBe(10);
 
     await redis.kill();
-    expect(await waitFor(() => [...clients].every((c) => c.status !== 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => [...clients].every((c) => c.status !== 'ready'), { timeoutMs: 5000 })).toBe(true);
     const local = { a: [] as number[], b: [] as number[] };
     for (let i = 0; i < 8; i++) {
       local.a.push((await get(a, 'share-down')).status);

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { captureRedisClients, startRedis, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const N = 5;
 const SID = 'AC' + '0'.repeat(32);
@@ -44,7 +45,7 @@ describe('fleet-wide Twilio concurrency cap', () => {
     } finally {
       capture.restore();
     }
-    expect(await waitFor(() => [...capture.clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => [...capture.clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   }, 30_000);
   afterAll(async () => {
     for (const p of proxies) await p.close();

@@ -9,7 +9,8 @@ import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, policyWith } from '../support/policy.js';
 import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { captureRedisClients, startRedis, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const N = 8;
 const OUTSIDE = 3;
@@ -55,7 +56,7 @@ describe('Twilio-Concurrent-Requests feedback into the fleet cap', () => {
     } finally {
       capture.restore();
     }
-    expect(await waitFor(() => [...capture.clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => [...capture.clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   }, 30_000);
   afterAll(async () => {
     for (const p of proxies) await p.close();

@@ -6,7 +6,8 @@ import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, sleep, type TestProxy } from '../support/proxy.js';
-import { startRedis, startReplicas, waitFor, type RedisServer } from '../support/redis.js';
+import { startRedis, startReplicas, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5; // see rate-limit-redis-shared-budget.test.ts
@@ -19,7 +20,7 @@ describe('Redis outage: local fallback, then shared again', () => {
     redis = await startRedis();
     up = await fakeUpstream('vapi');
     ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
-    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
     await a?.close();

@@ -3,10 +3,11 @@
 // client (no connection left behind per reconnect).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, connectedClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { captureRedisClients, connectedClients, startRedis, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5; // see rate-limit-redis-shared-budget.test.ts
@@ -21,24 +22,22 @@ function listenerCounts(emitter: NodeJS.EventEmitter | undefined): Record<string
 }
 
 describe('Redis down/up cycles', () => {
-  let redis: RedisServer, up: FakeUpstream, p: TestProxy;
+  let redis: RedisServer, p: TestProxy, harness: ProxyHarness | undefined;
   let clients: Redis[];
   beforeAll(async () => {
     redis = await startRedis();
-    up = await fakeUpstream('vapi');
     const capture = captureRedisClients();
     try {
-      p = await startProxy({ VAPI_BASE_URL: up.url, RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY);
+      ({ p } = harness = await withProxy({ env: { RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, policy: POLICY }));
     } finally {
       capture.restore();
     }
     clients = [...capture.clients];
     expect(clients.length).toBeGreaterThanOrEqual(1);
-    expect(await waitFor(() => clients.every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => clients.every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
-    await p?.close();
-    await up?.close();
+    await harness?.close();
     await redis?.kill();
   });
 
@@ -51,9 +50,9 @@ describe('Redis down/up cycles', () => {
     for (let i = 0; i < 3; i++) expect((await get()).status).toBe(200);
     expect(await fallbackActive()).toBe(1);
     await redis.start();
-    expect(await waitFor(() => clients.every((c) => c.status === 'ready'), 8000)).toBe(true);
+    expect(await waitFor(() => clients.every((c) => c.status === 'ready'), { timeoutMs: 8000 })).toBe(true);
     // Back on Redis once a decision has been made there.
-    expect(await waitFor(async () => (await get()).status === 200 && (await fallbackActive()) === 0, 5000, 100)).toBe(true);
+    expect(await waitFor(async () => (await get()).status === 200 && (await fallbackActive()) === 0, { timeoutMs: 5000, everyMs: 100 })).toBe(true);
   }
 
   function snapshot() {

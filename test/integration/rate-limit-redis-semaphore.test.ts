@@ -5,14 +5,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisClient, type RedisClient, type RedisConnectionConfig } from '../../src/store/redis-connection.js';
 import { fleetSemaphore, type FleetSemaphore } from '../../src/store/redis-semaphore.js';
-import { startCluster, startRedis, waitFor, type ClusterSetup, type RedisServer } from '../support/redis.js';
+import { startCluster, startRedis, type ClusterSetup, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const conn = (type: RedisConnectionConfig['type'], url: string): RedisConnectionConfig => ({ type, url, username: '', password: '', tls: false, caFile: '' });
 
 async function fleet(cfg: RedisConnectionConfig, n: number, cap: number, leaseMs = 2000): Promise<{ clients: RedisClient[]; sems: FleetSemaphore[] }> {
   const clients = Array.from({ length: n }, () => createRedisClient(cfg));
   for (const c of clients) c.on('error', () => {});
-  expect(await waitFor(() => clients.every((c) => c.status === 'ready'), 10_000)).toBe(true);
+  expect(await waitFor(() => clients.every((c) => c.status === 'ready'), { timeoutMs: 10_000 })).toBe(true);
   return { clients, sems: clients.map((redis) => fleetSemaphore({ redis, cap, leaseMs, maxQueue: 1000, replicas: n })) };
 }
 
@@ -112,7 +113,7 @@ describe('Twilio-Concurrent-Requests fed back into the cap', () => {
   it('lowers the cap by the callers outside the fleet, never below 1, never back up until it lapses', async () => {
     clients = [createRedisClient(conn('single', redis.url))];
     clients[0]!.on('error', () => {});
-    expect(await waitFor(() => clients[0]!.status === 'ready', 5000)).toBe(true);
+    expect(await waitFor(() => clients[0]!.status === 'ready', { timeoutMs: 5000 })).toBe(true);
     // One client: its commands run in order, so a release's script has run before the next acquire.
     const sem = fleetSemaphore({ redis: clients[0]!, cap: 6, leaseMs: 2000, maxQueue: 10, lowerMs: 600, peakMs: 20 });
     // What the fleet held a moment ago counts as its own (the peak): let it lapse, so the answer
@@ -135,7 +136,7 @@ describe('Twilio-Concurrent-Requests fed back into the cap', () => {
     await answered('AC-other', 1);
     expect(await room(sem, 'AC-other', 8)).toBe(6);
     // The lowering lapses back to the configured cap, never above it.
-    expect(await waitFor(async () => (await room(sem, 'AC-fb', 8)) === 6, 5000)).toBe(true);
+    expect(await waitFor(async () => (await room(sem, 'AC-fb', 8)) === 6, { timeoutMs: 5000 })).toBe(true);
   }, 30_000);
 
   it('does not count as outside the slots the fleet released a moment before the answer', async () => {

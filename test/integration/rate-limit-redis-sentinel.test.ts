@@ -10,7 +10,8 @@ import { BUCKET_SCRIPT } from '../../src/store/redis.js';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
-import { cli, startReplicas, startSentinel, waitFor, type SentinelSetup } from '../support/redis.js';
+import { cli, startReplicas, startSentinel, type SentinelSetup } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const REPLICAS = 2;
 const POLICY = policyWith((p) => {
@@ -30,7 +31,7 @@ describe('rate limits shared through Redis Sentinel', () => {
     // The captured set also holds the short-lived connections to the sentinel itself.
     const mains = [...clients].filter((c) => (c.options.sentinels?.length ?? 0) > 0);
     expect(mains.length).toBe(2);
-    expect(await waitFor(() => mains.every((c) => c.status === 'ready'), 10_000)).toBe(true);
+    expect(await waitFor(() => mains.every((c) => c.status === 'ready'), { timeoutMs: 10_000 })).toBe(true);
   }, 60_000);
   afterAll(async () => {
     await a?.close();
@@ -66,12 +67,12 @@ describe('rate limits shared through Redis Sentinel', () => {
         await new Promise((r) => setTimeout(r, 10));
       }
     })();
-    await waitFor(() => rounds >= 3, 5000);
+    await waitFor(() => rounds >= 3, { timeoutMs: 5000 });
     expect((await cli(s.sentinel.port, 'SENTINEL', 'FAILOVER', s.name)).trim()).toBe('OK');
-    expect(await waitFor(async () => (await s.masterPort()) === s.replica.port, 20_000, 100)).toBe(true);
+    expect(await waitFor(async () => (await s.masterPort()) === s.replica.port, { timeoutMs: 20_000, everyMs: 100 })).toBe(true);
     const atSwitch = rounds;
     // Back on shared buckets on both sidecars, with load still running.
-    expect(await waitFor(async () => (await shared(a)) && (await shared(b)) && rounds >= atSwitch + 5, 20_000, 100)).toBe(true);
+    expect(await waitFor(async () => (await shared(a)) && (await shared(b)) && rounds >= atSwitch + 5, { timeoutMs: 20_000, everyMs: 100 })).toBe(true);
     stop = true;
     await load;
 

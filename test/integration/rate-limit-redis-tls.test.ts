@@ -7,7 +7,8 @@ import type { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
-import { startReplicas, startTlsRedis, waitFor, type TlsRedis } from '../support/redis.js';
+import { startReplicas, startTlsRedis, type TlsRedis } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const POLICY = policyWith((p) => {
   p.store.timeout = 0.5;
@@ -25,7 +26,7 @@ describe('rate limits shared through Redis over TLS with an ACL user', () => {
       { VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url, REDIS_USERNAME: 'breakwater', REDIS_PASSWORD_FILE: pwFile, REDIS_CA_FILE: redis.caFile },
       POLICY,
     ));
-    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   }, 30_000);
   afterAll(async () => {
     await a?.close();

@@ -1,29 +1,26 @@
 // A per-route limit and the upstream-wide one both apply to a matching request; each must allow
 // it. Whichever refuses is named in the RateLimit field.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { FORM, policyWith } from '../support/policy.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const CALLS = '/twilio/2010-04-01/Accounts/AC1/Calls.json';
 
 describe('several limits on one request', () => {
-  let up: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [
         { name: 'messages', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 1, per: 60, key: ['client'], headers: 'always' },
         { name: 'default', rate: 2, per: 60, key: ['client'], headers: 'always' },
       ];
     });
-    p = await startProxy({ TWILIO_BASE_URL: up.url }, policy);
+    ({ twilio: up, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-  });
+  afterAll(() => harness?.close());
 
   const post = (client: string) => request(p.proxyPort, 'POST', MESSAGES, { headers: { 'x-client-id': client, ...FORM }, body: 'Body=hi' });
   const get = (client: string) => request(p.proxyPort, 'GET', CALLS, { headers: { 'x-client-id': client } });

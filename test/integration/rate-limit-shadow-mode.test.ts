@@ -1,23 +1,20 @@
 // A shadow limit is a dry run: would-be rejections are counted as shadow_limited and logged, and
 // the requests still go through.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('shadow rate limit', () => {
-  let up: FakeUpstream, p: TestProxy;
+  let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    up = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [{ name: 'trial', rate: 1, per: 60, key: ['client'], shadow: true }];
     });
-    p = await startProxy({ TWILIO_BASE_URL: up.url }, policy);
+    ({ twilio: up, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await up.close();
-  });
+  afterAll(() => harness?.close());
 
   it('lets every request through while counting and logging the would-be rejections', async () => {
     const statuses: number[] = [];

@@ -1,25 +1,22 @@
 // Per-recipient cap: a limit keyed on the body's `To` refuses the third message to one number
 // within the hour, while other numbers are unaffected.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM, policyWith } from '../support/policy.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MESSAGES = `/twilio/2010-04-01/Accounts/${accountSid('2')}/Messages.json`;
 
 describe('recipient cap on body:To', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [{ name: 'per-recipient', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 2, per: 3600, key: ['body:To'] }];
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+    ({ twilio, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const send = (to: string, client: string) =>
     request(p.proxyPort, 'POST', MESSAGES, { headers: { ...FORM, 'x-client-id': client }, body: form({ From: '+15550001234', To: to, Body: 'hi' }) });

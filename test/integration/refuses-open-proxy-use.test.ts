@@ -3,25 +3,22 @@
 // make it contact anything else. A third "victim" server on loopback records every connection;
 // it must see none.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { metricsText, metricValue, request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { metricsText, metricValue, request, sleep, type TestProxy } from '../support/proxy.js';
 import { parseRaw, rawExchange, victimServer, type Victim } from '../support/processes.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('refuses open-proxy use', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, victim: Victim, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, victim: Victim, p: TestProxy, harness: ProxyHarness | undefined;
   let victimHost: string;
 
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     victim = await victimServer();
     victimHost = `127.0.0.1:${victim.port}`;
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000' });
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
   afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
+    await harness?.close();
     await victim.close();
   });
 

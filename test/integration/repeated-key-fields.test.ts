@@ -2,30 +2,25 @@
 // (URLSearchParams.get takes the first form value, JSON.parse the last duplicate key) while the
 // upstream may send to the other: the per-recipient cap was bypassed one message at a time.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, FORM, JSON_TYPE, policyWith } from '../support/policy.js';
-import { metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const ACCOUNT = accountSid('19');
 const MESSAGES = `/twilio/2010-04-01/Accounts/${ACCOUNT}/Messages.json`;
 const CALLS = `/twilio/2010-04-01/Accounts/${ACCOUNT}/Calls.json`;
 
 describe('repeated key fields in a body', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [{ name: 'per-recipient', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 2, per: 3600, key: ['body:To'] }];
       pol.upstreams.vapi.rateLimits = [{ name: 'per-customer', rate: 100, per: 60, key: ['body:customer.number'] }];
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url }, policy);
+    ({ twilio, vapi, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   const post = (path: string, body: string, headers: Record<string, string> = FORM) => request(p.proxyPort, 'POST', path, { headers, body });
   const badRequests = async () => {

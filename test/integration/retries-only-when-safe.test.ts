@@ -6,7 +6,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, metricValue, request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
-import { closedPort } from '../support/processes.js';
+import { freePort } from '../support/wait.mjs';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -27,7 +28,7 @@ const status = (code: number) => (_req: IncomingMessage, res: ServerResponse) =>
 };
 
 describe('retries only when safe', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   const retries = async (reason?: string) => {
     const text = await metricsText(p.adminPort);
     if (reason) return metricValue(text, 'breakwater_retries_total', { upstream: 'twilio', reason }) ?? 0;
@@ -38,14 +39,10 @@ describe('retries only when safe', () => {
   };
 
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     // A high threshold keeps the breaker out of the way: this file is about retries.
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, CIRCUIT_BREAKER_THRESHOLD: '1000', RATE_LIMIT_PER_MINUTE: '100000' });
+    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '1000', RATE_LIMIT_PER_MINUTE: '100000' } }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
   beforeEach(() => {
     twilio.handler = undefined;
     twilio.mode = 'ok';
@@ -155,7 +152,7 @@ describe('retries only when safe', () => {
 
 describe('a request that certainly never left', () => {
   it('retries a POST whose connection was refused, visible in X-Breakwater-Retries and the retry metric', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const p = await startProxy({ TWILIO_BASE_URL: `http://127.0.0.1:${port}`, CIRCUIT_BREAKER_THRESHOLD: '1000', RATE_LIMIT_PER_MINUTE: '100000' });
     try {
       const r = await request(p.proxyPort, 'POST', MESSAGES, { headers: form, body: 'To=x' });

@@ -3,8 +3,9 @@
 // many attempts each request would be allowed. The breaker is switched to observe-only so that
 // every request really reaches the (failing) upstream and only the budget limits retries.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, metricsText, metricValue, request, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, metricsText, metricValue, request, type Answer, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const RATIO = 0.2;
 const MIN_PER_SECOND = 1;
@@ -14,23 +15,19 @@ const REQUESTS = 60;
 const ATTEMPTS = 2; // retries per request allowed by the shipped policy
 
 describe('the retry budget during an outage', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   const answers: Answer[] = [];
 
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     const policy = DEFAULT_POLICY.replace('      budgetRatio: 0.2', `      minRetriesPerSecond: ${MIN_PER_SECOND}\n      budgetRatio: ${RATIO}`);
     expect(policy).not.toBe(DEFAULT_POLICY);
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, CIRCUIT_BREAKER_ENABLED: 'false', RATE_LIMIT_PER_MINUTE: '100000' }, policy);
+    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_ENABLED: 'false', RATE_LIMIT_PER_MINUTE: '100000' }, policy }));
     twilio.mode = 'fail'; // every attempt answers 503, which GETs retry
     for (let batch = 0; batch < REQUESTS / 10; batch++) {
       answers.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => request(p.proxyPort, 'GET', `/twilio/2010-04-01/Accounts/AC1/Calls.json?n=${batch * 10 + i}`)))));
     }
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   it('answers every request with the upstream\'s 503 (the budget changes attempts, not answers)', () => {
     expect(answers).toHaveLength(REQUESTS);

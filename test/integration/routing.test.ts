@@ -1,21 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('routing by prefix and by allow-listed Host', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     const policy = (await import('../support/proxy.js')).DEFAULT_POLICY;
     // Host-routed requests go to the fake through the default policy's TWILIO_HOST_TARGET.
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, TWILIO_HOST_TARGET: twilio.url, VAPI_HOST_TARGET: vapi.url }, policy);
+    ({ twilio, vapi, p } = harness = await withProxy({ env: (up) => ({ TWILIO_HOST_TARGET: up.twilio.url, VAPI_HOST_TARGET: up.vapi.url }), policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-    await vapi.close();
-  });
+  afterAll(() => harness?.close());
 
   it('strips the prefix, keeps the query and sets the upstream Host', async () => {
     const r = await request(p.proxyPort, 'GET', '/vapi/call?limit=2&x=%20y');

@@ -8,8 +8,9 @@
 import twilio from 'twilio';
 import type RequestClient from 'twilio/lib/base/RequestClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const ACCOUNT_SID = 'AC22222222222222222222222222222222';
 
@@ -28,16 +29,12 @@ function sidecarClient(port: number): twilio.RequestClient {
 const isTooManyRequests = (err: unknown): boolean => (err as { status?: unknown } | null)?.status === 429;
 
 describe("an app checking Twilio's 20429 through the real SDK", () => {
-  let tw: FakeUpstream, p: TestProxy;
+  let tw: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    tw = await fakeUpstream('twilio');
     // A 429 that persists past the hold's one second send (retryWithin) is what the app sees; off here to see the first.
-    p = await startProxy({ TWILIO_BASE_URL: tw.url, TWILIO_HOST_TARGET: tw.url, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'tok_0123456789abcdef0123456789abcdef' }, DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 '));
+    ({ twilio: tw, p } = harness = await withProxy({ env: (up) => ({ TWILIO_HOST_TARGET: up.twilio.url, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'tok_0123456789abcdef0123456789abcdef' }), policy: DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 ') }));
   });
-  afterAll(async () => {
-    await p?.close();
-    await tw?.close();
-  });
+  afterAll(() => harness?.close());
 
   it("sees Twilio's own 429 as code 20429, and Breakwater's hold after it as status 429 with code upstream_rate_limited", async () => {
     const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(p.proxyPort) });

@@ -1,28 +1,25 @@
 // Sender pacing: a limit keyed on the body's `From` with maxDelay queues a burst from one sender
 // and releases it at the configured rate instead of refusing it (nginx `limit_req … delay`).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM, policyWith } from '../support/policy.js';
-import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SENDER = '+15558675310';
 const MESSAGES = `/twilio/2010-04-01/Accounts/${accountSid('1')}/Messages.json`;
 
 describe('sender pacing on body:From', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     const policy = policyWith((pol) => {
       pol.upstreams.twilio.rateLimits = [
         { name: 'sender-pacing', route: 'POST /2010-04-01/Accounts/*/Messages.json', rate: 2, per: 1, burst: 1, key: ['body:From'], maxDelay: 5 },
       ];
     });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url }, policy);
+    ({ twilio, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const send = (from: string, to: string) => request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: from, To: to, Body: 'hello' }) });
 

@@ -3,6 +3,7 @@
 // codes. Ports are 0; the listening log line tells which ones were bound. Needs `npm run build`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from '../support/wait.mjs';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -56,10 +57,11 @@ export async function startCli(config: string, env: Record<string, string>, node
       // already gone
     }
   };
-  const listening = await waitFor(() => lines().find((l) => l.msg === 'breakwater listening'), 15_000, () => (alive ? undefined : `exited early: ${err}`)).catch((e: Error) => {
+  const listening = await waitFor(() => lines().find((l) => l.msg === 'breakwater listening'), { timeoutMs: 15_000, exited });
+  if (!listening) {
     kill();
-    throw e;
-  });
+    throw new Error(alive ? `breakwater did not log "listening" within 15 s: ${err}` : `exited early: ${err}`);
+  }
   const port = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
   return {
     child,
@@ -71,17 +73,4 @@ export async function startCli(config: string, env: Record<string, string>, node
     signal: (sig) => child.kill(sig),
     kill,
   };
-}
-
-/** Polls `probe` every 20 ms until it returns a value; bounded by `ms`. */
-export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, ms = 10_000, fail?: () => string | undefined): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    const why = fail?.();
-    if (why) throw new Error(why);
-    if (Date.now() > deadline) throw new Error('waitFor: condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }

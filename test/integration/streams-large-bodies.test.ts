@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, request, sleep } from '../support/proxy.js';
-import { rssBytes, startCli, waitFor, type CliProxy } from '../support/processes.js';
+import { rssBytes, startCli, type CliProxy } from '../support/processes.js';
+import { waitFor } from '../support/wait.mjs';
 
 const GC_TICKER = fileURLToPath(new URL('../support/gc-ticker.cjs', import.meta.url));
 

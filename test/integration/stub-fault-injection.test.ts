@@ -4,7 +4,7 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metricsText, metricValue, request, startProxy, type TestProxy } from '../support/proxy.js';
-import { waitFor } from '../support/processes.js';
+import { waitFor } from '../support/wait.mjs';
 
 const POLICY = `
 server: { host: 127.0.0.1, port: 0, adminHost: 127.0.0.1, adminPort: 0 }

@@ -1,8 +1,9 @@
 // Stub mode: INTEGRATIONS_STUB_MODE=true answers from the policy's stubs and no request ever
 // reaches Twilio or Vapi; `stub: true` on one upstream stubs only that one.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const ACCOUNT = 'AC0123456789abcdef0123456789abcdef';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -13,17 +14,11 @@ const form = (fields: Record<string, string>) => ({
 const json = (value: unknown) => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(value) });
 
 describe('INTEGRATIONS_STUB_MODE=true', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ INTEGRATIONS_STUB_MODE: 'true', TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url });
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { INTEGRATIONS_STUB_MODE: 'true' } }));
   });
-  afterAll(async () => {
-    await p?.close();
-    await twilio?.close();
-    await vapi?.close();
-  });
+  afterAll(() => harness?.close());
 
   it('creates a Twilio message: 201, SM sid, queued, fields echoed, account from the path', async () => {
     const r = await request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${ACCOUNT}/Messages.json`, form({ To: '+15558675310', From: '+15017122661', Body: 'Hello from the stub' }));
@@ -89,19 +84,13 @@ describe('INTEGRATIONS_STUB_MODE=true', () => {
 });
 
 describe('stub: true on one upstream only', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
     const policy = DEFAULT_POLICY.replace('    prefix: /vapi\n', '    prefix: /vapi\n    stub: true\n');
     expect(policy).not.toBe(DEFAULT_POLICY);
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url }, policy);
+    ({ twilio, vapi, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p?.close();
-    await twilio?.close();
-    await vapi?.close();
-  });
+  afterAll(() => harness?.close());
 
   it('stubs Vapi and forwards Twilio', async () => {
     const v = await request(p.proxyPort, 'POST', '/vapi/call', json({ assistantId: 'asst-2' }));

@@ -7,8 +7,8 @@ import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { freePort, waitFor } from '../support/redis.js';
 import { scrubUrl, tracingConfigured } from '../../src/tracing.js';
+import { freePort, waitFor } from '../support/wait.mjs';
 
 interface OtlpSpan {
   traceId: string;
@@ -104,7 +104,7 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(m?.[1]).toBe(T);
     expect(m?.[2]).not.toBe(P);
     expect(sent.tracestate).toBe('vendor=abc');
-    expect(await waitFor(() => spans().length >= 2, 5000, 50)).toBe(true);
+    expect(await waitFor(() => spans().length >= 2, { timeoutMs: 5000, everyMs: 50 })).toBe(true);
     const server = spans().find((s) => s.kind === SERVER)!;
     const client = spans().find((s) => s.kind === CLIENT)!;
     expect(server).toMatchObject({ traceId: T, parentSpanId: P, name: 'POST messages.create' });
@@ -128,7 +128,7 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(r.status).toBeGreaterThanOrEqual(500);
     const attempts = twilio.seen.filter((s) => String(s.headers.traceparent).includes(T)).length;
     expect(attempts).toBeGreaterThan(1);
-    const done = await waitFor(() => spans().filter((s) => s.kind === CLIENT).length >= attempts && spans().some((s) => s.kind === SERVER), 5000, 50);
+    const done = await waitFor(() => spans().filter((s) => s.kind === CLIENT).length >= attempts && spans().some((s) => s.kind === SERVER), { timeoutMs: 5000, everyMs: 50 });
     expect(done, `${attempts} attempts; spans ${JSON.stringify(spans().map((s) => [s.kind, s.name]))}`).toBe(true);
     const clients = spans().filter((s) => s.kind === CLIENT);
     expect(clients).toHaveLength(attempts);
@@ -166,7 +166,7 @@ describe('traces exported over OTLP/HTTP', () => {
     const other = '/twilio/2010-04-01/Accounts/AC2/Messages.json';
     expect((await request(q.proxyPort, 'GET', other, { headers: traced('ev-retry') })).status).toBeGreaterThanOrEqual(500);
     expect((await request(q.proxyPort, 'GET', other, { headers: traced('ev-open') })).headers['x-breakwater-error']).toBe('circuit_open');
-    expect(await waitFor(() => ['ev-original', 'ev-replay', 'ev-429', 'ev-held', 'ev-retry', 'ev-open'].every((id) => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === id)), 5000, 50)).toBe(true);
+    expect(await waitFor(() => ['ev-original', 'ev-replay', 'ev-429', 'ev-held', 'ev-retry', 'ev-open'].every((id) => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === id)), { timeoutMs: 5000, everyMs: 50 })).toBe(true);
     expect(decisions('ev-original')).toEqual(['breakwater.idempotency:forwarded']);
     expect(decisions('ev-replay')).toEqual(['breakwater.idempotency:replayed']);
     expect(decisions('ev-429')).toContain('breakwater.hold:hold_started');
@@ -180,7 +180,7 @@ describe('traces exported over OTLP/HTTP', () => {
     const list = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
     expect((await request(q.proxyPort, 'GET', list, { headers: traced('rl-1') })).status).toBe(200);
     expect((await request(q.proxyPort, 'GET', list, { headers: traced('rl-2') })).status).toBe(429);
-    expect(await waitFor(() => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === 'rl-2'), 5000, 50)).toBe(true);
+    expect(await waitFor(() => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === 'rl-2'), { timeoutMs: 5000, everyMs: 50 })).toBe(true);
     expect(decisions('rl-1')).toEqual([]);
     expect(decisions('rl-2')).toEqual(['breakwater.rate_limit:limited']);
   });
@@ -191,7 +191,7 @@ describe('traces exported over OTLP/HTTP', () => {
     // Not sampled: the trace context still goes upstream, flagged unsampled.
     expect(String(twilio.seen.at(-1)!.headers.traceparent)).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
     expect((await request(q.proxyPort, 'POST', SEND, { headers: { ...form, traceparent: `00-${T}-${P}-01` }, body: 'Body=x' })).status).toBe(200);
-    expect(await waitFor(() => spans().length >= 2, 5000, 50)).toBe(true);
+    expect(await waitFor(() => spans().length >= 2, { timeoutMs: 5000, everyMs: 50 })).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(new Set(spans().map((s) => s.traceId))).toEqual(new Set([T]));
   });
@@ -199,7 +199,7 @@ describe('traces exported over OTLP/HTTP', () => {
   it('exports protobuf by default', async () => {
     const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl });
     expect((await request(q.proxyPort, 'POST', SEND, { headers: { ...form, traceparent: `00-${T}-${P}-01` }, body: 'Body=x' })).status).toBe(200);
-    expect(await waitFor(() => bodies.length > 0, 5000, 50)).toBe(true);
+    expect(await waitFor(() => bodies.length > 0, { timeoutMs: 5000, everyMs: 50 })).toBe(true);
     expect(bodies[0]!.type).toBe('application/x-protobuf');
     expect(bodies[0]!.body.includes(Buffer.from(T, 'hex'))).toBe(true);
   });

@@ -4,18 +4,18 @@
 // short and the retry budget allows (Envoy's rate_limited_retry_back_off); a longer Retry-After,
 // or a second 429, reaches the app as Twilio's own answer. Never a breaker failure.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM } from '../support/policy.js';
-import { metricsText, metricValue, request, sleep, startProxy, type TestProxy } from '../support/proxy.js';
+import { metricsText, metricValue, request, sleep, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const TOO_MANY = JSON.stringify({ code: 20429, message: 'Too Many Requests', status: 429 });
 
 describe('a Twilio 429 is sent once more after a short hold', () => {
-  let tw: FakeUpstream, p: TestProxy;
+  let tw: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   let script: { status: number; retryAfter?: string }[] = [];
   beforeAll(async () => {
-    tw = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: tw.url, RATE_LIMIT_PER_MINUTE: '1000' });
+    ({ twilio: tw, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' } }));
   });
   beforeEach(() => {
     tw.seen.length = 0;
@@ -30,10 +30,7 @@ describe('a Twilio 429 is sent once more after a short hold', () => {
       res.end('{"sid":"SM1","status":"queued"}');
     };
   });
-  afterAll(async () => {
-    await p.close();
-    await tw.close();
-  });
+  afterAll(() => harness?.close());
 
   const create = (account: string, headers: Record<string, string> = {}) =>
     request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${account}/Messages.json`, { headers: { ...FORM, ...headers }, body: form({ To: '+15550000001', Body: 'x' }) });

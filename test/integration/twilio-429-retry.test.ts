@@ -3,29 +3,24 @@
 // leaving that to SDK retries; a 429 that persists reaches the app as Twilio's own answer and
 // starts the account's hold. Never a breaker failure. Opt-in: `retry.unprocessed: [429]`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { DEFAULT_POLICY, metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { DEFAULT_POLICY, metricsText, request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const MESSAGES = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'To=%2B15558675310&From=%2B15017122661&Body=hi' };
 const TOO_MANY = JSON.stringify({ code: 20429, message: 'Too Many Requests', status: 429 });
 
 describe('Twilio 429 (20429) on a create', () => {
-  let tw: FakeUpstream, va: FakeUpstream, p: TestProxy;
+  let tw: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    tw = await fakeUpstream('twilio');
-    va = await fakeUpstream('vapi');
     // Opt-in (the default policy has the line commented): the hold tests expect a 429 untouched.
     // The retry stage's immediate retries alone: the hold's own second send is off here.
     const policy = DEFAULT_POLICY.replace('# unprocessed: [429]', 'unprocessed: [429]').replace('retryWithin: 2 ', 'retryWithin: 0 ');
     expect(policy).toContain('\n      unprocessed: [429]');
-    p = await startProxy({ TWILIO_BASE_URL: tw.url, VAPI_BASE_URL: va.url }, policy);
+    ({ twilio: tw, p } = harness = await withProxy({ policy }));
   });
-  afterAll(async () => {
-    await p?.close();
-    await tw?.close();
-    await va?.close();
-  });
+  afterAll(() => harness?.close());
 
   it('is retried for POST: the app sees the create succeed, Twilio saw two POSTs', async () => {
     let n = 0;

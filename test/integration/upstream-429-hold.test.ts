@@ -2,23 +2,20 @@
 // upstream's Retry-After (delta-seconds or HTTP-date) or a default back-off: further requests get
 // 429 upstream_rate_limited with Retry-After and never reach Twilio. Other accounts go on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { accountSid, form, FORM } from '../support/policy.js';
-import { DEFAULT_POLICY, metricsText, metricValue, request, sleep, startProxy, type Answer, type TestProxy } from '../support/proxy.js';
+import { DEFAULT_POLICY, metricsText, metricValue, request, sleep, type Answer, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('hold after an upstream 429', () => {
-  let twilio: FakeUpstream, p: TestProxy;
+  let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
     // The hold itself: no second send after it (twilio-429-resend-after-hold.test.ts has that).
     const policy = DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 ');
     expect(policy).toContain('retryWithin: 0 ');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, RATE_LIMIT_PER_MINUTE: '1000' }, policy);
+    ({ twilio, p } = harness = await withProxy({ env: { RATE_LIMIT_PER_MINUTE: '1000' }, policy }));
   });
-  afterAll(async () => {
-    await p.close();
-    await twilio.close();
-  });
+  afterAll(() => harness?.close());
 
   const send = (account: string) =>
     request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${account}/Messages.json`, { headers: FORM, body: form({ To: '+15550000001', Body: 'x' }) });

@@ -3,21 +3,16 @@
 // answers 429 upstream_rate_limited with Retry-After (what SDKs already wait on), and the
 // breaker never counts it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
 import { metricsText, request, startProxy, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 describe('Vapi concurrency refusal (400 Over Concurrency Limit)', () => {
-  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy;
+  let vapi: FakeUpstream, twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    vapi = await fakeUpstream('vapi');
-    twilio = await fakeUpstream('twilio');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, VAPI_API_KEY: 'vapi-key-1', CIRCUIT_BREAKER_THRESHOLD: '1' });
+    ({ twilio, vapi, p } = harness = await withProxy({ env: { VAPI_API_KEY: 'vapi-key-1', CIRCUIT_BREAKER_THRESHOLD: '1' } }));
   });
-  afterAll(async () => {
-    await p?.close();
-    await vapi?.close();
-    await twilio?.close();
-  });
+  afterAll(() => harness?.close());
 
   it('is held and surfaced as 429 upstream_rate_limited, and never opens the breaker', async () => {
     vapi.handler = (_req, res) => {

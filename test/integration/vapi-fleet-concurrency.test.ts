@@ -8,7 +8,8 @@ import { Redis } from 'ioredis';
 import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { policyWith } from '../support/policy.js';
 import { request, startProxy, type TestProxy } from '../support/proxy.js';
-import { captureRedisClients, startRedis, waitFor, type RedisServer } from '../support/redis.js';
+import { captureRedisClients, startRedis, type RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.mjs';
 
 const L = 4;
 const REPLICAS = 3;
@@ -51,7 +52,7 @@ describe('fleet-wide Vapi concurrency cap', () => {
     } finally {
       capture.restore();
     }
-    expect(await waitFor(() => [...capture.clients].every((c) => c.status === 'ready'), 5000)).toBe(true);
+    expect(await waitFor(() => [...capture.clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   }, 30_000);
   afterAll(async () => {
     for (const p of proxies) await p.close();
@@ -111,7 +112,7 @@ describe('fleet-wide Vapi concurrency cap', () => {
       };
       const a = await request(proxies[0]!.proxyPort, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json' }, body: '{"assistantId":"a1"}' });
       expect(a.headers['x-breakwater-error']).toBe('upstream_rate_limited');
-      expect(await waitFor(async () => (await r.get(capKey)) !== null, 2000)).toBe(true);
+      expect(await waitFor(async () => (await r.get(capKey)) !== null, { timeoutMs: 2000 })).toBe(true);
       const cap = Number(await r.get(capKey));
       expect(cap).toBeGreaterThanOrEqual(1);
       expect(cap).toBeLessThan(L);

@@ -8,8 +8,9 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { request, startProxy, type TestProxy } from '../support/proxy.js';
+import type { FakeUpstream } from '../support/fake-upstream.js';
+import { request, type TestProxy } from '../support/proxy.js';
+import { withProxy, type ProxyHarness } from '../support/with-proxy.js';
 
 const SEND = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -19,15 +20,13 @@ const DOCS_SHOT = fileURLToPath(new URL('../../docs/status-page.png', import.met
 const SCREENSHOT = process.env.BREAKWATER_SCREENSHOT === '1' || !existsSync(DOCS_SHOT) ? DOCS_SHOT : join(tmpdir(), `breakwater-status-${process.pid}.png`);
 
 describe('status page in a browser', () => {
-  let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, browser: Browser, page: Page, evil: http.Server, evilPort: number;
+  let twilio: FakeUpstream, p: TestProxy, browser: Browser, page: Page, evil: http.Server, evilPort: number, harness: ProxyHarness | undefined;
   const consoleErrors: string[] = [];
   const base = () => `http://127.0.0.1:${p.adminPort}/`;
   const breakerState = async () => ((await request(p.adminPort, 'GET', '/breakers')).json.breakers as { name: string; state: string; forced: boolean }[]).find((b) => b.name === 'twilio')!;
 
   beforeAll(async () => {
-    twilio = await fakeUpstream('twilio');
-    vapi = await fakeUpstream('vapi');
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' });
+    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' } }));
     // Another origin (another port is another origin) serving an attacker's page.
     evil = http.createServer((req, res) => {
       const target = `http://127.0.0.1:${p.adminPort}/breakers/twilio/open`;
@@ -51,9 +50,7 @@ describe('status page in a browser', () => {
   afterAll(async () => {
     await browser?.close();
     evil?.close();
-    await p?.close();
-    await twilio?.close();
-    await vapi?.close();
+    await harness?.close();
   });
 
   it('shows the breaker open within 2 s of the upstream failing, and the countdown decreases', async () => {

@@ -1,11 +1,11 @@
 // Helpers for tests that need more than the in-process proxy: the real CLI as a child process
 // (exit codes, stdout/stderr, the RSS of its pid), raw TCP requests the `http` client will not
-// send (absolute-form, CONNECT), a "victim" server that records any connection at all, and a
-// bounded poll.
+// send (absolute-form, CONNECT), a "victim" server that records any connection at all.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from './wait.mjs';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = fileURLToPath(new URL('../../bin/breakwater.js', import.meta.url));
@@ -117,20 +117,6 @@ export function rssBytes(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
-/** Polls `fn` every `everyMs` until it returns something truthy, at most `timeoutMs`. */
-export async function waitFor<T>(fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, opts: { timeoutMs?: number; everyMs?: number; exited?: Promise<unknown> } = {}): Promise<T | undefined> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 5000);
-  let gone = false;
-  void opts.exited?.then(() => (gone = true));
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    const v = await fn();
-    if (v) return v;
-    if (gone) return undefined;
-    await new Promise((r) => setTimeout(r, opts.everyMs ?? 20));
-  }
-  return undefined;
-}
-
 /** Writes raw bytes to `port` and collects what comes back until the peer closes (or `timeoutMs`). */
 export function rawExchange(port: number, text: string, timeoutMs = 3000): Promise<string> {
   return new Promise((resolve) => {
@@ -192,13 +178,4 @@ export async function victimServer(): Promise<Victim> {
       }),
   });
   return v;
-}
-
-/** A loopback port with nothing listening on it (bound, then released). */
-export async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }

@@ -10,6 +10,7 @@ import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 import { startProxy, type TestProxy } from './proxy.js';
+import { freePort, waitFor } from './wait.mjs';
 
 export interface RedisServer {
   readonly port: number;
@@ -23,18 +24,6 @@ export interface RedisServer {
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
-
-/** A port that was free a moment ago (listen on 0, read it, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Sends PING over a raw socket (or TLS, trusting any certificate); true on +PONG within `ms`. */
 function ping(port: number, ms = 300, overTls = false): Promise<boolean> {
@@ -154,16 +143,6 @@ export function captureRedisClients(): { clients: Set<Redis>; restore(): void } 
   };
 }
 
-/** Waits (bounded) until `check` is true. Returns whether it became true. */
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  return check();
-}
-
 /** Clients connected to the server, from CLIENT LIST over a throwaway connection. */
 export async function connectedClients(port: number): Promise<number> {
   const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
@@ -235,7 +214,7 @@ export async function startSentinel(name = 'bwmaster'): Promise<SentinelSetup> {
     const out = await cli(sentinel.port, 'SENTINEL', 'replicas', name).catch(() => '');
     const link = await cli(replica.port, 'INFO', 'replication').catch(() => '');
     return out.includes(String(replica.port)) && !out.includes('s_down') && link.includes('master_link_status:up');
-  }, 20_000, 100);
+  }, { timeoutMs: 20_000, everyMs: 100 });
   if (!replicaKnown) throw new Error('sentinel did not learn the replica within 20 s');
   return {
     name,
@@ -270,7 +249,7 @@ export async function startCluster(): Promise<ClusterSetup> {
   const ok = await waitFor(async () => {
     const infos = await Promise.all(nodes.map((n) => cli(n.port, 'CLUSTER', 'INFO').catch(() => '')));
     return infos.every((t) => t.includes('cluster_state:ok'));
-  }, 15_000, 100);
+  }, { timeoutMs: 15_000, everyMs: 100 });
   if (!ok) throw new Error('cluster did not reach cluster_state:ok within 15 s');
   return {
     nodes,

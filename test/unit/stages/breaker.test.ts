@@ -8,9 +8,9 @@ import { breakerSchema } from '../../../src/policy/schema.js';
 import { CircuitBreaker } from '../../../src/resilience/circuit-breaker.js';
 import { manualClock } from '../../../src/resilience/clock.js';
 import { breaker } from '../../../src/stages/breaker.js';
-import { fakeExchange } from '../support/exchange.js';
+import { answer, answerEnding, drain, fakeExchange } from '../support/exchange.js';
 
-const sent = (status: number): Reply => ({ kind: 'sent', status, outcome: 'forwarded' });
+const sent = (status: number): Reply => answer(status);
 const failed = (cause: 'connect' | 'timeout' | 'reset' | 'client'): Reply => ({ kind: 'failed', cause, mayHaveReachedUpstream: cause !== 'connect', error: proxyError('upstream_unavailable') });
 
 function setup(policy: Record<string, unknown> = {}) {
@@ -26,10 +26,15 @@ function setup(policy: Record<string, unknown> = {}) {
   let rejected = 0;
   const stage = breaker(cb, p, { onFailure: () => failures++, onRejected: () => rejected++ });
   let calls = 0;
-  const send = (reply: Reply) => stage(fakeExchange(), async (_ex: Exchange) => {
-    calls++;
-    return reply;
-  });
+  // An answer is counted once its body is over: read it as the reply writer would.
+  const send = async (reply: Reply) => {
+    const r = await stage(fakeExchange(), async (_ex: Exchange) => {
+      calls++;
+      return reply;
+    });
+    await drain(r);
+    return r;
+  };
   return { cb, clock, send, failures: () => failures, rejected: () => rejected, calls: () => calls };
 }
 
@@ -37,7 +42,7 @@ describe('breaker stage: what counts', () => {
   const rows: { desc: string; reply: Reply; policy?: Record<string, unknown>; opens: boolean }[] = [
     { desc: '500 is a failure', reply: sent(500), opens: true },
     { desc: '503 is a failure', reply: sent(503), opens: true },
-    { desc: 'a held 502 is a failure', reply: { kind: 'held', status: 502, headers: {}, body: Buffer.alloc(0) }, opens: true },
+    { desc: 'a 502 dropped unread (a retried one) is a failure', reply: answerEnding(502, 'discarded'), opens: true },
     { desc: 'connect error is a failure', reply: failed('connect'), opens: true },
     { desc: 'reset is a failure', reply: failed('reset'), opens: true },
     { desc: 'timeout is a failure', reply: failed('timeout'), opens: true },
@@ -45,9 +50,9 @@ describe('breaker stage: what counts', () => {
     { desc: '404 is the caller’s fault', reply: sent(404), opens: false },
     { desc: '200 is a success', reply: sent(200), opens: false },
     { desc: 'a client that hung up says nothing about the upstream', reply: failed('client'), opens: false },
-    { desc: 'a 200 the upstream cut off mid-body is a reset failure', reply: { kind: 'sent', status: 200, outcome: 'forwarded', broken: 'upstream' }, opens: true },
-    { desc: 'a 200 the client stopped reading mid-body is neutral', reply: { kind: 'sent', status: 200, outcome: 'forwarded', broken: 'client' }, opens: false },
-    { desc: 'a mid-body reset not counted when failOn leaves resets out', reply: { kind: 'sent', status: 200, outcome: 'forwarded', broken: 'upstream' }, policy: { failOn: ['5xx'] }, opens: false },
+    { desc: 'a 200 the upstream cut off mid-body is a reset failure', reply: answerEnding(200, 'broken'), opens: true },
+    { desc: 'a 200 the client stopped reading mid-body is neutral', reply: answerEnding(200, 'client'), opens: false },
+    { desc: 'a mid-body reset not counted when failOn leaves resets out', reply: answerEnding(200, 'broken'), policy: { failOn: ['5xx'] }, opens: false },
     { desc: 'a local refusal further in is neutral', reply: proxyError('bulkhead_full'), opens: false },
     { desc: '5xx not counted when failOn leaves it out', reply: sent(503), policy: { failOn: ['connect'] }, opens: false },
     { desc: 'timeouts not counted when failOn leaves them out', reply: failed('timeout'), policy: { failOn: ['connect', '5xx'] }, opens: false },
@@ -122,13 +127,13 @@ describe('breaker stage: one request, one failure', () => {
     const stage = breaker(cb, breakerSchema.parse({ threshold: 2 }), { onFailure: () => {}, onRejected: () => {} });
     const ex = fakeExchange();
     let counted = 0;
-    const attempt = () => stage(ex, async () => sent(503)).then(() => counted++);
+    const attempt = () => stage(ex, async () => sent(503)).then(drain).then(() => counted++);
     for (let i = 0; i < 3; i++) await attempt();
     expect(counted).toBe(3);
     expect(cb.stateName).toBe('closed');
     expect(cb.snapshot().consecutiveFailures).toBe(1);
     // A second request's failure is its own: now two in a row, and the breaker opens.
-    await stage(fakeExchange(), async () => sent(503));
+    await stage(fakeExchange(), async () => sent(503)).then(drain);
     expect(cb.stateName).toBe('open');
   });
 
@@ -136,10 +141,10 @@ describe('breaker stage: one request, one failure', () => {
     const { cb, clock } = setup({ threshold: 1, recoveryTimeout: 1 });
     const stage = breaker(cb, breakerSchema.parse({ threshold: 1, recoveryTimeout: 1 }), { onFailure: () => {}, onRejected: () => {} });
     const ex = fakeExchange();
-    await stage(ex, async () => sent(503));
+    await stage(ex, async () => sent(503)).then(drain);
     expect(cb.stateName).toBe('open');
     clock.advance(1000);
-    await stage(ex, async () => sent(503));
+    await stage(ex, async () => sent(503)).then(drain);
     expect(cb.stateName).toBe('open');
   });
 });

@@ -3,7 +3,7 @@
 // — never sent — when none are held. Any other Authorization passes unless `replace` is set.
 import { describe, expect, it } from 'vitest';
 import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
-import { classifyAuthorization, credentials, type CredentialConfig } from '../../../src/stages/credentials.js';
+import { authorizationValue, classifyAuthorization, credentials, type CredentialConfig } from '../../../src/stages/credentials.js';
 import { fakeExchange, SENT_200 } from '../support/exchange.js';
 
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
@@ -40,6 +40,12 @@ describe('classifyAuthorization', () => {
     { desc: 'empty Bearer', value: 'Bearer ', want: 'empty' },
     { desc: 'bare Bearer', value: 'Bearer', want: 'empty' },
     { desc: 'another scheme', value: 'Digest username="x"', want: 'credential' },
+    { desc: 'empty user-id, placeholder password', value: basic('', 'breakwater'), want: 'placeholder' },
+    { desc: 'the password starts at the first colon (RFC 7617)', value: basic(SID, 'x:breakwater'), want: 'credential' },
+    { desc: 'Basic with no colon at all', value: `Basic ${Buffer.from('breakwater').toString('base64')}`, want: 'credential' },
+    { desc: 'whitespace around the Basic token', value: `Basic \t${Buffer.from(`${SID}:breakwater`).toString('base64')} `, want: 'placeholder' },
+    { desc: 'Bearer placeholder with trailing space', value: 'Bearer breakwater ', want: 'placeholder' },
+    { desc: 'Bearer with a second word', value: 'Bearer breakwater extra', want: 'credential' },
   ];
   it.each(rows)('$desc', ({ value, want }) => {
     expect(classifyAuthorization(value)).toBe(want);
@@ -60,6 +66,8 @@ describe('credentials stage', () => {
     { desc: 'replace: true with nothing held keeps the app credential', c: { ...none, replace: true }, auth: 'Bearer app-key', want: 'Bearer app-key' },
     { desc: 'an empty Bearer gets the held one', c: vapi, auth: 'Bearer ', want: 'Bearer real-key' },
     { desc: 'an empty Bearer with nothing held sends none', c: none, auth: 'Bearer ', want: undefined },
+    { desc: 'a placeholder under replace: true is replaced like any placeholder', c: { ...vapi, replace: true }, auth: 'Bearer breakwater', want: 'Bearer real-key' },
+    { desc: 'a Twilio placeholder sent to a Bearer upstream gets its held Bearer', c: vapi, auth: basic(SID, 'breakwater'), want: 'Bearer real-key' },
   ];
   it.each(rows)('$desc', async ({ c, auth, want }) => {
     const { reply, forwarded, sent } = await run(c, auth);
@@ -70,5 +78,19 @@ describe('credentials stage', () => {
       expect(forwarded).toBe(true);
       expect(sent).toBe(want);
     }
+  });
+});
+
+describe('authorizationValue', () => {
+  const rows: { desc: string; c: CredentialConfig; want: string | undefined }[] = [
+    { desc: 'basic: user and password', c: twilio, want: HELD_BASIC },
+    { desc: 'basic without a password holds nothing', c: { ...twilio, password: '' }, want: undefined },
+    { desc: 'basic without a user holds nothing', c: { ...twilio, username: '' }, want: undefined },
+    { desc: 'bearer: the token', c: vapi, want: 'Bearer real-key' },
+    { desc: 'bearer without a token holds nothing', c: { ...vapi, token: '' }, want: undefined },
+    { desc: 'type none holds nothing, whatever else is set', c: { ...none, username: 'u', password: 'p', token: 't' }, want: undefined },
+  ];
+  it.each(rows)('$desc', ({ c, want }) => {
+    expect(authorizationValue(c)).toBe(want);
   });
 });

@@ -6,7 +6,8 @@ import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
 import { holdSchema } from '../../../src/policy/schema.js';
 import { manualClock } from '../../../src/resilience/clock.js';
 import { hold, HoldTable, parseRetryAfter } from '../../../src/stages/hold.js';
-import { fakeExchange, SENT_200 } from '../support/exchange.js';
+import { readBody } from '../../../src/pipeline/body.js';
+import { answer, fakeExchange } from '../support/exchange.js';
 
 const NOW = Date.parse('2025-01-01T00:00:00Z');
 
@@ -86,9 +87,7 @@ describe('hold stage', () => {
       let forwarded = false;
       const reply = await stage(ex, async (e: Exchange): Promise<Reply> => {
         forwarded = true;
-        e.upstreamStatus = upstreamStatus;
-        e.upstreamRetryAfter = retryAfter;
-        return { kind: 'sent', status: upstreamStatus, outcome: 'forwarded' };
+        return answer(upstreamStatus, retryAfter === undefined ? {} : { 'retry-after': retryAfter });
       });
       return { reply, forwarded };
     };
@@ -152,7 +151,7 @@ describe('hold stage', () => {
 
   it('answers with a sent reply it was given', async () => {
     const { send } = setup();
-    expect((await send(200)).reply).toEqual(SENT_200);
+    expect((await send(200)).reply).toMatchObject({ kind: 'answer', status: 200 });
   });
 });
 
@@ -170,23 +169,20 @@ describe('hold stage: other back-pressure answers (`also`)', () => {
     })!;
     const send = async (reply: Reply) => {
       const ex = fakeExchange({ upstreamPath: '/2010-04-01/Accounts/AC1/Calls.json' });
-      let asked: ReadonlySet<number> | undefined;
       let forwarded = false;
-      const out = await stage(ex, async (e: Exchange) => {
+      const out = await stage(ex, async (_e: Exchange) => {
         forwarded = true;
-        asked = e.holdStatuses;
         return reply;
       });
-      return { out, forwarded, asked };
+      return { out, forwarded };
     };
     return { clock, send, holds };
   }
-  const held400 = (body: string, headers: Record<string, string> = {}): Reply => ({ kind: 'held', status: 400, headers, body: Buffer.from(body) });
+  const held400 = (body: string, headers: Record<string, string> = {}): Reply => answer(400, headers, body);
 
-  it('asks for 400s to be held, then turns Vapi\'s concurrency refusal into a hold and 429 upstream_rate_limited', async () => {
+  it('reads a 400\'s body, then turns Vapi\'s concurrency refusal into a hold and 429 upstream_rate_limited', async () => {
     const { send, holds, clock } = setup();
     const first = await send(held400('{"error":"Over Concurrency Limit"}'));
-    expect(first.asked?.has(400)).toBe(true);
     expect(first.out).toMatchObject({ kind: 'error', code: 'upstream_rate_limited', status: 429, headers: { 'retry-after': '2' } });
     expect(holds).toEqual([['AC1', 2000]]);
     // The account is now held locally: nothing is sent.
@@ -194,7 +190,7 @@ describe('hold stage: other back-pressure answers (`also`)', () => {
     expect(during.forwarded).toBe(false);
     expect(during.out).toMatchObject({ code: 'upstream_rate_limited' });
     clock.advance(2000);
-    expect((await send({ kind: 'sent', status: 200, outcome: 'forwarded' })).forwarded).toBe(true);
+    expect((await send(answer(200))).forwarded).toBe(true);
   });
 
   it('takes the hold from the refusal\'s own Retry-After when it has one', async () => {
@@ -203,10 +199,12 @@ describe('hold stage: other back-pressure answers (`also`)', () => {
     expect(holds).toEqual([['AC1', 5000]]);
   });
 
-  it('passes any other 400 through unchanged, without a hold', async () => {
+  it('passes any other 400 through unchanged (its body now in memory), without a hold', async () => {
     const { send, holds } = setup();
     const other = held400('{"message":["phoneNumberId must be a UUID"]}');
-    expect((await send(other)).out).toBe(other);
+    const { out } = await send(other);
+    expect(out).toMatchObject({ kind: 'answer', status: 400, source: 'forwarded' });
+    expect(out.kind === 'answer' && (await readBody(out.body, 1024)).buf.toString()).toBe('{"message":["phoneNumberId must be a UUID"]}');
     expect(holds).toEqual([]);
   });
 });
@@ -230,31 +228,30 @@ describe('hold stage: one more send after a short hold (retryWithin)', () => {
         clock.advance(ms);
       },
     })!;
-    /** Sends through the stage; the upstream answers `statuses` in turn (a 429 comes back held, as the forward stage holds it). */
+    /** Sends through the stage; the upstream answers `statuses` in turn. */
+    const ends: string[] = [];
     const send = async (statuses: number[], retryAfter?: string) => {
       const ex = fakeExchange({ upstreamPath: '/2010-04-01/Accounts/AC9/Messages.json', method: 'POST' });
-      const seenHold: (ReadonlySet<number> | undefined)[] = [];
       let calls = 0;
-      const reply = await stage(ex, async (e: Exchange): Promise<Reply> => {
-        seenHold.push(e.holdStatuses);
+      const reply = await stage(ex, async (_e: Exchange): Promise<Reply> => {
         const status = statuses[calls++] ?? 201;
-        e.upstreamStatus = status;
-        e.upstreamRetryAfter = status === 429 ? retryAfter : undefined;
-        if (status === 429 && e.holdStatuses?.has(429)) return { kind: 'held', status, headers: {}, body: Buffer.from('{"code":20429}') };
-        return { kind: 'sent', status, outcome: 'forwarded' };
+        const a = status === 429 ? answer(status, retryAfter === undefined ? {} : { 'retry-after': retryAfter }, '{"code":20429}') : answer(status);
+        a.body.tap({ end: (how) => ends.push(`${status} ${how}`) });
+        return a;
       });
-      return { reply, calls, ex, seenHold };
+      return { reply, calls, ex };
     };
-    return { send, sleeps, resends: () => resends, table };
+    return { send, sleeps, resends: () => resends, table, ends };
   }
 
   it('holds the 429 back, waits the hold out and sends once more, whatever the method', async () => {
     const s = setup(2);
-    const { reply, calls, ex, seenHold } = await s.send([429]);
-    expect(seenHold[0]?.has(429)).toBe(true);
+    const { reply, calls, ex } = await s.send([429]);
     expect(calls).toBe(2);
+    // The 429 was dropped (never written) before the second send; the 201 is left for the writer.
+    expect(s.ends).toEqual(['429 complete']);
     expect(s.sleeps).toEqual([1000]);
-    expect(reply).toMatchObject({ kind: 'sent', status: 201 });
+    expect(reply).toMatchObject({ kind: 'answer', status: 201 });
     expect(ex.retries).toBe(1);
     expect(s.resends()).toBe(1);
     expect(s.table.entries.size).toBe(0); // the 201 ended the hold
@@ -264,7 +261,7 @@ describe('hold stage: one more send after a short hold (retryWithin)', () => {
     for (const [s, retryAfter] of [[setup(2), '3'], [setup(2, false), undefined], [setup(0), undefined]] as const) {
       const { reply, calls } = await s.send([429], retryAfter);
       expect(calls).toBe(1);
-      expect(reply.kind === 'held' || reply.kind === 'sent').toBe(true);
+      expect(reply.kind).toBe('answer');
       expect((reply as { status: number }).status).toBe(429);
       expect(s.sleeps).toEqual([]);
       expect(s.table.entries.size).toBe(1);

@@ -156,7 +156,7 @@ describe('rateLimit stage: which answers carry the RateLimit fields', () => {
     expect(rateLimitSchema.parse({ name: 'x', rate: 1 }).headers).toBe('remaining');
     const { send } = setup([{ name: 'default', rate: 2, per: 60, headers: 'remaining' }]);
     const { ex, reply } = await send();
-    expect(reply.kind).toBe('sent');
+    expect(reply.kind).toBe('answer');
     expect(ex.rateLimit).toMatch(/^"default";r=1;t=\d+$/);
     expect(ex.rateLimitPolicy).toBeUndefined();
     await send();
@@ -169,7 +169,7 @@ describe('rateLimit stage: which answers carry the RateLimit fields', () => {
     const { send } = setup([{ name: 'default', rate: 2, per: 60, headers: 'limited' }]);
     for (let i = 0; i < 2; i++) {
       const { ex, reply } = await send();
-      expect(reply.kind).toBe('sent');
+      expect(reply.kind).toBe('answer');
       expect(ex.rateLimit).toBeUndefined();
       expect(ex.rateLimitPolicy).toBeUndefined();
     }
@@ -293,7 +293,7 @@ describe('rateLimit stage: shaping', () => {
     const { send, sleeps, counts } = setup([{ name: 'pacing', rate: 1, per: 1, burst: 1, maxDelay: 2 }]);
     const replies = [];
     for (let i = 0; i < 4; i++) replies.push((await send()).reply);
-    expect(replies.map((r) => r.kind)).toEqual(['sent', 'sent', 'sent', 'error']);
+    expect(replies.map((r) => r.kind)).toEqual(['answer', 'answer', 'answer', 'error']);
     expect(sleeps).toEqual([1000, 2000]);
     expect(counts.get('pacing/delayed')).toBe(2);
   });

@@ -2,20 +2,25 @@
 // budget, a breaker refusal on a retry, and the full-jitter back-off (random and sleep injected).
 import { describe, expect, it } from 'vitest';
 import { proxyError } from '../../../src/errors.js';
-import type { Exchange, Failed, Held, Reply } from '../../../src/pipeline/exchange.js';
+import type { Answer, Exchange, Failed, Reply } from '../../../src/pipeline/exchange.js';
 import { retrySchema } from '../../../src/policy/schema.js';
 import { manualClock } from '../../../src/resilience/clock.js';
 import { RetryBudget } from '../../../src/resilience/retry-budget.js';
 import { retry } from '../../../src/stages/retry.js';
-import { fakeExchange, SENT_200 } from '../support/exchange.js';
+import { readBody } from '../../../src/pipeline/body.js';
+import { answer, drain, fakeExchange, SENT_200 } from '../support/exchange.js';
 
-const held = (status: number): Held => ({ kind: 'held', status, headers: { 'content-type': 'application/json' }, body: Buffer.from(`{"status":${status}}`) });
+const held = (status: number): Answer => answer(status, { 'content-type': 'application/json' }, `{"status":${status}}`);
 const failed = (cause: Failed['cause'], mayHaveReachedUpstream: boolean): Failed => ({
   kind: 'failed',
   cause,
   mayHaveReachedUpstream,
   error: proxyError(cause === 'timeout' ? 'upstream_timeout' : 'upstream_unavailable'),
 });
+async function bodyText(reply: Reply): Promise<string> {
+  if (reply.kind !== 'answer') return '';
+  return (await readBody(reply.body, 1 << 20)).buf.toString();
+}
 const circuitOpen = proxyError('circuit_open', { headers: { 'retry-after': '30' } });
 
 interface Options {
@@ -38,9 +43,9 @@ function setup(script: Reply[], opts: Options = {}) {
       sleeps.push(ms);
     },
   });
-  const calls: { holdStatuses: ReadonlySet<number> | undefined }[] = [];
+  const calls: { retries: number }[] = [];
   const next = async (ex: Exchange): Promise<Reply> => {
-    calls.push({ holdStatuses: ex.holdStatuses });
+    calls.push({ retries: ex.retries });
     const r = script[Math.min(calls.length - 1, script.length - 1)];
     if (r === undefined) throw new Error('script exhausted');
     return r;
@@ -88,16 +93,25 @@ describe('retry stage: which failures are retried', () => {
     expect(retried).toEqual(['503', 'reset']);
   });
 
-  it('POST never asks forward to hold statuses back (a POST 503 is passed through as it is)', async () => {
-    const { run, calls } = setup([SENT_200]);
-    await run({ method: 'POST' });
-    expect(calls[0]!.holdStatuses).toBeUndefined();
+  it('a POST 503 is passed through as it is: its body is left for the writer', async () => {
+    const first = held(503);
+    const { run, calls } = setup([first, SENT_200]);
+    const { reply } = await run({ method: 'POST' });
+    expect(reply).toBe(first);
+    expect(calls).toHaveLength(1);
+    expect(await drain(reply)).toBe('complete');
   });
 
-  it('GET asks forward to hold the retryable statuses, except on the last attempt', async () => {
-    const { run, calls } = setup([held(503), held(503), SENT_200], { policy: { attempts: 2, on: [502, 503] } });
-    await run({ method: 'GET' });
-    expect(calls.map((c) => (c.holdStatuses ? [...c.holdStatuses].sort() : undefined))).toEqual([[502, 503], [502, 503], undefined]);
+  it('reads a retried answer before the next attempt, and returns the last one unread', async () => {
+    const ends: string[] = [];
+    const a = held(503);
+    a.body.tap({ end: (how) => ends.push(`first ${how}`) });
+    const last = held(503);
+    last.body.tap({ end: (how) => ends.push(`last ${how}`) });
+    const { run } = setup([a, last], { policy: { attempts: 1, on: [503] } });
+    const { reply } = await run({ method: 'GET' });
+    expect(ends).toEqual(['first complete']);
+    expect(reply).toBe(last);
   });
 
   it('stops after `attempts` retries and answers with the last reply', async () => {
@@ -145,7 +159,7 @@ describe('retry stage: budget and breaker', () => {
     expect(calls).toHaveLength(2);
     const second = await run({ method: 'GET' }); // script: held(503) again, no budget left
     expect(calls).toHaveLength(3);
-    expect(second.reply.kind).toBe('held');
+    expect(second.reply).toMatchObject({ kind: 'answer', status: 503 });
   });
 
   it('every request is recorded in the budget', async () => {
@@ -162,7 +176,10 @@ describe('retry stage: budget and breaker', () => {
     const { run, calls, skipped } = setup([first, circuitOpen]);
     const { reply, ex } = await run({ method: 'GET' });
     expect(calls).toHaveLength(2);
-    expect(reply).toBe(first);
+    // The same answer, its body now in memory (read so the retry could go out).
+    expect(reply).toMatchObject({ kind: 'answer', status: 503, source: 'forwarded' });
+    expect(reply).not.toBe(first);
+    expect(await bodyText(reply)).toBe('{"status":503}');
     expect(ex.retries).toBe(0);
     expect(skipped).toEqual(['breaker']);
   });
@@ -189,7 +206,8 @@ describe('retry stage: budget and breaker', () => {
     const second = held(502);
     const { run } = setup([held(503), second, circuitOpen], { policy: { attempts: 3 } });
     const { reply, ex } = await run({ method: 'GET' });
-    expect(reply).toBe(second);
+    expect(reply).toMatchObject({ kind: 'answer', status: 502 });
+    expect(await bodyText(reply)).toBe('{"status":502}');
     expect(ex.retries).toBe(1);
   });
 });
@@ -228,34 +246,28 @@ describe('retry stage: full-jitter back-off', () => {
   });
 });
 
-describe('retry stage: statuses an outer stage holds for itself', () => {
-  const outer: ReadonlySet<number> = new Set([400]);
-
-  it('holds the union for an idempotent attempt, the outer set alone for the last attempt and for POST', async () => {
-    const get = setup([held(503), held(503), held(503)]);
-    await get.run({ method: 'GET', holdStatuses: outer });
-    expect(get.calls.map((c) => [...(c.holdStatuses ?? [])].sort())).toEqual([[400, 502, 503, 504], [400, 502, 503, 504], [400]]);
-    const post = setup([SENT_200]);
-    await post.run({ method: 'POST', holdStatuses: outer });
-    expect(post.calls[0]!.holdStatuses).toBe(outer);
-  });
-
-  it('never retries a held answer whose status is not a retry status', async () => {
+describe('retry stage: answers that are not its to retry', () => {
+  it('never retries an answer whose status is not a retry status', async () => {
     const { run, calls, retried } = setup([held(400), SENT_200]);
-    const { reply } = await run({ method: 'GET', holdStatuses: outer });
-    expect(reply).toMatchObject({ kind: 'held', status: 400 });
+    const { reply } = await run({ method: 'GET' });
+    expect(reply).toMatchObject({ kind: 'answer', status: 400 });
     expect(calls).toHaveLength(1);
     expect(retried).toEqual([]);
+  });
+
+  it('never retries a stored answer (a replay or a cached copy), whatever its status', async () => {
+    const { run, calls } = setup([answer(503, {}, '', 'replayed'), SENT_200]);
+    await run({ method: 'GET' });
+    expect(calls).toHaveLength(1);
   });
 });
 
 describe('retry stage: statuses the upstream documents as not processed', () => {
-  it('retries a held 429 for POST too when 429 is listed as unprocessed, and holds it for any method', async () => {
+  it('retries a 429 for POST too when 429 is listed as unprocessed', async () => {
     const { run, calls, retried } = setup([held(429), SENT_200], { policy: { unprocessed: [429] } });
     const { reply } = await run({ method: 'POST' });
     expect(reply).toBe(SENT_200);
     expect(calls).toHaveLength(2);
-    expect(calls[0]!.holdStatuses?.has(429)).toBe(true);
     expect(retried).toEqual(['429']);
   });
 
@@ -263,6 +275,5 @@ describe('retry stage: statuses the upstream documents as not processed', () => 
     const { run, calls } = setup([held(429), SENT_200]);
     await run({ method: 'POST' });
     expect(calls).toHaveLength(1);
-    expect(calls[0]!.holdStatuses).toBeUndefined();
   });
 });
