@@ -24,11 +24,15 @@ http
     headers.push('host', host);
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     let abort;
-    res.on('close', () => { if (!res.writableFinished) abort?.(new Error('client closed')); });
+    res.on('close', () => {
+      if (!res.writableFinished) abort?.(new Error('client closed'));
+    });
     agent.dispatch(
       { origin, path: req.url.replace(/^\/(?:twilio|vapi)(?=\/)/, ''), method: req.method, headers, body: hasBody ? req : null },
       {
-        onConnect(a) { abort = a; },
+        onConnect(a) {
+          abort = a;
+        },
         onHeaders(status, rawHeaders, resume) {
           if (status < 200) return true;
           const out = [];
@@ -40,11 +44,18 @@ http
           res.on('drain', resume);
           return true;
         },
-        onData(chunk) { return res.write(chunk); },
-        onComplete() { res.end(); },
+        onData(chunk) {
+          return res.write(chunk);
+        },
+        onComplete() {
+          res.end();
+        },
         onError(err) {
           if (res.headersSent) res.destroy();
-          else { res.writeHead(502, { 'content-type': 'text/plain' }); res.end(String(err.code ?? err.message)); }
+          else {
+            res.writeHead(502, { 'content-type': 'text/plain' });
+            res.end(String(err.code ?? err.message));
+          }
         },
       },
     );

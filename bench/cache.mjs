@@ -22,18 +22,42 @@ import autocannon from 'autocannon';
 const args = process.argv.slice(2);
 const seconds = Number(args.find((a) => /^\d+(\.\d+)?$/.test(a)) ?? 5);
 const root = new URL('..', import.meta.url);
-const free = () => new Promise((r) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
-const ticks = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return Number(f[11]) + Number(f[12]); };
+const free = () =>
+  new Promise((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => r(p));
+    });
+  });
+const ticks = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(f[11]) + Number(f[12]);
+};
 const HZ = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const children = [];
-process.on('exit', () => { for (const c of children) try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } });
+process.on('exit', () => {
+  for (const c of children)
+    try {
+      process.kill(c.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+});
 
 // The upstream counts GETs per path; it runs here, so the sidecar's CPU figure (its own process) excludes it.
 const upPort = await free();
 let upstreamGets = 0;
 const getsByPath = new Map();
-const BODY = Buffer.from(JSON.stringify({ id: 'x'.repeat(36), name: 'bench', model: { provider: 'openai', model: 'gpt-4o' }, voice: { provider: '11labs' }, lineTypeIntelligence: { type: 'mobile' } }));
+const BODY = Buffer.from(
+  JSON.stringify({
+    id: 'x'.repeat(36),
+    name: 'bench',
+    model: { provider: 'openai', model: 'gpt-4o' },
+    voice: { provider: '11labs' },
+    lineTypeIntelligence: { type: 'mobile' },
+  }),
+);
 const up = http.createServer((req, res) => {
   if (req.method === 'GET') {
     upstreamGets++;
@@ -53,24 +77,51 @@ async function redisServer() {
   const port = await free();
   const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   children.push(c);
-  c.once('error', (err) => { console.error(`redis-server: ${err.message}`); process.exit(2); });
+  c.once('error', (err) => {
+    console.error(`redis-server: ${err.message}`);
+    process.exit(2);
+  });
   return { port, stop: () => c.kill('SIGKILL') };
 }
 
 async function sidecar(extraEnv) {
   const port = await free();
   const adminPort = await free();
-  const env = { ...process.env, PROXY_HOST: '127.0.0.1', PROXY_PORT: String(port), ADMIN_HOST: '127.0.0.1', ADMIN_PORT: String(adminPort), LOG_LEVEL: 'warn', RATE_LIMIT_PER_MINUTE: '100000000', TWILIO_BASE_URL: `http://127.0.0.1:${upPort}`, VAPI_BASE_URL: `http://127.0.0.1:${upPort}`, ...extraEnv };
-  const c = spawn(process.execPath, ['bin/breakwater.js', 'start', '--config', 'config/examples/cache.yaml'], { cwd: root, env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const env = {
+    ...process.env,
+    PROXY_HOST: '127.0.0.1',
+    PROXY_PORT: String(port),
+    ADMIN_HOST: '127.0.0.1',
+    ADMIN_PORT: String(adminPort),
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_PER_MINUTE: '100000000',
+    TWILIO_BASE_URL: `http://127.0.0.1:${upPort}`,
+    VAPI_BASE_URL: `http://127.0.0.1:${upPort}`,
+    ...extraEnv,
+  };
+  const c = spawn(process.execPath, ['bin/breakwater.js', 'start', '--config', 'config/examples/cache.yaml'], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   children.push(c);
   for (let i = 0; i < 100; i++) {
-    try { await (await fetch(`http://127.0.0.1:${port}/vapi/call/warm`)).arrayBuffer(); break; } catch { await sleep(50); }
+    try {
+      await (await fetch(`http://127.0.0.1:${port}/vapi/call/warm`)).arrayBuffer();
+      break;
+    } catch {
+      await sleep(50);
+    }
   }
   return { port, adminPort, pid: c.pid, stop: () => c.kill('SIGTERM') };
 }
 
 const auth = { authorization: 'Bearer bench-key' };
-const get = async (port, path) => { const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: auth }); await r.arrayBuffer(); return r; };
+const get = async (port, path) => {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: auth });
+  await r.arrayBuffer();
+  return r;
+};
 
 async function run(name, bw, path) {
   const opts = { url: `http://127.0.0.1:${bw.port}${path}`, connections: 10, headers: auth };
@@ -79,7 +130,15 @@ async function run(name, bw, path) {
   const r = await autocannon({ ...opts, duration: seconds });
   const cpu = (ticks(bw.pid) - t0) / HZ;
   const n = r.requests.total;
-  return { name, requests: n, rps: Math.round(r.requests.average), p50ms: r.latency.p50, p99ms: r.latency.p99, non2xx: r.non2xx, cpuUsPerRequest: Math.round((cpu / n) * 1e6) };
+  return {
+    name,
+    requests: n,
+    rps: Math.round(r.requests.average),
+    p50ms: r.latency.p50,
+    p99ms: r.latency.p99,
+    non2xx: r.non2xx,
+    cpuUsPerRequest: Math.round((cpu / n) * 1e6),
+  };
 }
 
 /** 1,000 identical GETs at once on a cold key (upstream 200 ms): how many reached the upstream, and how long they took. */
@@ -88,14 +147,34 @@ async function coalescing(bw, tag) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1000 });
   const times = [];
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: 1000 }, () => new Promise((resolve, reject) => {
-    const t = performance.now();
-    http.get({ host: '127.0.0.1', port: bw.port, path, headers: auth, agent }, (res) => { res.resume(); res.on('end', () => { times.push(performance.now() - t); resolve(); }); }).on('error', reject);
-  })));
+  await Promise.all(
+    Array.from(
+      { length: 1000 },
+      () =>
+        new Promise((resolve, reject) => {
+          const t = performance.now();
+          http
+            .get({ host: '127.0.0.1', port: bw.port, path, headers: auth, agent }, (res) => {
+              res.resume();
+              res.on('end', () => {
+                times.push(performance.now() - t);
+                resolve();
+              });
+            })
+            .on('error', reject);
+        }),
+    ),
+  );
   const wall = performance.now() - t0;
   agent.destroy();
   times.sort((a, b) => a - b);
-  return { requests: 1000, upstreamGets: getsByPath.get(path.replace('/vapi', '')) ?? 0, p50ms: Math.round(times[500]), p99ms: Math.round(times[989]), wallMs: Math.round(wall) };
+  return {
+    requests: 1000,
+    upstreamGets: getsByPath.get(path.replace('/vapi', '')) ?? 0,
+    p50ms: Math.round(times[500]),
+    p99ms: Math.round(times[989]),
+    wallMs: Math.round(wall),
+  };
 }
 
 /**
@@ -105,14 +184,20 @@ async function coalescing(bw, tag) {
  */
 async function replay(replicas, tag) {
   let seed = 42;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const pick = (n) => Math.floor(n * rand() ** 2);
-  const workload = Array.from({ length: 10000 }, () => (rand() < 0.5 ? `/vapi/assistant/${tag}-asst-${pick(20)}` : `/twilio/v2/PhoneNumbers/+1555${String(pick(500)).padStart(7, '0')}?Fields=line_type_intelligence&t=${tag}`));
+  const workload = Array.from({ length: 10000 }, () =>
+    rand() < 0.5
+      ? `/vapi/assistant/${tag}-asst-${pick(20)}`
+      : `/twilio/v2/PhoneNumbers/+1555${String(pick(500)).padStart(7, '0')}?Fields=line_type_intelligence&t=${tag}`,
+  );
   const gets0 = upstreamGets;
   let w = 0;
-  await Promise.all(Array.from({ length: 20 }, async (_, c) => {
-    while (w < workload.length) await get(replicas[c % replicas.length].port, workload[w++]);
-  }));
+  await Promise.all(
+    Array.from({ length: 20 }, async (_, c) => {
+      while (w < workload.length) await get(replicas[c % replicas.length].port, workload[w++]);
+    }),
+  );
   const gets = upstreamGets - gets0;
   return { requests: workload.length, distinct: new Set(workload).size, upstreamGets: gets, fewerPct: Number((100 * (1 - gets / workload.length)).toFixed(1)) };
 }
@@ -127,7 +212,11 @@ async function memoryVariant() {
   const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${bw.pid}/status`, 'utf8'))[1]) * 1024;
   const before = rss();
   let next = 0;
-  await Promise.all(Array.from({ length: 20 }, async () => { while (next < 10000) await get(bw.port, `/vapi/assistant/fill-${next++}`); }));
+  await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      while (next < 10000) await get(bw.port, `/vapi/assistant/fill-${next++}`);
+    }),
+  );
   const after = rss();
   bw.stop();
   return { hit, fwd, co, rp, rss: { beforeMiB: Number((before / 2 ** 20).toFixed(1)), fullMiB: Number((after / 2 ** 20).toFixed(1)), bodyBytes: BODY.length } };
@@ -173,9 +262,14 @@ console.table(Object.values(out).flatMap((v) => [v.hit, v.fwd]));
 for (const [name, v] of Object.entries(out)) {
   console.log(`${name}: sidecar CPU per request, hit / forward: ${(v.hit.cpuUsPerRequest / v.fwd.cpuUsPerRequest).toFixed(2)}`);
   console.log(`${name}: replayed workload: ${v.rp.requests} GETs (${v.rp.distinct} distinct) -> ${v.rp.upstreamGets} upstream GETs (${v.rp.fewerPct} % fewer)`);
-  console.log(`${name}: coalescing: ${v.co.requests} concurrent identical GETs (upstream 200 ms) -> ${v.co.upstreamGets} upstream GET(s); p50 ${v.co.p50ms} ms, p99 ${v.co.p99ms} ms, all answered in ${v.co.wallMs} ms`);
+  console.log(
+    `${name}: coalescing: ${v.co.requests} concurrent identical GETs (upstream 200 ms) -> ${v.co.upstreamGets} upstream GET(s); p50 ${v.co.p50ms} ms, p99 ${v.co.p99ms} ms, all answered in ${v.co.wallMs} ms`,
+  );
   if (v.rss) console.log(`${name}: RSS before filling: ${v.rss.beforeMiB} MiB; with 10,000 entries of ~${v.rss.bodyBytes} B bodies: ${v.rss.fullMiB} MiB`);
-  if (v.fleetGetsForA1 !== undefined) console.log(`${name}: upstream GETs for /assistant/a1 across both replicas during the hit run: ${v.fleetGetsForA1}; Redis timeouts/errors over the run (each a fallback spell): ${v.redisErrors}`);
+  if (v.fleetGetsForA1 !== undefined)
+    console.log(
+      `${name}: upstream GETs for /assistant/a1 across both replicas during the hit run: ${v.fleetGetsForA1}; Redis timeouts/errors over the run (each a fallback spell): ${v.redisErrors}`,
+    );
 }
 console.log(JSON.stringify(out));
 up.close();

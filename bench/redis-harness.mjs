@@ -52,14 +52,20 @@ function freePort() {
 /** A redis-server (no persistence) on a free loopback port; resolves with the port once it answers PING. */
 export async function redisServer(extra = []) {
   const port = await freePort();
-  const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...extra], { detached: true, stdio: 'ignore' });
+  const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...extra], {
+    detached: true,
+    stdio: 'ignore',
+  });
   children.push(c);
   c.once('error', (err) => {
     console.error(`redis-server: ${err.message}`);
     process.exit(2);
   });
   for (let i = 0; i < 200; i++) {
-    const ok = await run('redis-cli', ['-p', String(port), 'PING'], { timeout: 1000 }).then((r) => r.stdout.includes('PONG'), () => false);
+    const ok = await run('redis-cli', ['-p', String(port), 'PING'], { timeout: 1000 }).then(
+      (r) => r.stdout.includes('PONG'),
+      () => false,
+    );
     if (ok) return port;
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -75,7 +81,14 @@ export async function cluster() {
   }
   await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'], { timeout: 30_000 });
   for (let i = 0; i < 150; i++) {
-    const infos = await Promise.all(ports.map((p) => run('redis-cli', ['-p', String(p), 'CLUSTER', 'INFO']).then((r) => r.stdout, () => '')));
+    const infos = await Promise.all(
+      ports.map((p) =>
+        run('redis-cli', ['-p', String(p), 'CLUSTER', 'INFO']).then(
+          (r) => r.stdout,
+          () => '',
+        ),
+      ),
+    );
     if (infos.every((t) => t.includes('cluster_state:ok'))) return ports.map((p) => `127.0.0.1:${p}`).join(',');
     await new Promise((r) => setTimeout(r, 100));
   }

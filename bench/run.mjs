@@ -193,7 +193,9 @@ function rssKb(pid) {
 /** Busy and total ticks of one core from /proc/stat. */
 function coreTicks(cpu) {
   try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+    const line = readFileSync('/proc/stat', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`cpu${cpu} `));
     const v = line.trim().split(/\s+/).slice(1).map(Number);
     const idle = v[3] + (v[4] ?? 0);
     const total = v.reduce((a, b) => a + b, 0);
@@ -397,7 +399,10 @@ async function main() {
   let redis;
   if (HAVE.redis) {
     redisPort = await freePort();
-    redis = startChild('redis', 'redis-server', ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no'], { cpu: 1, log: join(tmp, 'redis.log') });
+    redis = startChild('redis', 'redis-server', ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no'], {
+      cpu: 1,
+      log: join(tmp, 'redis.log'),
+    });
   }
 
   /** name → { port, pids, prefix, kind, child, admin } */
@@ -416,7 +421,12 @@ async function main() {
     const admin = await freePort();
     const args = [join(ROOT, 'bin', 'breakwater.js'), 'start', ...(config ? ['--config', config] : [])];
     // Started on any core (start-up is the costly part of a quick run), pinned once ready.
-    const child = startChild(name, process.execPath, args, { cpu: 0, pinLater: true, env: bwEnv({ PROXY_PORT: String(port), ADMIN_PORT: String(admin), ...env }), log: join(tmp, `${name}.log`) });
+    const child = startChild(name, process.execPath, args, {
+      cpu: 0,
+      pinLater: true,
+      env: bwEnv({ PROXY_PORT: String(port), ADMIN_PORT: String(admin), ...env }),
+      log: join(tmp, `${name}.log`),
+    });
     targets[name] = { name, kind: 'breakwater', what, port, admin, child, prefix: '/twilio', log: join(tmp, `${name}.log`) };
   }
 
@@ -446,7 +456,8 @@ async function main() {
     await breakwater('bw-open', { what: 'default policy, breaker forced open (POST /breakers/twilio/open)' });
     await breakwater('bw-limited', { env: { RATE_LIMIT_PER_MINUTE: '1' }, what: 'RATE_LIMIT_PER_MINUTE=1: everything after the first request is 429' });
   }
-  if (want('redis') && HAVE.redis) await breakwater('bw-redis', { env: { RATE_LIMIT_STORE: 'redis', REDIS_URL: `redis://127.0.0.1:${redisPort}` }, what: 'RATE_LIMIT_STORE=redis' });
+  if (want('redis') && HAVE.redis)
+    await breakwater('bw-redis', { env: { RATE_LIMIT_STORE: 'redis', REDIS_URL: `redis://127.0.0.1:${redisPort}` }, what: 'RATE_LIMIT_STORE=redis' });
   if (want('clients')) await breakwater('bw-clients', { what: 'default policy; X-Client-Id from a population of 1 or 100k' });
   if (want('routes')) {
     await breakwater('bw-routes-2', { config: P.routes2, what: '2 twilio routes' });
@@ -456,9 +467,26 @@ async function main() {
 
   // Baselines.
   const basePort = await freePort();
-  targets['http-proxy'] = { name: 'http-proxy', kind: 'baseline', what: 'node-http-proxy 1.18, keep-alive agent', port: basePort, prefix: '/twilio', child: startChild('http-proxy', process.execPath, [join(BENCH, 'baseline-http-proxy.mjs'), String(basePort), upOrigin], { cpu: 0, log: join(tmp, 'http-proxy.log') }) };
+  targets['http-proxy'] = {
+    name: 'http-proxy',
+    kind: 'baseline',
+    what: 'node-http-proxy 1.18, keep-alive agent',
+    port: basePort,
+    prefix: '/twilio',
+    child: startChild('http-proxy', process.execPath, [join(BENCH, 'baseline-http-proxy.mjs'), String(basePort), upOrigin], {
+      cpu: 0,
+      log: join(tmp, 'http-proxy.log'),
+    }),
+  };
   const undiciPort = await freePort();
-  targets.undici = { name: 'undici', kind: 'baseline', what: 'minimal undici Agent.dispatch proxy', port: undiciPort, prefix: '/twilio', child: startChild('undici', process.execPath, [join(BENCH, 'baseline-undici.mjs'), String(undiciPort), upOrigin], { cpu: 0, log: join(tmp, 'undici.log') }) };
+  targets.undici = {
+    name: 'undici',
+    kind: 'baseline',
+    what: 'minimal undici Agent.dispatch proxy',
+    port: undiciPort,
+    prefix: '/twilio',
+    child: startChild('undici', process.execPath, [join(BENCH, 'baseline-undici.mjs'), String(undiciPort), upOrigin], { cpu: 0, log: join(tmp, 'undici.log') }),
+  };
   if (HAVE.nginx && USE_NGINX) {
     const port = await freePort();
     const prefix = join(tmp, 'nginx');
@@ -470,7 +498,14 @@ async function main() {
       .replace('__PORT__', String(port));
     writeFileSync(join(prefix, 'nginx.conf'), conf);
     const child = startChild('nginx', 'nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-g', 'daemon off;'], { cpu: 0, log: join(tmp, 'nginx.out') });
-    targets.nginx = { name: 'nginx', kind: 'baseline', what: 'nginx 1 worker, upstream keepalive, access log buffered to a file', port, prefix: '/twilio', child };
+    targets.nginx = {
+      name: 'nginx',
+      kind: 'baseline',
+      what: 'nginx 1 worker, upstream keepalive, access log buffered to a file',
+      port,
+      prefix: '/twilio',
+      child,
+    };
   }
   targets.direct = { name: 'direct', kind: 'direct', what: 'the upstream itself (its CPU is the upstream’s)', port: upPort, prefix: '', child: upstream };
 
@@ -504,7 +539,24 @@ async function main() {
     if (want(id.split(':')[0]) && names.length) scenarios.push({ id, title, targets: names, req, ...extra });
   };
   const proxies = ['direct', 'bw-default', 'http-proxy', 'undici', 'nginx'];
-  add('get', 'small GET (228 B JSON answer)', ['direct', 'bw-default', 'bw-no-access-log', 'bw-no-rate-limit', 'bw-breaker-disabled', 'bw-retries-0', 'bw-no-idempotency', 'bw-no-hold', 'http-proxy', 'undici', 'nginx'], SHAPES.get);
+  add(
+    'get',
+    'small GET (228 B JSON answer)',
+    [
+      'direct',
+      'bw-default',
+      'bw-no-access-log',
+      'bw-no-rate-limit',
+      'bw-breaker-disabled',
+      'bw-retries-0',
+      'bw-no-idempotency',
+      'bw-no-hold',
+      'http-proxy',
+      'undici',
+      'nginx',
+    ],
+    SHAPES.get,
+  );
   add('post', '4 KiB form POST (Twilio message create)', proxies, SHAPES.post);
   add('large', '64 KiB response', proxies, SHAPES.large);
   add('fastfail:open', 'open breaker fast fail (503)', ['bw-open'], SHAPES.get, { expect: 503 });
@@ -554,7 +606,9 @@ async function main() {
       core1Busy: m.core1Busy,
     };
     runs.push(run);
-    log(`${sc.id.padEnd(13)} ${t.name.padEnd(20)} r${roundNo} ${String(Math.round(run.rps)).padStart(6)} req/s p99 ${String(run.p99).padStart(4)} ms ${run.cpuUsPerReq.toFixed(1).padStart(6)} µs/req rss ${run.rssPeakMb.toFixed(0)} MB${run.non2xx ? ` non2xx ${run.non2xx}` : ''}${run.errors ? ` errors ${run.errors}` : ''} noise ${(run.core0Foreign * 100).toFixed(0)}% core1 ${(run.core1Busy * 100).toFixed(0)}%`);
+    log(
+      `${sc.id.padEnd(13)} ${t.name.padEnd(20)} r${roundNo} ${String(Math.round(run.rps)).padStart(6)} req/s p99 ${String(run.p99).padStart(4)} ms ${run.cpuUsPerReq.toFixed(1).padStart(6)} µs/req rss ${run.rssPeakMb.toFixed(0)} MB${run.non2xx ? ` non2xx ${run.non2xx}` : ''}${run.errors ? ` errors ${run.errors}` : ''} noise ${(run.core0Foreign * 100).toFixed(0)}% core1 ${(run.core1Busy * 100).toFixed(0)}%`,
+    );
   }
 
   // Warm-up (JIT, pools) of every target on every request shape it will see, one after the
@@ -588,9 +642,20 @@ async function main() {
         const t = targets[name];
         if (!t) continue;
         const m = await measure(t.pids, async () => wrk(urlOf(t, MESSAGES), DURATION));
-        const w = { scenario: name === 'bw-open' ? 'fastfail:open' : name === 'bw-limited' ? 'fastfail:429' : 'get', target: name, round: rd, tool: 'wrk', ...m.result, cpuUsPerReq: (m.cpuSeconds * 1e6) / (m.result.rps * DURATION), rssPeakMb: m.rssPeakMb, core0Foreign: m.core0Foreign };
+        const w = {
+          scenario: name === 'bw-open' ? 'fastfail:open' : name === 'bw-limited' ? 'fastfail:429' : 'get',
+          target: name,
+          round: rd,
+          tool: 'wrk',
+          ...m.result,
+          cpuUsPerReq: (m.cpuSeconds * 1e6) / (m.result.rps * DURATION),
+          rssPeakMb: m.rssPeakMb,
+          core0Foreign: m.core0Foreign,
+        };
         wrkRuns.push(w);
-        log(`wrk ${w.scenario.padEnd(13)} ${name.padEnd(16)} r${rd} ${String(Math.round(w.rps)).padStart(6)} req/s p99 ${w.p99.toFixed(2)} ms${w.non2xx ? ` non2xx ${w.non2xx}` : ''}`);
+        log(
+          `wrk ${w.scenario.padEnd(13)} ${name.padEnd(16)} r${rd} ${String(Math.round(w.rps)).padStart(6)} req/s p99 ${w.p99.toFixed(2)} ms${w.non2xx ? ` non2xx ${w.non2xx}` : ''}`,
+        );
       }
     }
   }
@@ -615,15 +680,33 @@ async function main() {
       };
       const up = (mib) => {
         const path = `/2010-04-01/Accounts/${ACCOUNT}/Upload.json`;
-        return cannon(urlOf(t, path), { method: 'POST', path: `/twilio${path}`, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(mib * 1024 * 1024, 'z') }, { connections: concurrent, amount: n });
+        return cannon(
+          urlOf(t, path),
+          { method: 'POST', path: `/twilio${path}`, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(mib * 1024 * 1024, 'z') },
+          { connections: concurrent, amount: n },
+        );
       };
       await down(2); // first use: pools, buffers, JIT
       if (!QUICK) await up(2);
       const idle = sum(t.pids, rssKb) / 1024;
       for (const mib of QUICK ? [20] : [2, 20]) {
-        for (const [dir, run] of [['response', down], ['upload', up]]) {
+        for (const [dir, run] of [
+          ['response', down],
+          ['upload', up],
+        ]) {
           const m = await measure(t.pids, () => run(mib));
-          rows.push({ target: name, direction: dir, mib, requests: m.result.requests.total, ok: m.result['2xx'], errors: m.result.errors + m.result.timeouts, mibPerSecond: (m.result.requests.total * mib) / m.result.duration, idleRssMb: idle, rssPeakMb: m.rssPeakMb, growthMb: m.rssPeakMb - idle });
+          rows.push({
+            target: name,
+            direction: dir,
+            mib,
+            requests: m.result.requests.total,
+            ok: m.result['2xx'],
+            errors: m.result.errors + m.result.timeouts,
+            mibPerSecond: (m.result.requests.total * mib) / m.result.duration,
+            idleRssMb: idle,
+            rssPeakMb: m.rssPeakMb,
+            growthMb: m.rssPeakMb - idle,
+          });
         }
       }
     }
@@ -634,7 +717,9 @@ async function main() {
   // Access-log evidence: the default target really wrote a line per request.
   const logLines = (file) => {
     try {
-      return readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('"msg":"request"')).length;
+      return readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"msg":"request"')).length;
     } catch {
       return NaN;
     }
@@ -682,7 +767,7 @@ async function main() {
   const wrkSummary = {};
   for (const w of wrkRuns) {
     const k = `${w.scenario}/${w.target}`;
-    (wrkSummary[k] ??= { scenario: w.scenario, target: w.target, rps: [], p99: [], non2xx: 0, cpu: [] });
+    wrkSummary[k] ??= { scenario: w.scenario, target: w.target, rps: [], p99: [], non2xx: 0, cpu: [] };
     wrkSummary[k].rps.push(w.rps);
     wrkSummary[k].p99.push(w.p99);
     wrkSummary[k].cpu.push(w.cpuUsPerReq);
@@ -698,7 +783,17 @@ async function main() {
   const meta = machine(startedAt);
   const result = {
     meta,
-    settings: { quick: QUICK, rounds: ROUNDS, durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, pinning: PIN, loadGenerator: 'autocannon (in-process, CPU 1)', wrk: USE_WRK && HAVE.wrk, clockTicks: CLK_TCK },
+    settings: {
+      quick: QUICK,
+      rounds: ROUNDS,
+      durationSeconds: DURATION,
+      warmupSeconds: WARMUP,
+      connections: CONNECTIONS,
+      pinning: PIN,
+      loadGenerator: 'autocannon (in-process, CPU 1)',
+      wrk: USE_WRK && HAVE.wrk,
+      clockTicks: CLK_TCK,
+    },
     targets: Object.fromEntries(Object.values(targets).map((t) => [t.name, { kind: t.kind, what: t.what }])),
     accessLogLines,
     summary,
@@ -729,7 +824,13 @@ function evaluateGoals(summary, wrkSummary, bodies) {
   if (d && get['http-proxy']) {
     const wd = wrkSummary['get/bw-default'];
     const wh = wrkSummary['get/http-proxy'];
-    goal('default ≥ 2.0× http-proxy (req/s)', round(d.rps / get['http-proxy'].rps, 2), 2, d.rps / get['http-proxy'].rps >= 2, wd && wh ? `wrk: ${round(wd.rpsMedian / wh.rpsMedian, 2)}×` : undefined);
+    goal(
+      'default ≥ 2.0× http-proxy (req/s)',
+      round(d.rps / get['http-proxy'].rps, 2),
+      2,
+      d.rps / get['http-proxy'].rps >= 2,
+      wd && wh ? `wrk: ${round(wd.rpsMedian / wh.rpsMedian, 2)}×` : undefined,
+    );
   }
   if (d && get.nginx) {
     // autocannon needs about as much CPU as nginx itself, so it cannot saturate nginx: judge
@@ -738,10 +839,23 @@ function evaluateGoals(summary, wrkSummary, bodies) {
     const wn = wrkSummary['get/nginx'];
     const ac = d.rps / get.nginx.rps;
     const wr = wd && wn ? wd.rpsMedian / wn.rpsMedian : undefined;
-    goal('default ≥ 40 % of nginx (req/s)', round(wr ?? ac, 2), 0.4, (wr ?? ac) >= 0.4, wr === undefined ? 'autocannon' : `wrk; autocannon says ${round(ac, 2)}`);
+    goal(
+      'default ≥ 40 % of nginx (req/s)',
+      round(wr ?? ac, 2),
+      0.4,
+      (wr ?? ac) >= 0.4,
+      wr === undefined ? 'autocannon' : `wrk; autocannon says ${round(ac, 2)}`,
+    );
   }
   if (d) goal('default ≤ 45 µs CPU per request', round(d.cpuUsPerReq, 1), 45, d.cpuUsPerReq <= 45);
-  if (d && get.undici) goal('default p99 ≤ 1.5× minimal undici proxy', round(d.p99 / get.undici.p99, 2), 1.5, d.p99 <= 1.5 * get.undici.p99, `${round(d.p99, 2)} vs ${round(get.undici.p99, 2)} ms`);
+  if (d && get.undici)
+    goal(
+      'default p99 ≤ 1.5× minimal undici proxy',
+      round(d.p99 / get.undici.p99, 2),
+      1.5,
+      d.p99 <= 1.5 * get.undici.p99,
+      `${round(d.p99, 2)} vs ${round(get.undici.p99, 2)} ms`,
+    );
   if (d) {
     // bw-default serves every shape, the 64 KiB responses too, and memory once resident stays so:
     // its peak is the worst of all of them. The stage-off instances run the same code and only
@@ -749,13 +863,18 @@ function evaluateGoals(summary, wrkSummary, bodies) {
     // both are named beside it.
     const peak = (name) => Math.max(...Object.values(summary).map((s) => s.rows[name]?.rssPeakMb ?? 0));
     const worst = peak('bw-default');
-    const getOnly = Object.keys(get).filter((n) => n.startsWith('bw-no-') || n === 'bw-retries-0' || n === 'bw-breaker-disabled').map((n) => get[n].rssPeakMb);
+    const getOnly = Object.keys(get)
+      .filter((n) => n.startsWith('bw-no-') || n === 'bw-retries-0' || n === 'bw-breaker-disabled')
+      .map((n) => get[n].rssPeakMb);
     const notes = [];
     if (getOnly.length) notes.push(`instances that only serve small GETs: ${round(Math.min(...getOnly), 0)}–${round(Math.max(...getOnly), 0)} MB`);
     if (get.undici) notes.push(`minimal undici proxy, same mix: ${round(peak('undici'), 0)} MB`);
     goal('default RSS under load ≤ 120 MB', round(worst, 0), 120, worst <= 120, notes.join('; ') || undefined);
   }
-  for (const [id, label] of [['fastfail:open', 'open breaker'], ['fastfail:429', '429']]) {
+  for (const [id, label] of [
+    ['fastfail:open', 'open breaker'],
+    ['fastfail:429', '429'],
+  ]) {
     const r = summary[id]?.rows;
     const row = r && Object.values(r)[0];
     if (row && d) {
@@ -764,7 +883,13 @@ function evaluateGoals(summary, wrkSummary, bodies) {
       const wd = wrkSummary['get/bw-default'];
       const wrkRatio = w && wd ? w.rpsMedian / wd.rpsMedian : undefined;
       const ratio = row.rps / d.rps;
-      goal(`fast fail (${label}) ≥ 3× forwarding rate`, round(ratio, 2), 3, ratio >= 3 || (wrkRatio ?? 0) >= 3, `CPU per request ${round(cpuRatio, 2)}× cheaper${wrkRatio ? `; wrk ${round(wrkRatio, 2)}×` : ''}; core 1 (load generator) ${round(row.core1Busy * 100, 0)} % busy`);
+      goal(
+        `fast fail (${label}) ≥ 3× forwarding rate`,
+        round(ratio, 2),
+        3,
+        ratio >= 3 || (wrkRatio ?? 0) >= 3,
+        `CPU per request ${round(cpuRatio, 2)}× cheaper${wrkRatio ? `; wrk ${round(wrkRatio, 2)}×` : ''}; core 1 (load generator) ${round(row.core1Busy * 100, 0)} % busy`,
+      );
     }
   }
   if (bodies) {
@@ -777,7 +902,13 @@ function evaluateGoals(summary, wrkSummary, bodies) {
       const allOk = bodies.rows.filter((r) => r.target === 'bw-large' && r.direction === dir).every((r) => r.ok === r.requests && r.errors === 0);
       const extra = ref ? bw.growthMb - ref.growthMb : NaN;
       const small = row('bw-large', 2);
-      goal(`20 MiB ${dir} streamed with flat memory`, round(bw.growthMb, 1), 'peak over idle within 10 MB of the minimal undici proxy', allOk && (ref ? extra <= 10 : bw.growthMb < 20), `${bodies.concurrent} in flight; undici +${round(ref?.growthMb, 0)} MB${small ? `; with 2 MiB bodies +${round(small.growthMb, 0)} MB` : ''}; ${bw.ok}/${bw.requests} ok`);
+      goal(
+        `20 MiB ${dir} streamed with flat memory`,
+        round(bw.growthMb, 1),
+        'peak over idle within 10 MB of the minimal undici proxy',
+        allOk && (ref ? extra <= 10 : bw.growthMb < 20),
+        `${bodies.concurrent} in flight; undici +${round(ref?.growthMb, 0)} MB${small ? `; with 2 MiB bodies +${round(small.growthMb, 0)} MB` : ''}; ${bw.ok}/${bw.requests} ok`,
+      );
     }
   }
   const pair = (a, b, label) => {
@@ -834,23 +965,32 @@ function machine(startedAt) {
 
 // ---------------------------------------------------------------- markdown
 function markdown(r) {
-  const f = (x, d = 0) => (x === null || x === undefined || Number.isNaN(x) ? '—' : Number(x).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+  const f = (x, d = 0) =>
+    x === null || x === undefined || Number.isNaN(x) ? '—' : Number(x).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const pct = (x) => (Number.isFinite(x) ? `${Math.round(x * 100)} %` : '—');
   const x = (v) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '—');
   const m = r.meta;
   const lines = [];
   lines.push(`# Breakwater benchmark — ${m.date.slice(0, 16).replace('T', ' ')} UTC${r.settings.quick ? ' (quick)' : ''}`);
   lines.push('');
-  lines.push(`${m.cpu}, ${m.cores} cores, Linux ${m.kernel}, Node ${m.node}; undici ${m.packages.undici}, pino ${m.packages.pino}, prom-client ${m.packages['prom-client']}; nginx ${m.tools.nginx ?? '—'}; commit ${m.git.commit?.slice(0, 10) ?? '—'}${m.git.dirty ? ' (+ local changes)' : ''}.`);
-  lines.push(`${r.settings.rounds} round(s) × ${r.settings.durationSeconds} s per run, ${r.settings.connections} connections, autocannon on CPU 1 with the upstream${r.settings.pinning ? ', proxies pinned to CPU 0' : ', no CPU pinning'}. Medians over rounds, [min–max] spread. "noise": share of core 0 used by other processes during the run; "core 1": how busy the load generator's core was (near 100 % means the client, not the proxy, set the pace). Load average at start: ${m.loadAverageAtStart.join(', ')}.`);
+  lines.push(
+    `${m.cpu}, ${m.cores} cores, Linux ${m.kernel}, Node ${m.node}; undici ${m.packages.undici}, pino ${m.packages.pino}, prom-client ${m.packages['prom-client']}; nginx ${m.tools.nginx ?? '—'}; commit ${m.git.commit?.slice(0, 10) ?? '—'}${m.git.dirty ? ' (+ local changes)' : ''}.`,
+  );
+  lines.push(
+    `${r.settings.rounds} round(s) × ${r.settings.durationSeconds} s per run, ${r.settings.connections} connections, autocannon on CPU 1 with the upstream${r.settings.pinning ? ', proxies pinned to CPU 0' : ', no CPU pinning'}. Medians over rounds, [min–max] spread. "noise": share of core 0 used by other processes during the run; "core 1": how busy the load generator's core was (near 100 % means the client, not the proxy, set the pace). Load average at start: ${m.loadAverageAtStart.join(', ')}.`,
+  );
   lines.push('');
   for (const s of Object.values(r.summary)) {
     lines.push(`## ${s.title}`);
     lines.push('');
-    lines.push('| target | req/s [min–max] | vs direct | vs http-proxy | p50 ms | p99 ms [min–max] | CPU µs/req [min–max] | RSS peak MB | errors | non-2xx | noise | core 1 |');
+    lines.push(
+      '| target | req/s [min–max] | vs direct | vs http-proxy | p50 ms | p99 ms [min–max] | CPU µs/req [min–max] | RSS peak MB | errors | non-2xx | noise | core 1 |',
+    );
     lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const [name, row] of Object.entries(s.rows)) {
-      lines.push(`| ${name} | ${f(row.rps)} [${f(row.rpsMin)}–${f(row.rpsMax)}] | ${pct(row.vsDirect)} | ${x(row.vsHttpProxy)} | ${f(row.p50, 2)} | ${f(row.p99, 2)} [${f(row.p99Min, 2)}–${f(row.p99Max, 2)}] | ${f(row.cpuUsPerReq, 1)} [${f(row.cpuMin, 1)}–${f(row.cpuMax, 1)}] | ${f(row.rssPeakMb)} | ${f(row.errors)} | ${f(row.non2xx)}${row.expectedStatusOnly === true ? ' (all expected)' : ''} | ${pct(row.noise)} | ${pct(row.core1Busy)} |`);
+      lines.push(
+        `| ${name} | ${f(row.rps)} [${f(row.rpsMin)}–${f(row.rpsMax)}] | ${pct(row.vsDirect)} | ${x(row.vsHttpProxy)} | ${f(row.p50, 2)} | ${f(row.p99, 2)} [${f(row.p99Min, 2)}–${f(row.p99Max, 2)}] | ${f(row.cpuUsPerReq, 1)} [${f(row.cpuMin, 1)}–${f(row.cpuMax, 1)}] | ${f(row.rssPeakMb)} | ${f(row.errors)} | ${f(row.non2xx)}${row.expectedStatusOnly === true ? ' (all expected)' : ''} | ${pct(row.noise)} | ${pct(row.core1Busy)} |`,
+      );
     }
     lines.push('');
   }
@@ -868,7 +1008,10 @@ function markdown(r) {
     lines.push('');
     lines.push('| target | direction | body | ok | MiB/s | RSS idle MB | RSS peak MB | growth MB |');
     lines.push('|---|---|---|---|---|---|---|---|');
-    for (const d of b.rows) lines.push(`| ${d.target} | ${d.direction} | ${d.mib} MiB | ${d.ok}/${d.requests} | ${f(d.mibPerSecond)} | ${f(d.idleRssMb)} | ${f(d.rssPeakMb)} | ${f(d.growthMb, 1)} |`);
+    for (const d of b.rows)
+      lines.push(
+        `| ${d.target} | ${d.direction} | ${d.mib} MiB | ${d.ok}/${d.requests} | ${f(d.mibPerSecond)} | ${f(d.idleRssMb)} | ${f(d.rssPeakMb)} | ${f(d.growthMb, 1)} |`,
+      );
     lines.push('');
   }
   lines.push('## Goals (issue 7)');

@@ -7,8 +7,28 @@ import http from 'node:http';
 
 const port = Number(process.argv[2]);
 const json = (o) => Buffer.from(JSON.stringify(o));
-const SMALL = json({ sid: 'SM' + 'a'.repeat(32), status: 'queued', to: '+15558675310', from: '+15017122661', body: 'hello from the benchmark upstream', num_segments: '1', price: null, uri: '/2010-04-01/Accounts/AC/Messages/SM.json' });
-const CREATED = json({ sid: 'SM' + 'b'.repeat(32), account_sid: 'AC123', to: '+15558675310', from: '+15017122661', status: 'queued', direction: 'outbound-api', api_version: '2010-04-01', num_segments: '1', price: null, uri: '/2010-04-01/Accounts/AC123/Messages/SM.json' });
+const SMALL = json({
+  sid: 'SM' + 'a'.repeat(32),
+  status: 'queued',
+  to: '+15558675310',
+  from: '+15017122661',
+  body: 'hello from the benchmark upstream',
+  num_segments: '1',
+  price: null,
+  uri: '/2010-04-01/Accounts/AC/Messages/SM.json',
+});
+const CREATED = json({
+  sid: 'SM' + 'b'.repeat(32),
+  account_sid: 'AC123',
+  to: '+15558675310',
+  from: '+15017122661',
+  status: 'queued',
+  direction: 'outbound-api',
+  api_version: '2010-04-01',
+  num_segments: '1',
+  price: null,
+  uri: '/2010-04-01/Accounts/AC123/Messages/SM.json',
+});
 // 64 KiB of JSON: a page of message resources, as a list call returns.
 const item = JSON.stringify({ sid: 'SM' + 'c'.repeat(32), status: 'delivered', to: '+15558675310', from: '+15017122661', body: 'x'.repeat(120) });
 let page = '{"messages":[';
@@ -37,7 +57,9 @@ function streamHuge(res, url) {
 http
   .createServer((req, res) => {
     let bytes = 0;
-    req.on('data', (c) => { bytes += c.length; });
+    req.on('data', (c) => {
+      bytes += c.length;
+    });
     req.on('end', () => {
       const url = req.url;
       if (url.includes('/Huge')) return streamHuge(res, url);

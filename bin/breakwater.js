@@ -3,6 +3,11 @@
 import { main } from '../dist/cli.js';
 
 main(process.argv).then(
-  (code) => { if (typeof code === 'number') process.exitCode = code; },
-  (err) => { console.error(err instanceof Error ? err.stack ?? err.message : String(err)); process.exit(1); },
+  (code) => {
+    if (typeof code === 'number') process.exitCode = code;
+  },
+  (err) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exit(1);
+  },
 );

@@ -6,9 +6,24 @@ export interface Dashboard {
   templating: { list: Array<Record<string, unknown>> };
   [k: string]: unknown;
 }
-export interface Query { source: string; panel: number | string; title: string; refId: string; expr: string }
-export interface QueryResult extends Query { promql: string; ok: boolean; detail: string; series: number }
-export interface ToolResult { ok: boolean; code: number | null; output: string }
+export interface Query {
+  source: string;
+  panel: number | string;
+  title: string;
+  refId: string;
+  expr: string;
+}
+export interface QueryResult extends Query {
+  promql: string;
+  ok: boolean;
+  detail: string;
+  series: number;
+}
+export interface ToolResult {
+  ok: boolean;
+  code: number | null;
+  output: string;
+}
 export interface Stack {
   promUrl: string;
   proxyPort: number;
@@ -19,7 +34,13 @@ export interface Stack {
   promLog: string;
   stop(): Promise<void>;
 }
-export interface LiveReport { dashboardResults: QueryResult[]; alertResults: QueryResult[]; missingProxyMetrics: string[]; names: Set<string>; declared: Set<string> }
+export interface LiveReport {
+  dashboardResults: QueryResult[];
+  alertResults: QueryResult[];
+  missingProxyMetrics: string[];
+  names: Set<string>;
+  declared: Set<string>;
+}
 
 export const ROOT: string;
 export const DASHBOARD_DIR: string;
@@ -38,17 +59,36 @@ export function testRules(file?: string): ToolResult;
 export function lintQueriesOffline(queries: Array<{ expr: string }>): ToolResult;
 export function alertRules(file?: string): Array<{ alert: string; expr: string; group: string }>;
 export function freePort(): Promise<number>;
-export function promApi(promUrl: string, path: string, params?: Record<string, string | string[]>): Promise<{ ok: boolean; status: number; body?: any; error?: string }>;
+export function promApi(
+  promUrl: string,
+  path: string,
+  params?: Record<string, string | string[]>,
+): Promise<{ ok: boolean; status: number; body?: any; error?: string }>;
 export function startStack(opts?: { rulesFile?: string; log?: (line: string) => void }): Promise<Stack>;
-export function generateLoad(stack: Stack, opts?: { log?: (line: string) => void }): Promise<{ counts: Record<string, number>; recovered: boolean; ms: number }>;
+export function generateLoad(
+  stack: Stack,
+  opts?: { log?: (line: string) => void },
+): Promise<{ counts: Record<string, number>; recovered: boolean; ms: number }>;
 export function knownMetricNames(promUrl: string): Promise<Set<string>>;
 export function evaluateQueries(promUrl: string, queries: Query[], opts?: { requireData?: boolean; names?: Set<string> }): Promise<QueryResult[]>;
-export function evaluateDashboard(promUrl: string, dashboard: Dashboard, opts?: { requireData?: boolean; names?: Set<string>; source?: string }): Promise<QueryResult[]>;
+export function evaluateDashboard(
+  promUrl: string,
+  dashboard: Dashboard,
+  opts?: { requireData?: boolean; names?: Set<string>; source?: string },
+): Promise<QueryResult[]>;
 export function evaluateVariables(promUrl: string, dashboard: Dashboard, source?: string): Promise<QueryResult[]>;
 export function declaredMetricNames(adminPort: number): Promise<Set<string>>;
 export function evaluateAlerts(promUrl: string, rulesFile?: string, opts?: { names?: Set<string>; declared?: Set<string> }): Promise<QueryResult[]>;
 export function renameMetric(dashboard: Dashboard, from: string, to: string): Dashboard;
-export function negativeProof(promUrl: string, dashboard: Dashboard, opts?: { names?: Set<string> }): Promise<{ ok: boolean; renamed: string; failed: QueryResult[] }>;
+export function negativeProof(
+  promUrl: string,
+  dashboard: Dashboard,
+  opts?: { names?: Set<string> },
+): Promise<{ ok: boolean; renamed: string; failed: QueryResult[] }>;
 export function formatResult(r: QueryResult): string;
-export function checkStatic(opts?: { dashboards?: Array<{ name: string; dashboard: Dashboard }>; rulesFile?: string; rulesTestFile?: string }): { ok: boolean; lines: string[]; queries: Query[] };
+export function checkStatic(opts?: { dashboards?: Array<{ name: string; dashboard: Dashboard }>; rulesFile?: string; rulesTestFile?: string }): {
+  ok: boolean;
+  lines: string[];
+  queries: Query[];
+};
 export function checkLive(stack: Stack, opts?: { dashboards?: Array<{ name: string; dashboard: Dashboard }>; rulesFile?: string }): Promise<LiveReport>;

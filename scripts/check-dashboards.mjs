@@ -81,9 +81,10 @@ export function validateDashboard(dashboard, name = dashboard?.title ?? 'dashboa
     for (const e of validate.errors) {
       // per-item noise of a failed `contains`: the summary below says what is missing
       if (e.schemaPath.includes('/contains/') || /^#\/definitions\/(datasource|upstream)Variable\//.test(e.schemaPath)) continue;
-      const message = e.keyword === 'contains'
-        ? `must contain the ${/allOf\/0/.test(e.schemaPath) ? 'datasource (type datasource, query prometheus)' : 'upstream (label_values(breakwater_requests_total, upstream), multi, includeAll, allValue .*)'} variable`
-        : `${e.message}${e.params?.allowedValue !== undefined ? ` (${JSON.stringify(e.params.allowedValue)})` : ''}`;
+      const message =
+        e.keyword === 'contains'
+          ? `must contain the ${/allOf\/0/.test(e.schemaPath) ? 'datasource (type datasource, query prometheus)' : 'upstream (label_values(breakwater_requests_total, upstream), multi, includeAll, allValue .*)'} variable`
+          : `${e.message}${e.params?.allowedValue !== undefined ? ` (${JSON.stringify(e.params.allowedValue)})` : ''}`;
       errors.push(`${name}: ${e.instancePath || '/'} ${message}`);
     }
     return errors; // the checks below assume the shape
@@ -99,7 +100,11 @@ export function validateDashboard(dashboard, name = dashboard?.title ?? 'dashboa
     for (let cx = x; cx < x + w; cx++) {
       for (let cy = y; cy < y + h; cy++) {
         const other = cells.get(`${cx},${cy}`);
-        if (other !== undefined && other !== p.id) { errors.push(`${where}: overlaps panel ${other}`); cx = x + w; break; }
+        if (other !== undefined && other !== p.id) {
+          errors.push(`${where}: overlaps panel ${other}`);
+          cx = x + w;
+          break;
+        }
         cells.set(`${cx},${cy}`, p.id);
       }
     }
@@ -116,7 +121,7 @@ export function validateDashboard(dashboard, name = dashboard?.title ?? 'dashboa
 }
 
 // The seed's latency thresholds, one per percentile (ms).
-const PERCENTILE_LIMITS = { '0.5': 200, '0.95': 500, '0.99': 1000 };
+const PERCENTILE_LIMITS = { 0.5: 200, 0.95: 500, 0.99: 1000 };
 
 /** The red step of a thresholds object, if any. */
 const redAt = (th) => th?.steps?.find((st) => st.color === 'red')?.value;
@@ -131,8 +136,10 @@ function meaningProblems(p, t) {
   if (/breakwater_request_duration_seconds_bucket\{/.test(e) && !/breakwater_request_duration_seconds_bucket\{[^}]*source="upstream"/.test(e)) {
     problems.push('request latency must be read with source="upstream" (local refusals would pull the percentiles down)');
   }
-  if (/breakwater_requests_total\{[^}]*status=~"5\.\."/.test(e)) problems.push('count 5xx on breakwater_responses_total{class="5xx"} (exported from zero, includes Breakwater-made 5xx)');
-  if (/circuit_breaker_failures_total/.test(e) && /\//.test(e)) problems.push('a failure ratio counts 5xx answers (breakwater_responses_total), not breaker failures, which miss rejected calls');
+  if (/breakwater_requests_total\{[^}]*status=~"5\.\."/.test(e))
+    problems.push('count 5xx on breakwater_responses_total{class="5xx"} (exported from zero, includes Breakwater-made 5xx)');
+  if (/circuit_breaker_failures_total/.test(e) && /\//.test(e))
+    problems.push('a failure ratio counts 5xx answers (breakwater_responses_total), not breaker failures, which miss rejected calls');
   if (/budget remaining/i.test(p.title) && !/^clamp\(.*, 0, 100\)$/.test(e)) problems.push('error budget remaining must be clamped to 0..100');
   const q = /^(?:topk\(\d+, )?histogram_quantile\((0\.\d+),\s*[^]*breakwater_request_duration_seconds_bucket/.exec(e)?.[1];
   if (q !== undefined && PERCENTILE_LIMITS[q] !== undefined && (p.type === 'stat' || /percentile/i.test(p.title))) {
@@ -202,7 +209,8 @@ export function metricNames(expr) {
 /** Runs promtool; a missing binary is a failure with a message that says so. */
 export function promtool(args, { input } = {}) {
   const r = spawnSync('promtool', args, { cwd: ROOT, encoding: 'utf8', timeout: 30_000, input });
-  if (r.error) return { ok: false, code: null, output: `promtool could not run (${r.error.code ?? r.error.message}): install it (Debian: apt-get install prometheus)` };
+  if (r.error)
+    return { ok: false, code: null, output: `promtool could not run (${r.error.code ?? r.error.message}): install it (Debian: apt-get install prometheus)` };
   return { ok: r.status === 0, code: r.status, output: `${r.stdout}${r.stderr}`.trim() };
 }
 
@@ -236,7 +244,10 @@ export function freePort() {
   return new Promise((res, rej) => {
     const s = net.createServer();
     s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
   });
 }
 
@@ -259,7 +270,11 @@ function fakeUpstream(name) {
     server.once('error', rej);
     server.listen(0, '127.0.0.1', () => {
       state.url = `http://127.0.0.1:${server.address().port}`;
-      state.close = () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); });
+      state.close = () =>
+        new Promise((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        });
       res(state);
     });
   });
@@ -287,7 +302,11 @@ const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k
 const live = new Set();
 const liveDirs = new Set();
 function killGroupSync(child, signal) {
-  try { process.kill(-child.pid, signal); } catch { /* already gone */ }
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    /* already gone */
+  }
 }
 // Last resort on any exit (a crash, process.exit in a signal handler): nothing outlives us.
 function cleanupSync() {
@@ -301,8 +320,17 @@ function startChild(cmd, args, { env, logFile, cwd = ROOT }) {
   const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', fd, fd], detached: true });
   closeSync(fd);
   child.exitInfo = null;
-  child.exited = new Promise((r) => child.once('exit', (code, signal) => { child.exitInfo = { code, signal }; live.delete(child); r(); }));
-  child.once('error', (e) => { child.exitInfo = { error: e.message }; live.delete(child); });
+  child.exited = new Promise((r) =>
+    child.once('exit', (code, signal) => {
+      child.exitInfo = { code, signal };
+      live.delete(child);
+      r();
+    }),
+  );
+  child.once('error', (e) => {
+    child.exitInfo = { error: e.message };
+    live.delete(child);
+  });
   live.add(child);
   return child;
 }
@@ -311,16 +339,29 @@ async function stopChild(child) {
   if (!child || child.exitInfo) return;
   killGroupSync(child, 'SIGTERM');
   await Promise.race([child.exited, sleep(3000)]);
-  if (!child.exitInfo) { killGroupSync(child, 'SIGKILL'); await Promise.race([child.exited, sleep(2000)]); }
+  if (!child.exitInfo) {
+    killGroupSync(child, 'SIGKILL');
+    await Promise.race([child.exited, sleep(2000)]);
+  }
 }
 
-const tail = (file, n = 1500) => { try { return readFileSync(file, 'utf8').slice(-n); } catch { return ''; } };
+const tail = (file, n = 1500) => {
+  try {
+    return readFileSync(file, 'utf8').slice(-n);
+  } catch {
+    return '';
+  }
+};
 
 async function waitFor(what, fn, { timeoutMs, intervalMs = 200, child, logFile }) {
   const deadline = Date.now() + timeoutMs;
   for (let i = 0; ; i++) {
     if (child?.exitInfo) throw new Error(`${what}: process exited (${JSON.stringify(child.exitInfo)})\n${tail(logFile)}`);
-    try { if (await fn()) return; } catch { /* not yet */ }
+    try {
+      if (await fn()) return;
+    } catch {
+      /* not yet */
+    }
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${logFile ? tail(logFile) : ''}`);
     await sleep(intervalMs);
   }
@@ -338,8 +379,13 @@ export async function promApi(promUrl, path, params = {}) {
   }
   const text = await res.text();
   let body;
-  try { body = JSON.parse(text); } catch { return { ok: false, status: res.status, error: `HTTP ${res.status}: ${text.slice(0, 200)}` }; }
-  if (!res.ok || body.status !== 'success') return { ok: false, status: res.status, body, error: `HTTP ${res.status} ${body.errorType ?? ''}: ${body.error ?? text.slice(0, 200)}` };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { ok: false, status: res.status, error: `HTTP ${res.status}: ${text.slice(0, 200)}` };
+  }
+  if (!res.ok || body.status !== 'success')
+    return { ok: false, status: res.status, body, error: `HTTP ${res.status} ${body.errorType ?? ''}: ${body.error ?? text.slice(0, 200)}` };
   return { ok: true, status: res.status, body };
 }
 
@@ -353,7 +399,8 @@ const instantQuery = (promUrl, query) => promApi(promUrl, '/api/v1/query', { que
 export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}) {
   if (!existsSync(join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/cli.js is missing: run `npm run build` first');
   const version = spawnSync('prometheus', ['--version'], { encoding: 'utf8', timeout: 10_000 });
-  if (version.error) throw new Error(`prometheus could not run (${version.error.code ?? version.error.message}): install it (Debian: apt-get install prometheus)`);
+  if (version.error)
+    throw new Error(`prometheus could not run (${version.error.code ?? version.error.message}): install it (Debian: apt-get install prometheus)`);
 
   const dir = mkdtempSync(join(tmpdir(), 'bw-dashboards-'));
   liveDirs.add(dir);
@@ -384,8 +431,10 @@ export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}
       env: {
         ...cleanEnv(),
         LOG_LEVEL: 'info',
-        PROXY_HOST: '127.0.0.1', PROXY_PORT: String(proxyPort),
-        ADMIN_HOST: '127.0.0.1', ADMIN_PORT: String(adminPort),
+        PROXY_HOST: '127.0.0.1',
+        PROXY_PORT: String(proxyPort),
+        ADMIN_HOST: '127.0.0.1',
+        ADMIN_PORT: String(adminPort),
         TWILIO_BASE_URL: stack.upstreams.twilio.url,
         VAPI_BASE_URL: stack.upstreams.vapi.url,
         TWILIO_HOST_TARGET: stack.upstreams.twilio.url, // host-routed requests too: never the real Twilio
@@ -397,22 +446,37 @@ export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}
     stack.children.push(stack.proxy);
 
     stack.promLog = join(dir, 'prometheus.log');
-    writeFileSync(join(dir, 'prometheus.yml'), YAML.stringify({
-      global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
-      rule_files: [rulesFile],
-      scrape_configs: [{ job_name: 'breakwater', static_configs: [{ targets: [`127.0.0.1:${adminPort}`] }] }],
-    }));
-    stack.prometheus = startChild('prometheus', [
-      `--config.file=${join(dir, 'prometheus.yml')}`,
-      `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${promPort}`,
-      '--log.level=warn',
-    ], { logFile: stack.promLog, env: cleanEnv(), cwd: dir });
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      YAML.stringify({
+        global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
+        rule_files: [rulesFile],
+        scrape_configs: [{ job_name: 'breakwater', static_configs: [{ targets: [`127.0.0.1:${adminPort}`] }] }],
+      }),
+    );
+    stack.prometheus = startChild(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+        '--log.level=warn',
+      ],
+      { logFile: stack.promLog, env: cleanEnv(), cwd: dir },
+    );
     stack.children.push(stack.prometheus);
 
-    await waitFor('proxy /healthz', async () => (await httpRequest(adminPort, 'GET', '/healthz', { timeoutMs: 1000 })).status === 200, { timeoutMs: 20_000, child: stack.proxy, logFile: stack.proxyLog });
+    await waitFor('proxy /healthz', async () => (await httpRequest(adminPort, 'GET', '/healthz', { timeoutMs: 1000 })).status === 200, {
+      timeoutMs: 20_000,
+      child: stack.proxy,
+      logFile: stack.proxyLog,
+    });
     log(`proxy up: app 127.0.0.1:${proxyPort}, admin 127.0.0.1:${adminPort}`);
-    await waitFor('prometheus /-/ready', async () => (await fetch(`${stack.promUrl}/-/ready`, { signal: AbortSignal.timeout(1000) })).ok, { timeoutMs: 15_000, child: stack.prometheus, logFile: stack.promLog });
+    await waitFor('prometheus /-/ready', async () => (await fetch(`${stack.promUrl}/-/ready`, { signal: AbortSignal.timeout(1000) })).ok, {
+      timeoutMs: 15_000,
+      child: stack.prometheus,
+      logFile: stack.promLog,
+    });
     log(`prometheus up: ${stack.promUrl}`);
     return stack;
   } catch (e) {
@@ -429,9 +493,21 @@ export async function startStack({ rulesFile = RULES_FILE, log = () => {} } = {}
  * subqueries have a step inside the data) and Prometheus counts every request sent.
  */
 export async function generateLoad(stack, { log = () => {} } = {}) {
-  const { proxyPort: port, upstreams: { twilio }, promUrl } = stack;
-  const scraped = async (expr) => { const r = await instantQuery(promUrl, expr); return r.ok && r.body.data.result.length > 0; };
-  await waitFor('first scrape (up == 1)', () => scraped('up{job="breakwater"} == 1'), { timeoutMs: 20_000, intervalMs: 250, child: stack.prometheus, logFile: stack.promLog });
+  const {
+    proxyPort: port,
+    upstreams: { twilio },
+    promUrl,
+  } = stack;
+  const scraped = async (expr) => {
+    const r = await instantQuery(promUrl, expr);
+    return r.ok && r.body.data.result.length > 0;
+  };
+  await waitFor('first scrape (up == 1)', () => scraped('up{job="breakwater"} == 1'), {
+    timeoutMs: 20_000,
+    intervalMs: 250,
+    child: stack.prometheus,
+    logFile: stack.promLog,
+  });
   const start = Date.now();
   log('first scrape landed; sending load');
   const counts = {};
@@ -474,7 +550,8 @@ export async function generateLoad(stack, { log = () => {} } = {}) {
 
   twilio.mode = 'ok';
   const recovered = await (async () => {
-    for (let i = 0; i < 20; i++) { // recovery timeout is 2 s: the probe after it closes the breaker
+    for (let i = 0; i < 20; i++) {
+      // recovery timeout is 2 s: the probe after it closes the breaker
       const r = await send('GET', TWILIO_MESSAGES, `probe-${i}`);
       if (r.status === 200) return true;
       await sleep(300);
@@ -489,10 +566,14 @@ export async function generateLoad(stack, { log = () => {} } = {}) {
   log(`load sent in ${Date.now() - start} ms; answers by status: ${JSON.stringify(counts)}`);
   await sleep(Math.max(0, start + 7_000 - Date.now()));
   const sent = Object.values(counts).reduce((a, b) => a + b, 0);
-  await waitFor(`Prometheus to count all ${sent} requests in breakwater_requests_total`, async () => {
-    const r = await instantQuery(promUrl, 'sum(breakwater_requests_total)');
-    return r.ok && Number(r.body.data.result[0]?.value[1]) >= sent;
-  }, { timeoutMs: 5000, intervalMs: 250 });
+  await waitFor(
+    `Prometheus to count all ${sent} requests in breakwater_requests_total`,
+    async () => {
+      const r = await instantQuery(promUrl, 'sum(breakwater_requests_total)');
+      return r.ok && Number(r.body.data.result[0]?.value[1]) >= sent;
+    },
+    { timeoutMs: 5000, intervalMs: 250 },
+  );
   return { counts, recovered, ms: Date.now() - start };
 }
 
@@ -509,7 +590,7 @@ export async function knownMetricNames(promUrl) {
  * Returns [{ ...query, promql, ok, detail, series }].
  */
 export async function evaluateQueries(promUrl, queries, { requireData = true, names } = {}) {
-  const known = names ?? await knownMetricNames(promUrl);
+  const known = names ?? (await knownMetricNames(promUrl));
   const results = [];
   for (const q of queries) {
     const promql = substituteGrafanaVars(q.expr);
@@ -523,7 +604,10 @@ export async function evaluateQueries(promUrl, queries, { requireData = true, na
     if (r.ok) {
       const { resultType, result } = r.body.data;
       series = resultType === 'vector' || resultType === 'matrix' ? result.length : 1;
-      if (requireData && series === 0) { ok = false; problems.push('empty result'); }
+      if (requireData && series === 0) {
+        ok = false;
+        problems.push('empty result');
+      }
     }
     const values = r.ok && r.body.data.resultType === 'vector' ? r.body.data.result.map((s) => s.value[1]) : [];
     const allNaN = values.length > 0 && values.every((v) => v === 'NaN');
@@ -546,10 +630,19 @@ export async function evaluateVariables(promUrl, dashboard, source = dashboard.u
     const text = typeof v.query === 'string' ? v.query : v.query?.query;
     const m = /^label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*(\w+)\s*\)$/.exec(text ?? '');
     const q = { source, panel: 'var', title: `$${v.name}`, refId: '-', expr: text ?? '' };
-    if (!m) { out.push({ ...q, promql: text, ok: false, detail: 'only label_values(metric, label) is supported', series: 0 }); continue; }
+    if (!m) {
+      out.push({ ...q, promql: text, ok: false, detail: 'only label_values(metric, label) is supported', series: 0 });
+      continue;
+    }
     const r = await promApi(promUrl, `/api/v1/label/${m[2]}/values`, { 'match[]': m[1] });
     const values = r.ok ? r.body.data : [];
-    out.push({ ...q, promql: text, ok: r.ok && values.length > 0, detail: r.ok ? (values.length ? `values: ${values.join(', ')}` : 'no values') : r.error, series: values.length });
+    out.push({
+      ...q,
+      promql: text,
+      ok: r.ok && values.length > 0,
+      detail: r.ok ? (values.length ? `values: ${values.join(', ')}` : 'no values') : r.error,
+      series: values.length,
+    });
   }
   return out;
 }
@@ -577,7 +670,7 @@ export async function declaredMetricNames(adminPort) {
  * by the proxy (`declared`); the rule's health as Prometheus evaluates it must not be `err`.
  */
 export async function evaluateAlerts(promUrl, rulesFile = RULES_FILE, { names, declared = new Set() } = {}) {
-  const known = names ?? await knownMetricNames(promUrl);
+  const known = names ?? (await knownMetricNames(promUrl));
   const rules = alertRules(rulesFile).map((r) => ({ source: basename(rulesFile), panel: 'alert', title: r.alert, refId: '-', expr: r.expr }));
   const results = await evaluateQueries(promUrl, rules, { requireData: false, names: new Set([...known, ...declared]) });
   for (const r of results) {
@@ -588,8 +681,16 @@ export async function evaluateAlerts(promUrl, rulesFile = RULES_FILE, { names, d
   const byName = new Map((loaded.ok ? loaded.body.data.groups : []).flatMap((g) => g.rules).map((r) => [r.name, r]));
   for (const r of results) {
     const rule = byName.get(r.title);
-    if (!rule) { r.ok = false; r.detail += '; not loaded by Prometheus'; continue; }
-    if (rule.health === 'err') { r.ok = false; r.detail += `; rule evaluation error: ${rule.lastError}`; continue; }
+    if (!rule) {
+      r.ok = false;
+      r.detail += '; not loaded by Prometheus';
+      continue;
+    }
+    if (rule.health === 'err') {
+      r.ok = false;
+      r.detail += `; rule evaluation error: ${rule.lastError}`;
+      continue;
+    }
     r.detail += `; rule ${rule.health}, ${rule.state}`;
   }
   return results;
@@ -620,7 +721,8 @@ export async function negativeProof(promUrl, dashboard, { names } = {}) {
 // Report and CLI
 
 export function formatResult(r) {
-  const what = r.panel === 'var' ? `${r.source} variable ${r.title}` : r.panel === 'alert' ? `alert ${r.title}` : `${r.source} #${r.panel} "${r.title}" ${r.refId}`;
+  const what =
+    r.panel === 'var' ? `${r.source} variable ${r.title}` : r.panel === 'alert' ? `alert ${r.title}` : `${r.source} #${r.panel} "${r.title}" ${r.refId}`;
   return `${r.ok ? 'ok  ' : 'FAIL'} ${what} — ${r.detail}${r.ok ? '' : `\n       ${r.promql}`}`;
 }
 
@@ -628,7 +730,10 @@ export function formatResult(r) {
 export function checkStatic({ dashboards = loadDashboards(), rulesFile = RULES_FILE, rulesTestFile = RULES_TEST_FILE } = {}) {
   const lines = [];
   let ok = true;
-  const note = (good, text) => { ok &&= good; lines.push(`${good ? 'ok  ' : 'FAIL'} ${text}`); };
+  const note = (good, text) => {
+    ok &&= good;
+    lines.push(`${good ? 'ok  ' : 'FAIL'} ${text}`);
+  };
   let panels = 0;
   let queries = [];
   for (const { name, dashboard } of dashboards) {
@@ -636,7 +741,10 @@ export function checkStatic({ dashboards = loadDashboards(), rulesFile = RULES_F
     const qs = errs.length ? [] : dashboardQueries(dashboard, name);
     panels += [...walkPanels(dashboard.panels)].length;
     queries = queries.concat(qs);
-    note(errs.length === 0, `structure ${name}${errs.length ? `:\n       ${errs.join('\n       ')}` : ` (${dashboard.panels.length} panels, ${qs.length} queries)`}`);
+    note(
+      errs.length === 0,
+      `structure ${name}${errs.length ? `:\n       ${errs.join('\n       ')}` : ` (${dashboard.panels.length} panels, ${qs.length} queries)`}`,
+    );
   }
   note(dashboards.length >= 3, `${dashboards.length} dashboards, ${panels} panels, ${queries.length} queries`);
   const lint = lintQueriesOffline(queries);
@@ -654,13 +762,15 @@ export async function checkLive(stack, { dashboards = loadDashboards(), rulesFil
   const declared = await declaredMetricNames(stack.adminPort);
   const dashboardResults = [];
   for (const { name, dashboard } of dashboards) {
-    dashboardResults.push(...await evaluateVariables(stack.promUrl, dashboard, name));
-    dashboardResults.push(...await evaluateDashboard(stack.promUrl, dashboard, { source: name, names }));
+    dashboardResults.push(...(await evaluateVariables(stack.promUrl, dashboard, name)));
+    dashboardResults.push(...(await evaluateDashboard(stack.promUrl, dashboard, { source: name, names })));
   }
   const alertResults = await evaluateAlerts(stack.promUrl, rulesFile, { names, declared });
   const named = [...dashboardResults.filter((r) => r.panel !== 'var'), ...alertResults].flatMap((r) => metricNames(r.promql));
   // Named by a query, never seen by Prometheus: absent from the proxy, or declared but never touched.
-  const missingProxyMetrics = [...new Set(named)].filter((n) => !names.has(n)).sort()
+  const missingProxyMetrics = [...new Set(named)]
+    .filter((n) => !names.has(n))
+    .sort()
     .map((n) => (declared.has(n) ? `${n} (declared, no series)` : n));
   return { dashboardResults, alertResults, missingProxyMetrics, names, declared };
 }
@@ -672,7 +782,10 @@ async function main(argv) {
   const st = checkStatic();
   for (const l of st.lines) console.log(l);
   let ok = st.ok;
-  if (staticOnly) { console.log(`static checks ${ok ? 'hold' : 'FAIL'}`); return ok ? 0 : 1; }
+  if (staticOnly) {
+    console.log(`static checks ${ok ? 'hold' : 'FAIL'}`);
+    return ok ? 0 : 1;
+  }
 
   let stack;
   const bail = (sig) => {
@@ -689,8 +802,11 @@ async function main(argv) {
     const alertFailed = results.alertResults.filter((r) => !r.ok).length;
     console.log(`alerts: ${results.alertResults.length - alertFailed} exprs ok, ${alertFailed} failed`);
     const neg = await negativeProof(stack.promUrl, loadDashboards()[0].dashboard, { names: results.names });
-    console.log(`${neg.ok ? 'ok  ' : 'FAIL'} negative proof: with ${neg.renamed} renamed to breakwater_no_such_metric_total, ${neg.failed.length} queries are reported failing${neg.failed[0] ? ` (${neg.failed[0].detail})` : ''}`);
-    if (results.missingProxyMetrics.length) console.log(`     metrics named by queries that Prometheus never ingested: ${results.missingProxyMetrics.join(', ')}`);
+    console.log(
+      `${neg.ok ? 'ok  ' : 'FAIL'} negative proof: with ${neg.renamed} renamed to breakwater_no_such_metric_total, ${neg.failed.length} queries are reported failing${neg.failed[0] ? ` (${neg.failed[0].detail})` : ''}`,
+    );
+    if (results.missingProxyMetrics.length)
+      console.log(`     metrics named by queries that Prometheus never ingested: ${results.missingProxyMetrics.join(', ')}`);
     for (const r of results.dashboardResults) console.log(formatResult(r));
     const failed = results.dashboardResults.filter((r) => !r.ok).length;
     ok = ok && alertFailed === 0 && neg.ok && failed === 0;
@@ -707,5 +823,13 @@ async function main(argv) {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e) => { console.error(e); process.exitCode = 1; });
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      console.error(e);
+      process.exitCode = 1;
+    },
+  );
 }

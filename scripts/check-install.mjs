@@ -98,7 +98,10 @@ export async function checkInstall(options = {}) {
       const built = await step('build', async () => {
         if (!rebuild && existsSync(join(root, 'dist', 'cli.js'))) return { ok: true, detail: 'dist/cli.js present' };
         const r = await run('npm', ['run', 'build'], { cwd: root, timeoutMs: 300_000 });
-        return { ok: r.code === 0 && existsSync(join(root, 'dist', 'cli.js')), detail: r.code === 0 ? `npm run build (${r.ms} ms)` : `npm run build exited ${r.code}: ${tail(r.output, 6)}` };
+        return {
+          ok: r.code === 0 && existsSync(join(root, 'dist', 'cli.js')),
+          detail: r.code === 0 ? `npm run build (${r.ms} ms)` : `npm run build exited ${r.code}: ${tail(r.output, 6)}`,
+        };
       });
       if (!built) return finish();
 
@@ -127,14 +130,20 @@ export async function checkInstall(options = {}) {
       const installed = await step('install', async () => {
         mkdirSync(appDir);
         const init = await run('npm', ['init', '-y'], { cwd: appDir, timeoutMs: 60_000 });
-        if (init.code !== 0 || !existsSync(join(appDir, 'package.json'))) return { ok: false, detail: `npm init -y failed (${init.code}): ${tail(init.output, 4)}` };
+        if (init.code !== 0 || !existsSync(join(appDir, 'package.json')))
+          return { ok: false, detail: `npm init -y failed (${init.code}): ${tail(init.output, 4)}` };
         const r = await run('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', tarball], { cwd: appDir, timeoutMs: installTimeoutMs });
         figures.installMs = r.ms;
         if (r.code !== 0) return { ok: false, detail: `npm install exited ${r.code}: ${tail(r.output, 8)}` };
         return checkTree(join(appDir, 'node_modules'), figures, `npm install --omit=dev <tarball> in ${(r.ms / 1000).toFixed(1)} s`);
       });
       if (!installed) return finish();
-      start = { command: process.execPath, args: [join(appDir, 'node_modules', 'breakwater', 'bin', 'breakwater.js'), 'start'], cwd: appDir, env: { NODE_ENV: 'production' } };
+      start = {
+        command: process.execPath,
+        args: [join(appDir, 'node_modules', 'breakwater', 'bin', 'breakwater.js'), 'start'],
+        cwd: appDir,
+        env: { NODE_ENV: 'production' },
+      };
     } else {
       const image = await buildImage({ root, dir: join(tmp, 'stages'), step, figures, installTimeoutMs });
       if (!image) return finish();
@@ -212,7 +221,11 @@ export async function checkInstall(options = {}) {
       const text = await res.text();
       figures.stubMs = Math.round(performance.now() - t0);
       let sid = '';
-      try { sid = JSON.parse(text).sid ?? ''; } catch { /* reported below */ }
+      try {
+        sid = JSON.parse(text).sid ?? '';
+      } catch {
+        /* reported below */
+      }
       return {
         ok: res.status === 201,
         detail: `POST ${STUB_PATH} → ${res.status}${sid ? ` sid=${sid}` : ` ${text.slice(0, 120)}`} (x-request-id ${res.headers.get('x-request-id') ? 'set' : 'missing'})`,
@@ -262,7 +275,13 @@ export function formatReport(results) {
       f.stopMs != null ? `stopped in ${f.stopMs} ms` : '',
     ].filter(Boolean);
     if (figs.length) lines.push(`  figures: ${figs.join(', ')}`);
-    if (!r.ok && r.logs) lines.push('  last process output:', ...tail(r.logs, 20).split('\n').map((l) => `    ${l}`));
+    if (!r.ok && r.logs)
+      lines.push(
+        '  last process output:',
+        ...tail(r.logs, 20)
+          .split('\n')
+          .map((l) => `    ${l}`),
+      );
     if (r.dir) lines.push(`  kept: ${r.dir}`);
   }
   return lines.join('\n');
@@ -305,7 +324,11 @@ async function buildImage({ root, dir, step, figures, installTimeoutMs }) {
             break;
           case 'COPY': {
             const args = i.getArguments().map((a) => a.getValue());
-            const fromStage = i.getFlags().find((f) => f.getName() === 'from')?.getValue() ?? undefined;
+            const fromStage =
+              i
+                .getFlags()
+                .find((f) => f.getName() === 'from')
+                ?.getValue() ?? undefined;
             const paths = args.filter((a) => !a.startsWith('--'));
             const dest = paths.pop() ?? '';
             const destAbs = dest.startsWith('/') ? dest : posix.join(stage.workdir, dest);
@@ -316,7 +339,8 @@ async function buildImage({ root, dir, step, figures, installTimeoutMs }) {
               if (/[*?[]/.test(src)) return { ok: false, detail: `${where}: wildcard sources are not emulated (${src})` };
               const origin = source ? join(source.root, posix.resolve('/', src)) : join(root, src);
               if (!source && excluded(posix.normalize(src))) return { ok: false, detail: `${where}: ${src} is excluded by .dockerignore` };
-              if (!existsSync(origin)) return { ok: false, detail: `${where}: ${src} not found${source ? ` in stage ${source.name}` : ' in the build context'}` };
+              if (!existsSync(origin))
+                return { ok: false, detail: `${where}: ${src} not found${source ? ` in stage ${source.name}` : ' in the build context'}` };
               const filter = source ? undefined : (p) => !excluded(relative(root, p).split('\\').join('/'));
               if (statSync(origin).isDirectory()) {
                 cpSync(origin, at(destAbs), { recursive: true, filter }); // a directory's contents, as Docker does
@@ -329,7 +353,11 @@ async function buildImage({ root, dir, step, figures, installTimeoutMs }) {
             break;
           }
           case 'RUN': {
-            const r = await run('sh', ['-c', i.getArgumentsContent() ?? ''], { cwd: at(stage.workdir), env: { ...npmEnv(), ...stage.env }, timeoutMs: installTimeoutMs });
+            const r = await run('sh', ['-c', i.getArgumentsContent() ?? ''], {
+              cwd: at(stage.workdir),
+              env: { ...npmEnv(), ...stage.env },
+              timeoutMs: installTimeoutMs,
+            });
             runMs += r.ms;
             if (r.code !== 0) return { ok: false, detail: `${where} exited ${r.code}: ${tail(r.output, 8)}` };
             break;
@@ -403,7 +431,10 @@ function dockerignore(root) {
     .map((l) => {
       const negate = l.startsWith('!');
       const pattern = posix.normalize((negate ? l.slice(1) : l).replace(/^\/+/, '')).replace(/\/+$/, '');
-      const source = pattern.split(/(\*\*|\*|\?)/).map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]*' : part === '?' ? '[^/]' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&'))).join('');
+      const source = pattern
+        .split(/(\*\*|\*|\?)/)
+        .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]*' : part === '?' ? '[^/]' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+        .join('');
       return { negate, re: new RegExp(`^${source}$`) };
     });
   return (path) => {
@@ -458,13 +489,20 @@ function run(cmd, args, { cwd, timeoutMs, env = npmEnv() }) {
     const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: process.platform !== 'win32' });
     let stdout = '';
     let output = '';
-    child.stdout.on('data', (d) => { stdout = cap(stdout + d); output = cap(output + d); });
-    child.stderr.on('data', (d) => { output = cap(output + d); });
+    child.stdout.on('data', (d) => {
+      stdout = cap(stdout + d);
+      output = cap(output + d);
+    });
+    child.stderr.on('data', (d) => {
+      output = cap(output + d);
+    });
     const timer = setTimeout(() => {
       output += `\n[killed after ${timeoutMs} ms]`;
       killTree(child, 'SIGKILL');
     }, timeoutMs);
-    child.on('error', (err) => { output += `\n${err.message}`; });
+    child.on('error', (err) => {
+      output += `\n${err.message}`;
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       resolvePromise({ code: code ?? (signal ? 128 : 1), stdout, output, ms: Math.round(performance.now() - t0) });
@@ -488,17 +526,32 @@ function startProcess(cmd, args, { cwd, env }) {
   const state = {
     exit: /** @type {{ code: number | null, signal: string | null } | null} */ (null),
     output: () => output,
-    kill: (signal) => { if (!state.exit) child.kill(signal); },
-    waitExit: (ms) => new Promise((res) => {
-      if (state.exit) return res(state.exit);
-      const timer = setTimeout(() => res(null), ms);
-      child.once('exit', () => { clearTimeout(timer); res(state.exit); });
-    }),
+    kill: (signal) => {
+      if (!state.exit) child.kill(signal);
+    },
+    waitExit: (ms) =>
+      new Promise((res) => {
+        if (state.exit) return res(state.exit);
+        const timer = setTimeout(() => res(null), ms);
+        child.once('exit', () => {
+          clearTimeout(timer);
+          res(state.exit);
+        });
+      }),
   };
-  child.stdout.on('data', (d) => { output = cap(output + d); });
-  child.stderr.on('data', (d) => { output = cap(output + d); });
-  child.on('error', (err) => { output += `\n${err.message}`; state.exit ??= { code: null, signal: 'spawn-error' }; });
-  child.on('exit', (code, signal) => { state.exit = { code, signal }; });
+  child.stdout.on('data', (d) => {
+    output = cap(output + d);
+  });
+  child.stderr.on('data', (d) => {
+    output = cap(output + d);
+  });
+  child.on('error', (err) => {
+    output += `\n${err.message}`;
+    state.exit ??= { code: null, signal: 'spawn-error' };
+  });
+  child.on('exit', (code, signal) => {
+    state.exit = { code, signal };
+  });
   return state;
 }
 
@@ -536,7 +589,15 @@ async function cli(argv) {
   const json = flag('--json');
   const results = [];
   for (const mode of modes) {
-    results.push(await checkInstall({ mode, ...(rootArg ? { root: resolve(rootArg) } : {}), keep: flag('--keep'), rebuild: flag('--rebuild'), log: json ? null : (l) => console.log(l) }));
+    results.push(
+      await checkInstall({
+        mode,
+        ...(rootArg ? { root: resolve(rootArg) } : {}),
+        keep: flag('--keep'),
+        rebuild: flag('--rebuild'),
+        log: json ? null : (l) => console.log(l),
+      }),
+    );
   }
   if (json) console.log(JSON.stringify(results, null, 2));
   else console.log(`\n${formatReport(results)}`);
@@ -545,7 +606,12 @@ async function cli(argv) {
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   cli(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
-    (err) => { console.error(err instanceof Error ? err.stack : String(err)); process.exitCode = 1; },
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      console.error(err instanceof Error ? err.stack : String(err));
+      process.exitCode = 1;
+    },
   );
 }

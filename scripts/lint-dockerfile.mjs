@@ -33,8 +33,7 @@ export function lintDockerfileText(content) {
   const findings = [];
   /** @type {Finding[]} */
   const warnings = [];
-  const add = (rule, message, instruction) =>
-    findings.push({ rule, message, ...(instruction ? { line: instruction.getRange().start.line + 1 } : {}) });
+  const add = (rule, message, instruction) => findings.push({ rule, message, ...(instruction ? { line: instruction.getRange().start.line + 1 } : {}) });
 
   // 1. What the builder would reject.
   for (const d of validate(content)) {
@@ -73,7 +72,11 @@ export function lintDockerfileText(content) {
   if (!healthcheck || /^(?:--\S+\s+)*NONE\s*$/i.test(healthArgs)) {
     add('healthcheck-missing', 'no HEALTHCHECK in the final stage');
   } else if (!healthCmd || !isExecForm(healthCmd[1] ?? '')) {
-    add('healthcheck-shell-form', 'HEALTHCHECK must be `HEALTHCHECK CMD ["node", ...]` (exec form: the slim image has no curl and no shell wrapper is wanted)', healthcheck);
+    add(
+      'healthcheck-shell-form',
+      'HEALTHCHECK must be `HEALTHCHECK CMD ["node", ...]` (exec form: the slim image has no curl and no shell wrapper is wanted)',
+      healthcheck,
+    );
   } else if (!/\/healthz/.test(healthCmd[1] ?? '')) {
     add('healthcheck-target', 'HEALTHCHECK should probe /healthz on the admin port', healthcheck);
   }
@@ -84,7 +87,8 @@ export function lintDockerfileText(content) {
   const entrypoint = entrypoints.at(-1);
   if (!cmd && !entrypoint) add('no-command', 'final stage has neither CMD nor ENTRYPOINT');
   if (cmd && !isJsonInstruction(cmd)) add('shell-form-cmd', 'CMD must use exec form (JSON array) so node is PID 1 and receives SIGTERM', cmd);
-  if (entrypoint && !isJsonInstruction(entrypoint)) add('shell-form-entrypoint', 'ENTRYPOINT must use exec form (JSON array) so node is PID 1 and receives SIGTERM', entrypoint);
+  if (entrypoint && !isJsonInstruction(entrypoint))
+    add('shell-form-entrypoint', 'ENTRYPOINT must use exec form (JSON array) so node is PID 1 and receives SIGTERM', entrypoint);
   const argv = [...(entrypoint ? jsonStrings(entrypoint) : []), ...(cmd ? jsonStrings(cmd) : [])];
   if ((cmd || entrypoint) && !(argv.some((a) => /(^|\/)bin\/breakwater\.js$/.test(a)) && argv.includes('start'))) {
     add('command', `container command should be \`node bin/breakwater.js start\`, found ${JSON.stringify(argv)}`, cmd ?? entrypoint);
@@ -100,22 +104,31 @@ export function lintDockerfileText(content) {
     for (const p of e.getProperties()) env.set(p.getName(), unquote(p.getUnescapedValue() ?? p.getValue() ?? ''));
   }
   if (env.get('ADMIN_HOST') !== '0.0.0.0') {
-    add('admin-host', `ENV ADMIN_HOST=0.0.0.0 is required in the final stage (health checks and scrapes come from outside the process), found ${JSON.stringify(env.get('ADMIN_HOST') ?? null)}`);
+    add(
+      'admin-host',
+      `ENV ADMIN_HOST=0.0.0.0 is required in the final stage (health checks and scrapes come from outside the process), found ${JSON.stringify(env.get('ADMIN_HOST') ?? null)}`,
+    );
   }
   if (env.get('NODE_ENV') !== 'production') add('node-env', 'ENV NODE_ENV=production is expected in the final stage');
 
   const policyCopied = byKeyword('COPY').some((c) => {
-    const args = c.getArguments().map((a) => a.getValue()).filter((v) => !v.startsWith('--'));
+    const args = c
+      .getArguments()
+      .map((a) => a.getValue())
+      .filter((v) => !v.startsWith('--'));
     return args.at(-1) === POLICY_PATH || (args.at(-1) === '/etc/breakwater/' && args.some((a) => a.endsWith('policy.yaml')));
   });
   if (!policyCopied) add('policy-path', `the final stage must COPY the default policy to ${POLICY_PATH}`);
   if (!argv.includes(POLICY_PATH)) add('policy-path', `the command must pass --config ${POLICY_PATH}`, cmd ?? entrypoint);
 
-  const installs = byKeyword('RUN').map((r) => r.getArgumentsContent() ?? '').filter((t) => /\bnpm\s+(ci|install|i)\b/.test(t));
+  const installs = byKeyword('RUN')
+    .map((r) => r.getArgumentsContent() ?? '')
+    .filter((t) => /\bnpm\s+(ci|install|i)\b/.test(t));
   if (installs.length === 0) add('omit-dev', 'the final stage must install its production dependencies (npm ci --omit=dev)');
   for (const text of installs) {
     if (!/--omit[= ]dev\b|--production\b/.test(text)) add('omit-dev', `runtime install must omit dev dependencies: "${squash(text)}"`);
-    if (!/--ignore-scripts\b/.test(text)) add('ignore-scripts', `runtime install must pass --ignore-scripts ("prepare" runs tsc, which --omit=dev leaves out): "${squash(text)}"`);
+    if (!/--ignore-scripts\b/.test(text))
+      add('ignore-scripts', `runtime install must pass --ignore-scripts ("prepare" runs tsc, which --omit=dev leaves out): "${squash(text)}"`);
   }
 
   const stopsignal = byKeyword('STOPSIGNAL').at(-1);
@@ -183,7 +196,12 @@ async function cli(argv) {
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   cli(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
-    (err) => { console.error(err instanceof Error ? err.stack : String(err)); process.exitCode = 1; },
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      console.error(err instanceof Error ? err.stack : String(err));
+      process.exitCode = 1;
+    },
   );
 }

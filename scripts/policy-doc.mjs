@@ -144,7 +144,10 @@ function envTable(policyYaml) {
   const byVar = new Map();
   const walk = (node, path) => {
     if (isMap(node)) for (const p of node.items) walk(p.value, [...path, isScalar(p.key) ? String(p.key.value) : '?']);
-    else if (isSeq(node)) node.items.forEach((n, i) => walk(n, [...path.slice(0, -1), `${path.at(-1)}[${i}]`]));
+    else if (isSeq(node))
+      node.items.forEach((n, i) => {
+        walk(n, [...path.slice(0, -1), `${path.at(-1)}[${i}]`]);
+      });
     else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
       for (const v of variables(node.value)) {
         const e = byVar.get(v.name) ?? { def: v.def, keys: [] };

@@ -19,7 +19,13 @@ export const NEEDED = {
 };
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
-const missing = () => [...new Set(Object.entries(NEEDED).filter(([bin]) => !onPath(bin)).map(([, pkg]) => pkg))];
+const missing = () => [
+  ...new Set(
+    Object.entries(NEEDED)
+      .filter(([bin]) => !onPath(bin))
+      .map(([, pkg]) => pkg),
+  ),
+];
 
 let pkgs = missing();
 if (pkgs.length > 0) {

@@ -146,7 +146,20 @@ export function accessLog(log: Logger): AccessLog {
     },
     write(ex, segment, seconds) {
       // The most the line can take: escaping turns a character into at most 6 bytes.
-      const max = fixed + 96 + lastTime.length * 3 + segment.length + 6 * (ex.requestId.length + ex.clientKey.length + (ex.upstreamRequestId?.length ?? 0) + (ex.upstreamErrorCode?.length ?? 0) + 48 + (ex.cause?.length ?? 0) + (ex.aborted?.length ?? 0) + (ex.probeHost?.length ?? 0));
+      const max =
+        fixed +
+        96 +
+        lastTime.length * 3 +
+        segment.length +
+        6 *
+          (ex.requestId.length +
+            ex.clientKey.length +
+            (ex.upstreamRequestId?.length ?? 0) +
+            (ex.upstreamErrorCode?.length ?? 0) +
+            48 +
+            (ex.cause?.length ?? 0) +
+            (ex.aborted?.length ?? 0) +
+            (ex.probeHost?.length ?? 0));
       const at = batched ? batched.claim(max) : -1;
       if (batched && at >= 0) {
         batched.commit(encode(batched.buffer, at, ex, segment, seconds));

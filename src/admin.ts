@@ -34,7 +34,12 @@ export interface AdminDeps {
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  });
   res.end(text);
 }
 
@@ -87,7 +92,10 @@ export function adminHandler(deps: AdminDeps) {
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
     if (!isAllowedHost(req.headers.host, deps.names, req.socket.localAddress)) {
-      deps.log?.warn({ ...caller(req), method, path, host: req.headers.host ?? null }, 'admin request refused: Host is not loopback, localhost or an admin name');
+      deps.log?.warn(
+        { ...caller(req), method, path, host: req.headers.host ?? null },
+        'admin request refused: Host is not loopback, localhost or an admin name',
+      );
       return json(res, 403, { error: 'forbidden', detail: 'The admin listener answers only to loopback, localhost or a configured admin name in Host.' });
     }
     if (method === 'GET' && path === '/healthz') return json(res, 200, { status: 'ok' });
@@ -112,7 +120,14 @@ export function adminHandler(deps: AdminDeps) {
       return json(res, 200, { breakers });
     }
     if (method === 'GET' && (path === '/status.json' || path === '/')) {
-      const summary = deps.status ? summarize(deps.proxy(), deps.status, { store: deps.store ?? 'memory', storeFallback: deps.storeFallback?.() ?? false, ready: deps.ready(), now: now() }) : undefined;
+      const summary = deps.status
+        ? summarize(deps.proxy(), deps.status, {
+            store: deps.store ?? 'memory',
+            storeFallback: deps.storeFallback?.() ?? false,
+            ready: deps.ready(),
+            now: now(),
+          })
+        : undefined;
       if (path === '/status.json') return summary ? json(res, 200, summary) : json(res, 404, { error: 'status not enabled' });
       const nonce = randomBytes(16).toString('base64');
       const html = renderPage(summary, nonce);
@@ -148,6 +163,9 @@ export function adminHandler(deps: AdminDeps) {
       deps.log?.warn({ ...caller(req), action: m[2], upstream: u.name, before, after: u.breaker.stateName }, `admin: breaker ${u.name} ${m[2]}`);
       return json(res, 200, u.breaker.snapshot());
     }
-    json(res, 404, { error: 'not found', routes: ['/', '/status.json', '/healthz', '/readyz', '/metrics', '/breakers', 'POST /breakers/<name>/open|close|reset'] });
+    json(res, 404, {
+      error: 'not found',
+      routes: ['/', '/status.json', '/healthz', '/readyz', '/metrics', '/breakers', 'POST /breakers/<name>/open|close|reset'],
+    });
   };
 }

@@ -52,7 +52,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
 
   program
     .command('status')
-    .description('Print the breakers, last-minute traffic and recent proxy-made errors from a running Breakwater\'s admin listener.')
+    .description("Print the breakers, last-minute traffic and recent proxy-made errors from a running Breakwater's admin listener.")
     .option('--admin <url>', 'admin listener URL', process.env.BREAKWATER_ADMIN_URL ?? `http://127.0.0.1:${process.env.ADMIN_PORT ?? '9090'}`)
     .option('-w, --watch', 'redraw every second until interrupted')
     .action(async (o: { admin: string; watch?: boolean }) => {

@@ -4,7 +4,10 @@
 
 export const ERRORS = {
   bad_request: { status: 400, message: 'The request could not be accepted by the proxy.' },
-  credentials_missing: { status: 401, message: 'The request carries the placeholder credential, and Breakwater holds no credentials for this upstream to put in its place.' },
+  credentials_missing: {
+    status: 401,
+    message: 'The request carries the placeholder credential, and Breakwater holds no credentials for this upstream to put in its place.',
+  },
   no_route: { status: 404, message: 'No upstream is configured for this path or host.' },
   method_not_allowed: { status: 405, message: 'This method is not forwarded by Breakwater.' },
   request_timeout: { status: 408, message: 'The request was not received in time.' },
@@ -19,7 +22,10 @@ export const ERRORS = {
   upstream_unavailable: { status: 502, message: 'The upstream could not be reached or closed the connection.' },
   circuit_open: { status: 503, message: 'The circuit breaker for this upstream is open.' },
   bulkhead_full: { status: 503, message: 'Too many concurrent requests to this upstream.' },
-  idempotency_unavailable: { status: 503, message: 'The shared idempotency store cannot say whether this Idempotency-Key was already used, so nothing was sent. Retry with the same key.' },
+  idempotency_unavailable: {
+    status: 503,
+    message: 'The shared idempotency store cannot say whether this Idempotency-Key was already used, so nothing was sent. Retry with the same key.',
+  },
   upstream_timeout: { status: 504, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
@@ -57,7 +63,8 @@ const heads = new Map<ErrorCode, Map<string | undefined, string>>();
 
 export function errorBody(err: ProxyError, upstream: string | undefined, requestId: string): string {
   const def = ERRORS[err.code];
-  if (err.message !== def.message || err.status !== def.status) return JSON.stringify({ code: err.code, message: err.message, status: err.status, upstream: upstream ?? null, requestId });
+  if (err.message !== def.message || err.status !== def.status)
+    return JSON.stringify({ code: err.code, message: err.message, status: err.status, upstream: upstream ?? null, requestId });
   let byUpstream = heads.get(err.code);
   if (byUpstream === undefined) heads.set(err.code, (byUpstream = new Map()));
   let head = byUpstream.get(upstream);

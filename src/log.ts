@@ -3,9 +3,20 @@
 import pino, { type Logger } from 'pino';
 
 export const REDACT_PATHS = [
-  'authorization', '*.authorization', 'headers.authorization', '*.headers.authorization',
-  'password', '*.password', 'token', '*.token', 'apiKey', '*.apiKey', 'redisUrl', '*.redisUrl',
-  'cookie', '*.cookie',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'password',
+  '*.password',
+  'token',
+  '*.token',
+  'apiKey',
+  '*.apiKey',
+  'redisUrl',
+  '*.redisUrl',
+  'cookie',
+  '*.cookie',
 ];
 
 export type Log = Logger;

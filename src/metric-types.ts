@@ -44,7 +44,9 @@ abstract class HotMetric<C extends { labels: Labels }> {
     if (c === undefined) {
       if (values.length !== this.labelNames.length) throw new Error(`${this.name}: expected ${this.labelNames.length} label values`);
       const labels: Labels = {};
-      this.labelNames.forEach((n, i) => (labels[n] = values[i]!));
+      this.labelNames.forEach((n, i) => {
+        labels[n] = values[i]!;
+      });
       c = this.child(labels);
       this.children.set(key, c);
     }

@@ -12,7 +12,28 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 
 // Sidecar overhead is sub-millisecond when healthy; these buckets resolve it.
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 
-export const ALLOWED_LABELS = new Set(['upstream', 'service', 'route', 'method', 'status', 'outcome', 'code', 'limit', 'reason', 'from', 'to', 'state', 'store', 'result', 'version', 'node', 'source', 'class', 'kind', 'destination']);
+export const ALLOWED_LABELS = new Set([
+  'upstream',
+  'service',
+  'route',
+  'method',
+  'status',
+  'outcome',
+  'code',
+  'limit',
+  'reason',
+  'from',
+  'to',
+  'state',
+  'store',
+  'result',
+  'version',
+  'node',
+  'source',
+  'class',
+  'kind',
+  'destination',
+]);
 
 /**
  * Where an answer came from. `local`: Breakwater answered without contacting the upstream (open
@@ -327,7 +348,10 @@ export type OpenProxyKind = (typeof OPEN_PROXY_KINDS)[number];
  * attacker text, and a log line must not become its channel.
  */
 export function sanitisedHost(v: string): string {
-  return v.slice(0, 100).toLowerCase().replace(/[^a-z0-9.:\[\]-]/g, '?');
+  return v
+    .slice(0, 100)
+    .toLowerCase()
+    .replace(/[^a-z0-9.:[\]-]/g, '?');
 }
 
 /**

@@ -42,7 +42,9 @@ export function buildProxy(policy: Policy, deps: StackDeps): Proxy {
   /** Whether the idempotency stage took this request in (it then words an ambiguous answer itself). */
   function keyed(ex: Exchange): boolean {
     const idem = ex.upstream === undefined ? undefined : upstreams.get(ex.upstream.name)?.policy.idempotency;
-    return idem !== undefined && idem.enabled && (idem.methods as readonly string[]).includes(ex.method) && ex.req.headers[idem.header.toLowerCase()] !== undefined;
+    return (
+      idem !== undefined && idem.enabled && (idem.methods as readonly string[]).includes(ex.method) && ex.req.headers[idem.header.toLowerCase()] !== undefined
+    );
   }
 
   function collect(): void {

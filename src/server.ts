@@ -53,21 +53,49 @@ export async function start(opts: StartOptions): Promise<Running> {
   if (policy.store.type === 'redis') {
     // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and
     // code that a single-replica sidecar never uses.
-    const [{ redisStore, redisConnection }, { redisIdempotencyStore }] = await Promise.all([import('./store/redis.js'), import('./store/redis-idempotency.js')]);
-    const shared = redisStore({ connection: redisConnection(policy.store), replicas: policy.store.replicas, timeoutMs: policy.store.timeout * 1000, retryMs: policy.store.retryAfter * 1000, local: memory, events: redisStoreEvents(metrics, log) });
+    const [{ redisStore, redisConnection }, { redisIdempotencyStore }] = await Promise.all([
+      import('./store/redis.js'),
+      import('./store/redis-idempotency.js'),
+    ]);
+    const shared = redisStore({
+      connection: redisConnection(policy.store),
+      replicas: policy.store.replicas,
+      timeoutMs: policy.store.timeout * 1000,
+      retryMs: policy.store.retryAfter * 1000,
+      local: memory,
+      events: redisStoreEvents(metrics, log),
+    });
     store = shared;
     const { fleetSemaphore: makeSemaphore } = await import('./store/redis-semaphore.js');
     const replicas = policy.store.replicas;
-    fleetSemaphore = (cap, leaseMs, maxQueue, prefix) => makeSemaphore({ redis: shared.redis, cap, leaseMs, maxQueue, replicas, prefix, usable: shared.health.usable });
+    fleetSemaphore = (cap, leaseMs, maxQueue, prefix) =>
+      makeSemaphore({ redis: shared.redis, cap, leaseMs, maxQueue, replicas, prefix, usable: shared.health.usable });
     // The response cache rides the same connection and health; its own wait is the limiter's short one.
     const { RedisCacheStore, VALUE_OVERHEAD_BYTES } = await import('./cache/redis-store.js');
-    cacheStore = (upstream, local, maxBodyBytes) => new RedisCacheStore({ redis: shared.redis, health: shared.health, local, clock, timeoutMs: policy.store.timeout * 1000, maxValueBytes: maxBodyBytes + VALUE_OVERHEAD_BYTES, prefix: `bw:cache:${upstream}:` });
+    cacheStore = (upstream, local, maxBodyBytes) =>
+      new RedisCacheStore({
+        redis: shared.redis,
+        health: shared.health,
+        local,
+        clock,
+        timeoutMs: policy.store.timeout * 1000,
+        maxValueBytes: maxBodyBytes + VALUE_OVERHEAD_BYTES,
+        prefix: `bw:cache:${upstream}:`,
+      });
     // One connection for all: idempotency claims and fleet slots ride the rate limiter's client and health.
-    idem = redisIdempotencyStore({ redis: shared.redis, health: shared.health, local: idem, timeoutMs: policy.store.idempotencyTimeout * 1000, claimMs: 60_000,
+    idem = redisIdempotencyStore({
+      redis: shared.redis,
+      health: shared.health,
+      local: idem,
+      timeoutMs: policy.store.idempotencyTimeout * 1000,
+      claimMs: 60_000,
       retryMs: policy.store.retryAfter * 1000,
       onReset: () => {
         metrics.idempotencyStoreResets.inc();
-        log.error({ store: 'redis' }, 'idempotency store came back empty (Redis restarted without persistence?): keys used before the restart may be forwarded again');
+        log.error(
+          { store: 'redis' },
+          'idempotency store came back empty (Redis restarted without persistence?): keys used before the restart may be forwarded again',
+        );
       },
     });
   }
@@ -174,7 +202,10 @@ export async function start(opts: StartOptions): Promise<Running> {
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     // No request reaches the pipeline, so no access line: this is its line.
     metrics.openProxyRefusals.labels('connect').inc();
-    log.warn({ reqId: '-', method: 'CONNECT', probeHost: sanitisedHost(req.url ?? ''), status: 405, outcome: 'method_not_allowed' }, 'open-proxy attempt refused');
+    log.warn(
+      { reqId: '-', method: 'CONNECT', probeHost: sanitisedHost(req.url ?? ''), status: 405, outcome: 'method_not_allowed' },
+      'open-proxy attempt refused',
+    );
     refuseRaw(socket, 'method_not_allowed', 'CONNECT is not supported: Breakwater is not a forward proxy.');
   });
   server.on('upgrade', (_req: IncomingMessage, socket: Socket) => refuseRaw(socket, 'bad_request', 'Protocol upgrades are not supported.'));
@@ -196,23 +227,35 @@ export async function start(opts: StartOptions): Promise<Running> {
     else refuseRaw(socket, 'bad_request', 'Malformed HTTP request.');
   });
 
-  const admin = http.createServer(adminHandler({
-    metrics,
-    proxy: () => proxy,
-    ready: () => !draining,
-    log,
-    status,
-    store: store.kind,
-    storeFallback: () => !((store as { health?: { usable(): boolean } }).health?.usable() ?? true),
-    now: clock,
-    names: policy.server.adminNames,
-  }));
+  const admin = http.createServer(
+    adminHandler({
+      metrics,
+      proxy: () => proxy,
+      ready: () => !draining,
+      log,
+      status,
+      store: store.kind,
+      storeFallback: () => !((store as { health?: { usable(): boolean } }).health?.usable() ?? true),
+      now: clock,
+      names: policy.server.adminNames,
+    }),
+  );
 
   await listen(server, policy.server.port, policy.server.host);
   await listen(admin, policy.server.adminPort, policy.server.adminHost);
   const proxyPort = (server.address() as { port: number }).port;
   const adminPort = (admin.address() as { port: number }).port;
-  log.info({ proxy: `${policy.server.host}:${proxyPort}`, admin: `${policy.server.adminHost}:${adminPort}`, upstreams: [...proxy.upstreams.keys()], stubMode: policy.stubMode, store: store.kind, version: VERSION }, 'breakwater listening');
+  log.info(
+    {
+      proxy: `${policy.server.host}:${proxyPort}`,
+      admin: `${policy.server.adminHost}:${adminPort}`,
+      upstreams: [...proxy.upstreams.keys()],
+      stubMode: policy.stubMode,
+      store: store.kind,
+      version: VERSION,
+    },
+    'breakwater listening',
+  );
 
   async function reload(): Promise<boolean> {
     let next: Policy;
@@ -232,7 +275,19 @@ export async function start(opts: StartOptions): Promise<Running> {
       // Listeners, the shared store and the per-client table size are set up once, at start (as
       // nginx keeps its listen sockets): say so rather than let an edit look applied.
       const atStart = {
-        server: ['host', 'port', 'adminHost', 'adminPort', 'maxHeaderBytes', 'maxHeaders', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'watch'],
+        server: [
+          'host',
+          'port',
+          'adminHost',
+          'adminPort',
+          'maxHeaderBytes',
+          'maxHeaders',
+          'headersTimeout',
+          'requestTimeout',
+          'keepAliveTimeout',
+          'maxConnections',
+          'watch',
+        ],
         clientId: ['maxClients', 'idleTimeout'],
         store: Object.keys(next.store),
       } as const;
@@ -244,7 +299,9 @@ export async function start(opts: StartOptions): Promise<Running> {
       policy = next;
       log.level = next.logging.level;
       // Pools of upstreams whose settings changed: close once their in-flight requests finish.
-      for (const v of unused) if (v && typeof (v as { close?: unknown }).close === 'function' && 'dispatch' in (v as object)) void (v as { close(): Promise<void> }).close().catch(() => {});
+      for (const v of unused)
+        if (v && typeof (v as { close?: unknown }).close === 'function' && 'dispatch' in (v as object))
+          void (v as { close(): Promise<void> }).close().catch(() => {});
       metrics.reloads.labels('success').inc();
       metrics.reloadSuccess.set(1);
       log.info({ upstreams: [...built.upstreams.keys()] }, 'policy reloaded');
@@ -312,7 +369,8 @@ export async function start(opts: StartOptions): Promise<Running> {
       // replaces the file's inode, and a watch on the old one would never fire again.
       policyWatch = watchPolicyFile(opts.configPath, {
         changed: () => void reload(),
-        missing: (reason) => log.warn({ path: opts.configPath, reason }, 'policy file missing or unreadable; the running policy keeps serving until it is back'),
+        missing: (reason) =>
+          log.warn({ path: opts.configPath, reason }, 'policy file missing or unreadable; the running policy keeps serving until it is back'),
       });
     }
   }

@@ -60,7 +60,8 @@ export async function startTracing(env: Env, version: string, warn: (msg: string
   ]);
   const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf').trim();
   if (protocol !== 'http/protobuf' && protocol !== 'http/json') warn(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocol} is not supported: using http/protobuf`);
-  const { OTLPTraceExporter } = protocol === 'http/json' ? await import('@opentelemetry/exporter-trace-otlp-http') : await import('@opentelemetry/exporter-trace-otlp-proto');
+  const { OTLPTraceExporter } =
+    protocol === 'http/json' ? await import('@opentelemetry/exporter-trace-otlp-http') : await import('@opentelemetry/exporter-trace-otlp-proto');
   // The exporter reads its endpoint, headers and timeout from the OTEL_EXPORTER_OTLP_* variables.
   const exporter = new OTLPTraceExporter();
   const num = (v: string | undefined, dflt: number) => (v !== undefined && Number.isFinite(Number(v)) && Number(v) >= 0 ? Number(v) : dflt);
@@ -91,7 +92,11 @@ export async function startTracing(env: Env, version: string, warn: (msg: string
   const t: Tracing = {
     startServer(ex) {
       const parent: Context = propagator.extract(ROOT_CONTEXT, ex.req.headers, getter);
-      const span = tracer.startSpan(ex.method, { kind: SpanKind.SERVER, attributes: { 'http.request.method': ex.method, 'url.scheme': 'http', 'x_request_id': ex.requestId } }, parent);
+      const span = tracer.startSpan(
+        ex.method,
+        { kind: SpanKind.SERVER, attributes: { 'http.request.method': ex.method, 'url.scheme': 'http', x_request_id: ex.requestId } },
+        parent,
+      );
       spans.set(ex, span);
     },
     endServer(ex, status, outcome) {
@@ -197,8 +202,6 @@ function sampler(base: Base, env: Env, warn: (msg: string) => void) {
  */
 export function scrubUrl(origin: string, path: string): string {
   const q = path.indexOf('?');
-  const p = (q < 0 ? path : path.slice(0, q))
-    .replace(/\b(AC|PN|SM|MM|CA)[0-9a-f]{32}\b/gi, '$1{sid}')
-    .replace(/(?:%2B|\+)?\d{7,15}/gi, '{number}');
+  const p = (q < 0 ? path : path.slice(0, q)).replace(/\b(AC|PN|SM|MM|CA)[0-9a-f]{32}\b/gi, '$1{sid}').replace(/(?:%2B|\+)?\d{7,15}/gi, '{number}');
   return origin + p + (q < 0 ? '' : '?{query}');
 }

@@ -14,9 +14,21 @@ export const ERROR_HEAD_LIMIT = 2048;
 export const MAX_CODES_PER_UPSTREAM = 50;
 
 const REASONS = new Set([
-  'bad request', 'unauthorized', 'payment required', 'forbidden', 'not found', 'method not allowed', 'conflict',
-  'gone', 'payload too large', 'unprocessable entity', 'too many requests', 'internal server error',
-  'bad gateway', 'service unavailable', 'gateway timeout',
+  'bad request',
+  'unauthorized',
+  'payment required',
+  'forbidden',
+  'not found',
+  'method not allowed',
+  'conflict',
+  'gone',
+  'payload too large',
+  'unprocessable entity',
+  'too many requests',
+  'internal server error',
+  'bad gateway',
+  'service unavailable',
+  'gateway timeout',
 ]);
 
 export function classifyUpstreamError(head: Buffer | undefined): string | undefined {

@@ -11,7 +11,16 @@ export function parseCacheControl(value: string | string[] | undefined): Map<str
     const name = (eq < 0 ? part : part.slice(0, eq)).trim().toLowerCase();
     if (name === '') continue;
     // §4.2.1: the first occurrence of a duplicated directive wins.
-    if (!out.has(name)) out.set(name, eq < 0 ? '' : part.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1'));
+    if (!out.has(name))
+      out.set(
+        name,
+        eq < 0
+          ? ''
+          : part
+              .slice(eq + 1)
+              .trim()
+              .replace(/^"(.*)"$/, '$1'),
+      );
   }
   return out;
 }
@@ -38,7 +47,13 @@ export function freshness(status: number, headers: Readonly<Record<string, strin
   // Only answers that say something lasting about the resource: 2xx and 404.
   if (!((status >= 200 && status < 300 && status !== 206) || status === 404)) return undefined;
   const vary = headers['vary'];
-  if (vary !== undefined && String(vary).split(',').some((v) => v.trim() === '*')) return undefined;
+  if (
+    vary !== undefined &&
+    String(vary)
+      .split(',')
+      .some((v) => v.trim() === '*')
+  )
+    return undefined;
   const cc = parseCacheControl(headers['cache-control']);
   // no-cache would need a revalidation on every use; without it stored copies are useless.
   if (cc.has('no-store') || cc.has('no-cache')) return undefined;

@@ -30,7 +30,13 @@ export function headerValue(headers: Readonly<Record<string, string | string[] |
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
-export function cacheKey(upstream: string, uri: string, credential: string, keyHeaders: readonly string[], headers: Readonly<Record<string, string | string[] | undefined>>): string {
+export function cacheKey(
+  upstream: string,
+  uri: string,
+  credential: string,
+  keyHeaders: readonly string[],
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+): string {
   let k = `${upstream}\u0000GET ${uri}\u0000${credential}`;
   for (const h of keyHeaders) k += `\u0000${h}:${headerValue(headers, h)}`;
   return k;
@@ -47,5 +53,8 @@ export function keyPath(key: string): string {
 /** The header names a response's Vary lists, lower-cased. */
 export function varyNames(vary: string | string[] | undefined): string[] {
   if (vary === undefined) return [];
-  return (Array.isArray(vary) ? vary.join(',') : vary).split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+  return (Array.isArray(vary) ? vary.join(',') : vary)
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== '');
 }

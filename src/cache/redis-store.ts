@@ -119,7 +119,14 @@ export function expiryMs(e: Pick<CacheEntry, 'freshness' | 'storedAt'>, now: num
 /** An entry as one Redis value: its metadata as a JSON line, then the body's bytes. */
 export function encodeEntry(e: CacheEntry): Buffer {
   const f = e.freshness;
-  const meta: WireMeta = { s: e.status, h: e.headers as Record<string, string | string[]>, f: [f.lifetimeMs, f.initialAgeMs, f.staleIfErrorMs], y: e.vary as (readonly [string, string])[], p: e.path, r: e.route };
+  const meta: WireMeta = {
+    s: e.status,
+    h: e.headers as Record<string, string | string[]>,
+    f: [f.lifetimeMs, f.initialAgeMs, f.staleIfErrorMs],
+    y: e.vary as (readonly [string, string])[],
+    p: e.path,
+    r: e.route,
+  };
   // JSON escapes every newline, so the first one ends the metadata.
   return Buffer.concat([Buffer.from(JSON.stringify(meta) + '\n'), e.body]);
 }
@@ -267,14 +274,20 @@ export class RedisCacheStore implements CacheStore {
     this.local.invalidatePath(path);
     if (!this.usable()) return this.keep(this.pendingPaths, path);
     this.back();
-    this.background(() => this.dropPath(path), () => this.keep(this.pendingPaths, path));
+    this.background(
+      () => this.dropPath(path),
+      () => this.keep(this.pendingPaths, path),
+    );
   }
 
   invalidateRoute(route: string): void {
     this.local.invalidateRoute(route);
     if (!this.usable()) return this.keep(this.pendingRoutes, route);
     this.back();
-    this.background(() => this.dropRoute(route), () => this.keep(this.pendingRoutes, route));
+    this.background(
+      () => this.dropRoute(route),
+      () => this.keep(this.pendingRoutes, route),
+    );
   }
 
   private keysFor(key: string): { entry: string } {
@@ -303,8 +316,16 @@ export class RedisCacheStore implements CacheStore {
     const routes = [...this.pendingRoutes];
     this.pendingPaths.clear();
     this.pendingRoutes.clear();
-    for (const p of paths) this.background(() => this.dropPath(p), () => this.keep(this.pendingPaths, p));
-    for (const r of routes) this.background(() => this.dropRoute(r), () => this.keep(this.pendingRoutes, r));
+    for (const p of paths)
+      this.background(
+        () => this.dropPath(p),
+        () => this.keep(this.pendingPaths, p),
+      );
+    for (const r of routes)
+      this.background(
+        () => this.dropRoute(r),
+        () => this.keep(this.pendingRoutes, r),
+      );
   }
 
   private keep(set: Set<string>, name: string): void {

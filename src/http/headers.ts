@@ -12,19 +12,31 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 
 /** Request-level refusals that come before routing: method, header count, framing. */
 export function requestProblem(req: IncomingMessage, maxHeaders: number): ProxyError | undefined {
-  if (!METHODS.has(req.method ?? '')) return proxyError('method_not_allowed', { message: `${req.method} is not supported; use one of ${[...METHODS].join(', ')}.` });
+  if (!METHODS.has(req.method ?? ''))
+    return proxyError('method_not_allowed', { message: `${req.method} is not supported; use one of ${[...METHODS].join(', ')}.` });
   // The server keeps one line more than the limit (server.ts), so "more" is visible here.
   if (req.rawHeaders.length > maxHeaders * 2) return proxyError('headers_too_large', { message: `More than ${maxHeaders} header lines.` });
   const te = req.headers['transfer-encoding'];
   // RFC 9112 §6.1 would answer 501 to an unknown coding; the catalog's only 501 is stub_missing,
   // so this is bad_request (400). Relaying a body still gzip- or compress-coded as if it were
   // plain would hand the upstream different bytes from the ones the client meant.
-  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return proxyError('bad_request', { message: 'Transfer-Encoding other than chunked is not supported.' });
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked')
+    return proxyError('bad_request', { message: 'Transfer-Encoding other than chunked is not supported.' });
   return undefined;
 }
 
 // RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still strip.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /**
  * `s` stored one byte per character. Strings cut from a policy file holding any character beyond
@@ -49,8 +61,18 @@ export function isHopByHop(name: string): boolean {
  * client steer anything behind us.
  */
 const DROP_REQUEST = new Set([
-  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded',
-  'x-original-url', 'x-rewrite-url', 'authorization', 'content-length', 'expect',
+  'host',
+  'x-request-id',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'forwarded',
+  'x-original-url',
+  'x-rewrite-url',
+  'authorization',
+  'content-length',
+  'expect',
 ]);
 
 /** The flat [name, value, …] list sent upstream; built once, reused by every retry attempt. */
@@ -74,11 +96,16 @@ export function upstreamRequestHeaders(ex: Exchange, drop: ReadonlySet<string>):
   }
   if (connectionTokens) {
     // Headers named in Connection are hop-by-hop for this request only (RFC 9110 §7.6.1).
-    const named = new Set(connectionTokens.toLowerCase().split(',').map((s) => s.trim()));
+    const named = new Set(
+      connectionTokens
+        .toLowerCase()
+        .split(',')
+        .map((s) => s.trim()),
+    );
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
   }
   out.push('host', ex.host, 'x-request-id', ex.requestId);
-  out.push('x-forwarded-for', xff ? `${xff}, ${ex.req.socket.remoteAddress ?? ''}` : ex.req.socket.remoteAddress ?? '');
+  out.push('x-forwarded-for', xff ? `${xff}, ${ex.req.socket.remoteAddress ?? ''}` : (ex.req.socket.remoteAddress ?? ''));
   out.push('x-forwarded-proto', 'http');
   if (ex.authorization !== undefined) out.push('authorization', ex.authorization);
   // The app sent no conditional (the cache passes those through untouched): these are the cache's.

@@ -22,7 +22,13 @@ export interface Answer {
 const RECOMPUTED = new Set(['content-length', 'x-request-id', 'transfer-encoding', 'connection']);
 
 /** An answer from memory (a stored answer, a stub): its headers as an object, then `extra`. */
-export function bufferedAnswer(status: number, headers: Readonly<Record<string, string | string[]>>, body: Buffer, source: Answer['source'], extra?: readonly string[]): Answer {
+export function bufferedAnswer(
+  status: number,
+  headers: Readonly<Record<string, string | string[]>>,
+  body: Buffer,
+  source: Answer['source'],
+  extra?: readonly string[],
+): Answer {
   const out: string[] = [];
   for (const k in headers) {
     if (RECOMPUTED.has(k)) continue;
@@ -167,7 +173,15 @@ export interface Exchange extends ClientSent, Routed, Decided, Answered {}
  * A fresh exchange. Every field exists from the start, so all exchanges share one hidden class
  * and the stages' property reads stay monomorphic.
  */
-export function newExchange(req: IncomingMessage, res: ServerResponse, start: number, requestId: string, method: string, path: string, query: string): Exchange {
+export function newExchange(
+  req: IncomingMessage,
+  res: ServerResponse,
+  start: number,
+  requestId: string,
+  method: string,
+  path: string,
+  query: string,
+): Exchange {
   return {
     req,
     res,
@@ -218,7 +232,12 @@ export function clientGone(ex: Exchange): boolean {
 
 /** A reply for a request whose app left before anything was sent for it (not upstream, not to the app). */
 export function goneBeforeSending(ex: Exchange, where: string): Failed {
-  return { kind: 'failed', cause: 'client', mayHaveReachedUpstream: false, error: proxyError('upstream_unavailable', { detail: `client closed before ${where}` }) };
+  return {
+    kind: 'failed',
+    cause: 'client',
+    mayHaveReachedUpstream: false,
+    error: proxyError('upstream_unavailable', { detail: `client closed before ${where}` }),
+  };
 }
 
 export type Next = (ex: Exchange) => Promise<Reply>;

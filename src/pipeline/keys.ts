@@ -92,7 +92,11 @@ export function bodyKeyGuard(uses: readonly BodyKeyUse[]): ((ex: Exchange) => Pr
     }
     if (fields === undefined) return undefined;
     const bad = repeatedKeyField(ex, fields);
-    return bad === undefined ? undefined : proxyError('bad_request', { message: `The body field "${bad}" is given more than once (or under another spelling); a limit key reads it, so it must appear once.` });
+    return bad === undefined
+      ? undefined
+      : proxyError('bad_request', {
+          message: `The body field "${bad}" is given more than once (or under another spelling); a limit key reads it, so it must appear once.`,
+        });
   };
 }
 
@@ -288,7 +292,10 @@ function part(spec: string): KeyFn {
   if (spec.startsWith('body-prefix:')) {
     const [, field, digits] = spec.split(':');
     const n = Number(digits);
-    return (ex) => bodyField(ex, field!)?.replace(/[^+0-9]/g, '').slice(0, n);
+    return (ex) =>
+      bodyField(ex, field!)
+        ?.replace(/[^+0-9]/g, '')
+        .slice(0, n);
   }
   if (spec.startsWith('body:')) {
     const field = spec.slice(5);

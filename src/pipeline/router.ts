@@ -46,7 +46,11 @@ export function foreignHost(host: string, ownPort: number): boolean {
  * The router of one policy build. `onProbe` is told of each forward-proxy attempt, with the
  * host it named, for the metric and the access line.
  */
-export function createRouter(upstreams: ReadonlyMap<string, UpstreamRuntime>, policy: Policy, onProbe: (ex: Exchange, kind: OpenProxyKind, host: string) => void): (ex: Exchange) => ProxyError | UpstreamRuntime {
+export function createRouter(
+  upstreams: ReadonlyMap<string, UpstreamRuntime>,
+  policy: Policy,
+  onProbe: (ex: Exchange, kind: OpenProxyKind, host: string) => void,
+): (ex: Exchange) => ProxyError | UpstreamRuntime {
   const byPrefix = new Map<string, UpstreamRuntime>();
   const hostRules: HostRule[] = [];
   for (const [name, rt] of upstreams) {
@@ -89,11 +93,13 @@ export function createRouter(upstreams: ReadonlyMap<string, UpstreamRuntime>, po
     }
     // Every dot-segment or encoded slash needs a "/.", a "%" or a "\\": most paths have none.
     const path = ex.path;
-    if ((path.includes('/.') || path.includes('%') || path.includes('\\')) && TRAVERSAL.test(path)) return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
+    if ((path.includes('/.') || path.includes('%') || path.includes('\\')) && TRAVERSAL.test(path))
+      return proxyError('bad_request', { message: 'Dot-segments and encoded slashes are not accepted in paths.' });
     // Rewrite headers some servers honour (IIS, Symfony) would let a client pick another path
     // behind us: refuse rather than strip, so a probing client learns nothing passes.
     const h = ex.req.headers;
-    if (h['x-original-url'] !== undefined || h['x-rewrite-url'] !== undefined) return proxyError('bad_request', { message: 'Routing headers (X-Original-URL, X-Rewrite-URL) are not accepted.' });
+    if (h['x-original-url'] !== undefined || h['x-rewrite-url'] !== undefined)
+      return proxyError('bad_request', { message: 'Routing headers (X-Original-URL, X-Rewrite-URL) are not accepted.' });
     const hostHeader = ex.req.headers.host;
     // RFC 9112 §3.2: more than one Host line is a 400. Node keeps the first; a server behind us
     // might believe another, so neither is trusted for routing.

@@ -51,7 +51,11 @@ export function requestSeries(metrics: Metrics, access: AccessLog, log: Log, acc
     let o = byOutcome.get(outcome);
     if (!o) {
       const [upstream, route, method] = s.labels;
-      o = { requests: metrics.requests.labels(upstream, route, method, String(status), outcome), response: responseSeries(upstream, responseClass(status)), line: access.segment(upstream, route, method, status, outcome) };
+      o = {
+        requests: metrics.requests.labels(upstream, route, method, String(status), outcome),
+        response: responseSeries(upstream, responseClass(status)),
+        line: access.segment(upstream, route, method, status, outcome),
+      };
       byOutcome.set(outcome, o);
     }
     return o;
@@ -61,7 +65,6 @@ export function requestSeries(metrics: Metrics, access: AccessLog, log: Log, acc
   const responseSeries = (upstream: string, c: ResponseClass): Counter => metrics.responses.labels(upstream, c);
   // "none" (unrouted requests) is seeded here; each upstream's classes in seedUpstreamSeries.
   for (const c of RESPONSE_CLASSES) responseSeries('none', c);
-
 
   function record(ex: Exchange, upstreamName: string, status: number, outcome: string, seconds: number): void {
     if (ex.errorHead !== undefined) {
@@ -129,4 +132,3 @@ function inFlightCounts(metrics: Metrics): Map<string, { n: number }> {
   if (!m) inFlightByMetrics.set(metrics, (m = new Map()));
   return m;
 }
-

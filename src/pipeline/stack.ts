@@ -170,7 +170,15 @@ export function requestPath(p: FrontParts): (req: IncomingMessage, res: ServerRe
     //    everything below, a refusal included, can name the request.
     const url = req.url ?? '/';
     const q = url.indexOf('?');
-    const ex = newExchange(req, res, performance.now(), requestId(req.headers['x-request-id']), req.method ?? 'GET', q < 0 ? url : url.slice(0, q), q < 0 ? '' : url.slice(q));
+    const ex = newExchange(
+      req,
+      res,
+      performance.now(),
+      requestId(req.headers['x-request-id']),
+      req.method ?? 'GET',
+      q < 0 ? url : url.slice(0, q),
+      q < 0 ? '' : url.slice(q),
+    );
     const tr = tracing;
     tr?.startServer(ex);
     // 2. Routing: the upstream and route (every label) are known before anything is counted; a
@@ -219,9 +227,14 @@ export function requestPath(p: FrontParts): (req: IncomingMessage, res: ServerRe
     if (reply.cause === 'client' || (!ex.res.headersSent && clientGone(ex))) return CLIENT_CLOSED;
     // A create sent without a key that got no complete answer may have happened: the app must
     // not simply send it again. (A keyed one says so from the idempotency stage.)
-    const error = reply.mayHaveReachedUpstream && !SAFE_METHODS.has(ex.method) && !p.keyed(ex)
-      ? proxyError(reply.error.code, { headers: reply.error.headers, detail: reply.error.detail, message: `${reply.error.message} The request was sent and may have taken effect: send it again only with an Idempotency-Key, the same one each time, which makes the retry safe; without one it may be created twice.` })
-      : reply.error;
+    const error =
+      reply.mayHaveReachedUpstream && !SAFE_METHODS.has(ex.method) && !p.keyed(ex)
+        ? proxyError(reply.error.code, {
+            headers: reply.error.headers,
+            detail: reply.error.detail,
+            message: `${reply.error.message} The request was sent and may have taken effect: send it again only with an Idempotency-Key, the same one each time, which makes the retry safe; without one it may be created twice.`,
+          })
+        : reply.error;
     return writeReply(ex, error);
   }
 }
@@ -258,19 +271,14 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     failureWindowMs: b.failureWindow === null ? null : b.failureWindow * 1000,
   };
   const breakerSm = state.get(`${name}/breaker`, b, () => {
-    const cb = new CircuitBreaker(
-      name,
-      breakerOpts,
-      clock,
-      (from, to, cause) => {
-        openTime.transition(from, to);
-        metrics.breakerState.labels({ service: name }).set(BREAKER_STATE[to]);
-        metrics.breakerTransitions.labels({ service: name, from, to }).inc();
-        if (to === 'open') metrics.breakerOpens.labels({ service: name }).inc();
-        if (to === 'closed') metrics.breakerCloses.labels({ service: name }).inc();
-        log.warn({ upstream: name, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
-      },
-    );
+    const cb = new CircuitBreaker(name, breakerOpts, clock, (from, to, cause) => {
+      openTime.transition(from, to);
+      metrics.breakerState.labels({ service: name }).set(BREAKER_STATE[to]);
+      metrics.breakerTransitions.labels({ service: name, from, to }).inc();
+      if (to === 'open') metrics.breakerOpens.labels({ service: name }).inc();
+      if (to === 'closed') metrics.breakerCloses.labels({ service: name }).inc();
+      log.warn({ upstream: name, from, to, cause, enforcing: b.enabled }, `circuit breaker ${from} -> ${to}`);
+    });
     // Export every series from the start, so dashboards and alerts see 0 rather than nothing.
     seedUpstreamSeries(metrics, name);
     return cb;
@@ -360,7 +368,10 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       clock,
       onHold: (key, ms, reqId) => {
         holdsStarted.inc();
-        log.warn({ reqId, upstream: name, key: isPhoneKey(u.holdOn429.key) ? maskPhone(key) : maskKey(key), holdMs: Math.round(ms) }, 'upstream 429: holding requests for this key');
+        log.warn(
+          { reqId, upstream: name, key: isPhoneKey(u.holdOn429.key) ? maskPhone(key) : maskKey(key), holdMs: Math.round(ms) },
+          'upstream 429: holding requests for this key',
+        );
       },
       onHeld: () => heldRequests.inc(),
       tryResend: () => budget.tryRetry(),
@@ -371,14 +382,21 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       onRetry: (reason) => metrics.retries.labels(name, reason).inc(),
       onSkipped: (reason) => metrics.retriesSkipped.labels(name, reason).inc(),
     }),
-    breaker(breakerScopes, b, {
-      onFailure: (cb) => (cb === breakerSm ? failures : seriesOf.get(cb)?.failures)?.inc(),
-      onRejected: (cb) => (cb === breakerSm ? rejections : seriesOf.get(cb)?.rejections)?.inc(),
-    }, { origin, host }),
+    breaker(
+      breakerScopes,
+      b,
+      {
+        onFailure: (cb) => (cb === breakerSm ? failures : seriesOf.get(cb)?.failures)?.inc(),
+        onRejected: (cb) => (cb === breakerSm ? rejections : seriesOf.get(cb)?.rejections)?.inc(),
+      },
+      { origin, host },
+    ),
     // The bulkhead holds a slot only while an attempt is really in flight.
     u.bulkhead.fleet && deps.fleetSemaphore
       ? fleetBulkhead(
-          state.get(`${name}/fleet-bulkhead`, u.bulkhead, () => deps.fleetSemaphore!(u.bulkhead.maxConcurrent, u.bulkhead.leaseTimeout * 1000, u.bulkhead.queue, `bw:sem:${name}:`)),
+          state.get(`${name}/fleet-bulkhead`, u.bulkhead, () =>
+            deps.fleetSemaphore!(u.bulkhead.maxConcurrent, u.bulkhead.leaseTimeout * 1000, u.bulkhead.queue, `bw:sem:${name}:`),
+          ),
           name,
           u.bulkhead.queueTimeout * 1000,
           () => bulkheadRejections.inc(),
@@ -387,7 +405,9 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       : bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];
 
-  const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout * 1000, { sendTimeoutMs: u.sendTimeout * 1000, deadlineMs: u.exchangeTimeout * 1000, dropHeaders });
+  const terminal = stubbed
+    ? stub(u.stubs)
+    : forward(dispatcher, u.timeout * 1000, { sendTimeoutMs: u.sendTimeout * 1000, deadlineMs: u.exchangeTimeout * 1000, dropHeaders });
   const routes = routeTable(u);
   return {
     name,
@@ -404,7 +424,10 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     budget,
     holds,
     stubbed,
-    pipeline: compose(stages.filter((s): s is Stage => s !== undefined), terminal),
+    pipeline: compose(
+      stages.filter((s): s is Stage => s !== undefined),
+      terminal,
+    ),
     collect: () => {
       openTime.flush(breakerSm.stateName === 'open');
       for (const [scope, cb] of breakerScopes.entries()) destinationSeries.get(scope)?.refresh(cb.stateName);
@@ -418,10 +441,17 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
   const { metrics, state, log } = deps;
   const c = u.cache;
   const evictions = metrics.cacheEvictions.labels(name);
-  const local = state.get(`${name}/cache`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget], () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }));
+  const local = state.get(
+    `${name}/cache`,
+    [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget],
+    () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }),
+  );
   // The fleet's store when there is one (the policy validated `redis` against it); the memory store answers while Redis cannot.
   const maxBody = Math.max(...c.routes.map((r) => r.maxEntryBytes));
-  const shared = c.store !== 'memory' && deps.cacheStore !== undefined ? state.get(`${name}/cache-redis`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget, maxBody], () => deps.cacheStore!(name, local, maxBody)) : undefined;
+  const shared =
+    c.store !== 'memory' && deps.cacheStore !== undefined
+      ? state.get(`${name}/cache-redis`, [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget, maxBody], () => deps.cacheStore!(name, local, maxBody))
+      : undefined;
   const store: CacheStore = shared ?? local;
   const coalescer = state.get(`${name}/cache-coalescer`, c.maxWaiters, () => new Coalescer(c.maxWaiters));
   // Keys hash the credential with a per-process secret (with the Redis store, the fleet's, kept
@@ -436,7 +466,9 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
     clock: deps.clock,
     store,
     coalescer,
-    get secret() { return shared?.secret ?? own; },
+    get secret() {
+      return shared?.secret ?? own;
+    },
     counter: (route, result) => metrics.cacheRequests.labels(name, route, result),
     onStale: (fields) => log.warn(fields, 'served a stale cached answer: the upstream failed'),
   });

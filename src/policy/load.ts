@@ -109,11 +109,20 @@ function resolveScalar(source: string, env: Env): unknown {
  * Walks the YAML tree replacing interpolated scalars in place, keeping their source ranges.
  * `typed` remembers the text of each `${…}` that became a number or boolean.
  */
-function interpolateTree(node: unknown, env: Env, problems: { offset: number; path: string; message: string }[], typed: Map<Scalar, string>, path: string[] = []): void {
+function interpolateTree(
+  node: unknown,
+  env: Env,
+  problems: { offset: number; path: string; message: string }[],
+  typed: Map<Scalar, string>,
+  path: string[] = [],
+): void {
   if (isMap(node)) {
-    for (const pair of node.items as Pair[]) interpolateTree(pair.value, env, problems, typed, [...path, String(isScalar(pair.key) ? pair.key.value : pair.key)]);
+    for (const pair of node.items as Pair[])
+      interpolateTree(pair.value, env, problems, typed, [...path, String(isScalar(pair.key) ? pair.key.value : pair.key)]);
   } else if (isSeq(node)) {
-    node.items.forEach((item, i) => interpolateTree(item, env, problems, typed, [...path, String(i)]));
+    node.items.forEach((item, i) => {
+      interpolateTree(item, env, problems, typed, [...path, String(i)]);
+    });
   } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
     try {
       const source = node.value;
@@ -136,7 +145,9 @@ export function loadPolicyFile(file: string, opts: LoadOptions = {}): Policy {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new PolicyError(opts.displayName ?? file, [{ line: 0, col: 0, path: '', message: `cannot read policy: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
+    throw new PolicyError(opts.displayName ?? file, [
+      { line: 0, col: 0, path: '', message: `cannot read policy: ${(err as NodeJS.ErrnoException).code ?? String(err)}` },
+    ]);
   }
   return parsePolicy(text, { ...opts, displayName: opts.displayName ?? file });
 }
@@ -161,14 +172,19 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
   const keyProblems: PolicyProblem[] = [];
   visit(doc, {
     Pair(_, pair) {
-      if (isMap(pair.key) || isSeq(pair.key)) keyProblems.push({ ...pos(pair.key.range?.[0] ?? 0), path: '', message: 'a key must be a plain name, not a mapping or a list' });
+      if (isMap(pair.key) || isSeq(pair.key))
+        keyProblems.push({ ...pos(pair.key.range?.[0] ?? 0), path: '', message: 'a key must be a plain name, not a mapping or a list' });
     },
   });
   if (keyProblems.length > 0) throw new PolicyError(file, keyProblems);
   const envProblems: { offset: number; path: string; message: string }[] = [];
   const typed = new Map<Scalar, string>();
   interpolateTree(doc.contents, env, envProblems, typed);
-  if (envProblems.length > 0) throw new PolicyError(file, envProblems.map((e) => ({ ...pos(e.offset), path: e.path, message: e.message })));
+  if (envProblems.length > 0)
+    throw new PolicyError(
+      file,
+      envProblems.map((e) => ({ ...pos(e.offset), path: e.path, message: e.message })),
+    );
   let parsed = policySchema.safeParse(toJS(doc, file, pos) ?? {});
   // A `${VAR}` whose text reads as a number or boolean stays a string where the schema wants one:
   // an all-digit Twilio auth token must be accepted, not refused (and echoed) as "must be string".
@@ -186,11 +202,17 @@ export function parsePolicy(text: string, opts: LoadOptions = {}): Policy {
     if (retyped) parsed = policySchema.safeParse(toJS(doc, file, pos) ?? {});
   }
   if (!parsed.success) {
-    throw new PolicyError(file, parsed.error.issues.flatMap((i) => issueToProblems(i, doc, pos)).sort((a, b) => a.line - b.line || a.col - b.col));
+    throw new PolicyError(
+      file,
+      parsed.error.issues.flatMap((i) => issueToProblems(i, doc, pos)).sort((a, b) => a.line - b.line || a.col - b.col),
+    );
   }
   const semantic = checkSemantics(parsed.data);
   if (semantic.length > 0) {
-    throw new PolicyError(file, semantic.map((s) => ({ ...locate(doc, s.path, pos), path: s.path.join('.'), message: s.message })));
+    throw new PolicyError(
+      file,
+      semantic.map((s) => ({ ...locate(doc, s.path, pos), path: s.path.join('.'), message: s.message })),
+    );
   }
   return deepFreeze(parsed.data);
 }
@@ -294,8 +316,10 @@ function checkSemantics(p: Policy): Semantic[] {
   if (Object.keys(p.upstreams).length === 0) out.push({ path: ['upstreams'], message: 'at least one upstream is required' });
   if (p.store.type === 'redis' && p.store.redisUrl === '') out.push({ path: ['store', 'redisUrl'], message: 'RATE_LIMIT_STORE=redis needs REDIS_URL' });
   for (const [name, u] of Object.entries(p.upstreams)) {
-    if (u.bulkhead.fleet && p.store.type !== 'redis') out.push({ path: ['upstreams', name, 'bulkhead', 'fleet'], message: 'a fleet-wide bulkhead needs RATE_LIMIT_STORE=redis' });
-    if (u.cache.store === 'redis' && p.store.type !== 'redis') out.push({ path: ['upstreams', name, 'cache', 'store'], message: 'a Redis cache store needs RATE_LIMIT_STORE=redis' });
+    if (u.bulkhead.fleet && p.store.type !== 'redis')
+      out.push({ path: ['upstreams', name, 'bulkhead', 'fleet'], message: 'a fleet-wide bulkhead needs RATE_LIMIT_STORE=redis' });
+    if (u.cache.store === 'redis' && p.store.type !== 'redis')
+      out.push({ path: ['upstreams', name, 'cache', 'store'], message: 'a Redis cache store needs RATE_LIMIT_STORE=redis' });
   }
   if (p.store.type === 'redis' && p.store.redisUrl !== '') {
     try {

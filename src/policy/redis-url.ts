@@ -22,7 +22,10 @@ function hostPort(s: string, dflt: number): HostPort {
 /** Splits `REDIS_URL` by type; throws with a message naming the expected form. */
 export function parseRedisUrl(type: RedisType, url: string): { master?: string; nodes: HostPort[] } {
   if (type === 'single') return { nodes: [] };
-  const parts = url.split(',').map((s) => s.trim()).filter(Boolean);
+  const parts = url
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (type === 'sentinel') {
     if (parts.length < 2 || parts[0]!.includes(':')) throw new Error('REDIS_URL for REDIS_TYPE=sentinel is <master-name>,<host:port>[,<host:port>...]');
     return { master: parts[0]!, nodes: parts.slice(1).map((p) => hostPort(p, 26379)) };
@@ -30,4 +33,3 @@ export function parseRedisUrl(type: RedisType, url: string): { master?: string; 
   if (parts.length < 1 || parts.some((p) => p.includes('//'))) throw new Error('REDIS_URL for REDIS_TYPE=cluster is <host:port>[,<host:port>...]');
   return { nodes: parts.map((p) => hostPort(p, 6379)) };
 }
-

@@ -4,7 +4,14 @@ import type { Policy } from './schema.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function maskUrl(url: string): string {
@@ -25,48 +32,65 @@ export function renderPolicy(p: Policy, file: string): string {
   const s = p.server;
   const out: string[] = [];
   out.push(`policy ${file}: OK`, '');
-  out.push(table([
-    ['setting', 'value'],
-    ['proxy listener', `${s.host}:${s.port}`],
-    ['admin listener', `${s.adminHost}:${s.adminPort}`],
-    ['stub mode', String(p.stubMode)],
-    ['rate-limit store', p.store.type === 'redis' ? `redis ${maskUrl(p.store.redisUrl)} (fallback after ${p.store.timeout}s)` : 'memory'],
-    ['log level', p.logging.level],
-    ['max body', `${s.maxBodyBytes} bytes`],
-    ['drain timeout', `${s.drainTimeout}s`],
-    ['trusted proxies', s.trustedProxies.join(', ') || '(none)'],
-  ]));
-  out.push('', 'upstreams');
-  out.push(table([
-    ['name', 'target', 'prefix', 'hosts', 'timeout', 'breaker', 'retry', 'bulkhead', 'credentials', 'stub'],
-    ...Object.entries(p.upstreams).map(([name, u]) => [
-      name,
-      maskUrl(u.baseUrl),
-      u.prefix ?? '-',
-      u.hosts.join(',') || '-',
-      `${u.timeout}s`,
-      `${u.breaker.enabled ? 'on' : 'observe-only'} ${u.breaker.threshold} fails, ${u.breaker.recoveryTimeout}s open${u.breaker.failureRatio !== null ? `, ratio ${u.breaker.failureRatio}` : ''}`,
-      `${u.retry.attempts}x, budget ${Math.round(u.retry.budgetRatio * 100)}%`,
-      `${u.bulkhead.maxConcurrent}${u.bulkhead.queue ? ` +${u.bulkhead.queue} queued` : ''}`,
-      u.credentials.type === 'none' ? 'none' : `${u.credentials.type} ${u.credentials.type === 'basic' ? `user=${secret(u.credentials.username)} password=${secret(u.credentials.password)}` : `token=${secret(u.credentials.token)}`}${u.credentials.replace ? ' (replaces app)' : ''}`,
-      String(p.stubMode || u.stub),
+  out.push(
+    table([
+      ['setting', 'value'],
+      ['proxy listener', `${s.host}:${s.port}`],
+      ['admin listener', `${s.adminHost}:${s.adminPort}`],
+      ['stub mode', String(p.stubMode)],
+      ['rate-limit store', p.store.type === 'redis' ? `redis ${maskUrl(p.store.redisUrl)} (fallback after ${p.store.timeout}s)` : 'memory'],
+      ['log level', p.logging.level],
+      ['max body', `${s.maxBodyBytes} bytes`],
+      ['drain timeout', `${s.drainTimeout}s`],
+      ['trusted proxies', s.trustedProxies.join(', ') || '(none)'],
     ]),
-  ]));
+  );
+  out.push('', 'upstreams');
+  out.push(
+    table([
+      ['name', 'target', 'prefix', 'hosts', 'timeout', 'breaker', 'retry', 'bulkhead', 'credentials', 'stub'],
+      ...Object.entries(p.upstreams).map(([name, u]) => [
+        name,
+        maskUrl(u.baseUrl),
+        u.prefix ?? '-',
+        u.hosts.join(',') || '-',
+        `${u.timeout}s`,
+        `${u.breaker.enabled ? 'on' : 'observe-only'} ${u.breaker.threshold} fails, ${u.breaker.recoveryTimeout}s open${u.breaker.failureRatio !== null ? `, ratio ${u.breaker.failureRatio}` : ''}`,
+        `${u.retry.attempts}x, budget ${Math.round(u.retry.budgetRatio * 100)}%`,
+        `${u.bulkhead.maxConcurrent}${u.bulkhead.queue ? ` +${u.bulkhead.queue} queued` : ''}`,
+        u.credentials.type === 'none'
+          ? 'none'
+          : `${u.credentials.type} ${u.credentials.type === 'basic' ? `user=${secret(u.credentials.username)} password=${secret(u.credentials.password)}` : `token=${secret(u.credentials.token)}`}${u.credentials.replace ? ' (replaces app)' : ''}`,
+        String(p.stubMode || u.stub),
+      ]),
+    ]),
+  );
   const limits = Object.entries(p.upstreams).flatMap(([name, u]) =>
-    u.rateLimits.map((l) => [name, l.name, `${l.rate}/${l.per}s`, String(l.burst ?? l.rate), l.key.join('+'), l.route ?? '(all)', l.maxDelay ? `wait ≤${l.maxDelay}s` : 'reject', l.shadow ? 'shadow' : 'enforce']),
+    u.rateLimits.map((l) => [
+      name,
+      l.name,
+      `${l.rate}/${l.per}s`,
+      String(l.burst ?? l.rate),
+      l.key.join('+'),
+      l.route ?? '(all)',
+      l.maxDelay ? `wait ≤${l.maxDelay}s` : 'reject',
+      l.shadow ? 'shadow' : 'enforce',
+    ]),
   );
   if (limits.length > 0) {
     out.push('', 'rate limits');
     out.push(table([['upstream', 'limit', 'rate', 'burst', 'key', 'route', 'when empty', 'mode'], ...limits]));
   }
   out.push('', 'send safety');
-  out.push(table([
-    ['upstream', 'idempotency', 'hold on 429'],
-    ...Object.entries(p.upstreams).map(([name, u]) => [
-      name,
-      u.idempotency.enabled ? `${u.idempotency.header}, ttl ${u.idempotency.ttl}s` : 'off',
-      u.holdOn429.enabled ? `by ${u.holdOn429.key.join('+')}, ≤${u.holdOn429.maxHold}s` : 'off',
+  out.push(
+    table([
+      ['upstream', 'idempotency', 'hold on 429'],
+      ...Object.entries(p.upstreams).map(([name, u]) => [
+        name,
+        u.idempotency.enabled ? `${u.idempotency.header}, ttl ${u.idempotency.ttl}s` : 'off',
+        u.holdOn429.enabled ? `by ${u.holdOn429.key.join('+')}, ≤${u.holdOn429.maxHold}s` : 'off',
+      ]),
     ]),
-  ]));
+  );
   return `${out.join('\n')}\n`;
 }

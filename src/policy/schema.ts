@@ -30,7 +30,10 @@ const cidr = z.string().refine((s) => {
 /** Where a limit or hold key comes from. */
 const keySource = z
   .string()
-  .regex(/^(client|ip|account|basic-user|authorization|route|header:[A-Za-z0-9-]+|body:[A-Za-z0-9_.]+|body-prefix:[A-Za-z0-9_.]+:\d+)$/, 'must be client | ip | account | basic-user | authorization | route | header:<name> | body:<field> | body-prefix:<field>:<digits>');
+  .regex(
+    /^(client|ip|account|basic-user|authorization|route|header:[A-Za-z0-9-]+|body:[A-Za-z0-9_.]+|body-prefix:[A-Za-z0-9_.]+:\d+)$/,
+    'must be client | ip | account | basic-user | authorization | route | header:<name> | body:<field> | body-prefix:<field>:<digits>',
+  );
 
 export const breakerSchema = z
   .strictObject({
@@ -44,8 +47,14 @@ export const breakerSchema = z
     slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().default(null),
     backoffMultiplier: z.number().min(1).default(1).describe('Open time grows by this factor on each re-open without a close (1: fixed).'),
     maxRecoveryTimeout: seconds('Cap on the grown open time.').default(300),
-    failureWindow: seconds('Consecutive failures count toward threshold only while within this many seconds of the newest; older ones of the streak are forgotten, so failures spread over a quiet period do not open the breaker as a burst does (null: never forgotten, as Envoy\'s consecutive_5xx).').nullable().default(60),
-    retryAfterMax: seconds('Cap on the Retry-After of a circuit_open reply (the message still says the time left): SDKs sleep on Retry-After before re-sending, so a long one turns a fast 503 into a stall.').default(1),
+    failureWindow: seconds(
+      "Consecutive failures count toward threshold only while within this many seconds of the newest; older ones of the streak are forgotten, so failures spread over a quiet period do not open the breaker as a burst does (null: never forgotten, as Envoy's consecutive_5xx).",
+    )
+      .nullable()
+      .default(60),
+    retryAfterMax: seconds(
+      'Cap on the Retry-After of a circuit_open reply (the message still says the time left): SDKs sleep on Retry-After before re-sending, so a long one turns a fast 503 into a stall.',
+    ).default(1),
     failOn: z
       .array(z.enum(['connect', 'timeout', 'reset', '5xx']))
       .default(['connect', 'timeout', 'reset', '5xx'])
@@ -61,7 +70,12 @@ export const retrySchema = z
     budgetRatio: z.number().min(0).max(1).default(0.2).describe('Retries allowed as a share of requests (Finagle/linkerd retry budget).'),
     minRetriesPerSecond: z.number().min(0).default(5).describe('Retries always allowed per second regardless of the ratio.'),
     on: z.array(z.number().int().min(500).max(599)).default([502, 503, 504]).describe('Upstream statuses retried for idempotent methods.'),
-    unprocessed: z.array(z.number().int().min(400).max(599)).default([]).describe('Statuses the upstream documents as "not processed" (Twilio 429 / 20429): retried for any method, POST included, with back-off inside the retry budget.'),
+    unprocessed: z
+      .array(z.number().int().min(400).max(599))
+      .default([])
+      .describe(
+        'Statuses the upstream documents as "not processed" (Twilio 429 / 20429): retried for any method, POST included, with back-off inside the retry budget.',
+      ),
   })
   .describe('Retries: idempotent methods on connect errors and listed statuses; never a request that may have reached the upstream.');
 
@@ -70,13 +84,21 @@ export const bulkheadSchema = z
     maxConcurrent: count('Concurrent in-flight requests to this upstream.').default(100),
     queue: z.number().int().min(0).default(0).describe('Requests that may wait for a slot.'),
     queueTimeout: seconds('Longest wait in the queue.').default(1),
-    fleet: z.boolean().default(false).describe('Hold maxConcurrent across every replica (per Twilio account; elsewhere per API key, as Vapi limits its org) through the Redis store, lowered by 429s and Twilio-Concurrent-Requests; needs RATE_LIMIT_STORE=redis.'),
+    fleet: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Hold maxConcurrent across every replica (per Twilio account; elsewhere per API key, as Vapi limits its org) through the Redis store, lowered by 429s and Twilio-Concurrent-Requests; needs RATE_LIMIT_STORE=redis.',
+      ),
     leaseTimeout: seconds('A fleet slot held by a replica that died comes back after this.').default(30),
   })
   .describe('Concurrency cap for this upstream (Twilio limits concurrency per account).');
 
 export const rateLimitSchema = z.strictObject({
-  name: z.string().regex(/^[a-z0-9_-]+$/).describe('Name in RateLimit headers, metrics and logs.'),
+  name: z
+    .string()
+    .regex(/^[a-z0-9_-]+$/)
+    .describe('Name in RateLimit headers, metrics and logs.'),
   rate: z.number().positive().describe('Tokens added per `per` seconds.'),
   per: seconds('Refill period in seconds.').default(60),
   burst: z.number().positive().nullable().default(null).describe('Bucket size (null: equal to rate).'),
@@ -88,7 +110,9 @@ export const rateLimitSchema = z.strictObject({
   headers: z
     .enum(['remaining', 'always', 'limited'])
     .default('remaining')
-    .describe('Which answers carry the IETF fields. The 429 this limit refuses always carries RateLimit and RateLimit-Policy; an allowed answer carries RateLimit (what remains) under remaining, both fields under always, none under limited (Envoy\'s local rate limit by default).'),
+    .describe(
+      "Which answers carry the IETF fields. The 429 this limit refuses always carries RateLimit and RateLimit-Policy; an allowed answer carries RateLimit (what remains) under remaining, both fields under always, none under limited (Envoy's local rate limit by default).",
+    ),
 });
 
 export const idempotencySchema = z
@@ -113,7 +137,9 @@ export const holdSchema = z
       .number()
       .min(0)
       .default(0)
-      .describe('Seconds: a 429 that the upstream documents as not processed (Twilio 20429) is sent once more, for any method, when the hold it starts ends within this time and the retry budget allows; otherwise, and at 0, the 429 is relayed.'),
+      .describe(
+        'Seconds: a 429 that the upstream documents as not processed (Twilio 20429) is sent once more, for any method, when the hold it starts ends within this time and the retry budget allows; otherwise, and at 0, the 429 is relayed.',
+      ),
     also: z
       .array(z.strictObject({ status: z.number().int().min(400).max(499), bodyIncludes: z.string().min(1) }))
       .default([])
@@ -142,19 +168,31 @@ const credentialsSchema = z
   .describe('Credentials injected when the app sends no Authorization.');
 
 export const cacheRouteSchema = z.strictObject({
-  route: z.string().regex(/^[a-z0-9_.-]+$/).describe('Route name (from `routes`) whose GET answers are cached; HEAD is answered from them.'),
+  route: z
+    .string()
+    .regex(/^[a-z0-9_.-]+$/)
+    .describe('Route name (from `routes`) whose GET answers are cached; HEAD is answered from them.'),
   ttl: seconds('Seconds an answer stays fresh when the upstream sends no max-age / s-maxage (Twilio and Vapi send none).'),
   maxEntryBytes: count('Largest response body stored; larger answers pass through unstored.').default(262144),
-  staleIfError: z.number().min(0).default(0).describe('Seconds past its freshness an entry may be served while the breaker is open or the upstream fails (RFC 5861 stale-if-error).'),
-  keyHeaders: z.array(z.string().regex(/^[A-Za-z0-9-]+$/)).default([]).describe('Request headers added to the key (besides method, URI, credential and the response\'s Vary).'),
+  staleIfError: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe('Seconds past its freshness an entry may be served while the breaker is open or the upstream fails (RFC 5861 stale-if-error).'),
+  keyHeaders: z
+    .array(z.string().regex(/^[A-Za-z0-9-]+$/))
+    .default([])
+    .describe("Request headers added to the key (besides method, URI, credential and the response's Vary)."),
   onlyQuery: z
     .record(z.string(), z.array(z.string()))
     .default({})
-    .describe('Cache only when each named query parameter\'s comma-separated values are all in its list (e.g. Lookups `Fields`: keep fraud signals out).'),
+    .describe("Cache only when each named query parameter's comma-separated values are all in its list (e.g. Lookups `Fields`: keep fraud signals out)."),
   invalidatedBy: z
     .array(routePattern.refine((p) => !/^(?:GET|HEAD|OPTIONS) /.test(p), 'an invalidating pattern names an unsafe method (POST, PUT, PATCH, DELETE) or none'))
     .default([])
-    .describe('Related URIs (RFC 9111 §4.4): an unsafe request (POST, PUT, PATCH, DELETE) matching one of these patterns that is answered without error also drops every entry of this route, for every credential; e.g. `POST /assistant` for the assistant list. Its own target URI is always dropped.'),
+    .describe(
+      'Related URIs (RFC 9111 §4.4): an unsafe request (POST, PUT, PATCH, DELETE) matching one of these patterns that is answered without error also drops every entry of this route, for every credential; e.g. `POST /assistant` for the assistant list. Its own target URI is always dropped.',
+    ),
 });
 
 export const cacheSchema = z
@@ -168,43 +206,71 @@ export const cacheSchema = z
     store: z
       .enum(['default', 'memory', 'redis'])
       .default('default')
-      .describe('Where entries live. default: the global store (Redis under RATE_LIMIT_STORE=redis, else memory); memory: this replica only; redis: shared by the fleet (needs RATE_LIMIT_STORE=redis). Redis entries are bounded by the routes\' maxEntryBytes and expire after their freshness plus staleIfError; while Redis is away the memory store answers.'),
+      .describe(
+        "Where entries live. default: the global store (Redis under RATE_LIMIT_STORE=redis, else memory); memory: this replica only; redis: shared by the fleet (needs RATE_LIMIT_STORE=redis). Redis entries are bounded by the routes' maxEntryBytes and expire after their freshness plus staleIfError; while Redis is away the memory store answers.",
+      ),
   })
   .describe('Response cache, private to each credential (keys carry its keyed hash). Opt-in per route.');
 
 export const routeSchema = z.strictObject({
-  name: z.string().regex(/^[a-z0-9_.-]+$/).describe('Label used in metrics and logs.'),
+  name: z
+    .string()
+    .regex(/^[a-z0-9_.-]+$/)
+    .describe('Label used in metrics and logs.'),
   match: routePattern,
 });
 
-export const upstreamSchema = z.strictObject({
-  baseUrl: z.url({ protocol: /^https?$/ }).describe('Where requests are forwarded (scheme, host, optional base path).'),
-  prefix: z.string().regex(/^\/[A-Za-z0-9._-]+$/).nullable().default(null).describe('Path prefix routed here, stripped before forwarding.'),
-  hosts: z.array(z.string().regex(/^(\*\.)?[a-z0-9.-]+$/)).default([]).describe('Host patterns routed to https://<host> (e.g. "*.twilio.com").'),
-  hostTarget: z.url({ protocol: /^https?$/ }).nullable().default(null).describe('Send host-routed requests to this origin instead of https://<host>, keeping the Host header (an egress proxy, or tests).'),
-  timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').default(15),
-  connectTimeout: seconds('Seconds to establish a connection.').default(5),
-  sendTimeout: seconds('Seconds an answer may wait on a client that stopped reading before the client and the upstream request are dropped (nginx send_timeout).').default(60),
-  exchangeTimeout: seconds('Seconds the whole upstream exchange may take, 1xx, headers and body (Envoy route timeout); a body cut by it is logged and counted as outcome truncated.').default(120),
-  connections: count('Connection pool size.').default(128),
-  stub: z.boolean().default(false).describe('Answer from `stubs`, never contact the upstream.'),
-  routes: z.array(routeSchema).default([]).describe('Named route patterns: metric labels and per-route policy.'),
-  breaker: breakerSchema.prefault({}),
-  retry: retrySchema.prefault({}),
-  bulkhead: bulkheadSchema.prefault({}),
-  rateLimits: z.array(rateLimitSchema).default([]),
-  idempotency: idempotencySchema.prefault({ enabled: false }),
-  holdOn429: holdSchema.prefault({}),
-  credentials: credentialsSchema.prefault({}),
-  stubs: z.array(stubSchema).default([]),
-  cache: cacheSchema.prefault({}),
-}).superRefine((u, ctx) => {
-  // A cached route that names no route would silently cache nothing.
-  const names = new Set(u.routes.map((r) => r.name));
-  u.cache.routes.forEach((c, i) => {
-    if (!names.has(c.route)) ctx.addIssue({ code: 'custom', path: ['cache', 'routes', i, 'route'], message: `names no route of this upstream (routes: ${[...names].join(', ') || 'none'})` });
+export const upstreamSchema = z
+  .strictObject({
+    baseUrl: z.url({ protocol: /^https?$/ }).describe('Where requests are forwarded (scheme, host, optional base path).'),
+    prefix: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._-]+$/)
+      .nullable()
+      .default(null)
+      .describe('Path prefix routed here, stripped before forwarding.'),
+    hosts: z
+      .array(z.string().regex(/^(\*\.)?[a-z0-9.-]+$/))
+      .default([])
+      .describe('Host patterns routed to https://<host> (e.g. "*.twilio.com").'),
+    hostTarget: z
+      .url({ protocol: /^https?$/ })
+      .nullable()
+      .default(null)
+      .describe('Send host-routed requests to this origin instead of https://<host>, keeping the Host header (an egress proxy, or tests).'),
+    timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').default(15),
+    connectTimeout: seconds('Seconds to establish a connection.').default(5),
+    sendTimeout: seconds(
+      'Seconds an answer may wait on a client that stopped reading before the client and the upstream request are dropped (nginx send_timeout).',
+    ).default(60),
+    exchangeTimeout: seconds(
+      'Seconds the whole upstream exchange may take, 1xx, headers and body (Envoy route timeout); a body cut by it is logged and counted as outcome truncated.',
+    ).default(120),
+    connections: count('Connection pool size.').default(128),
+    stub: z.boolean().default(false).describe('Answer from `stubs`, never contact the upstream.'),
+    routes: z.array(routeSchema).default([]).describe('Named route patterns: metric labels and per-route policy.'),
+    breaker: breakerSchema.prefault({}),
+    retry: retrySchema.prefault({}),
+    bulkhead: bulkheadSchema.prefault({}),
+    rateLimits: z.array(rateLimitSchema).default([]),
+    idempotency: idempotencySchema.prefault({ enabled: false }),
+    holdOn429: holdSchema.prefault({}),
+    credentials: credentialsSchema.prefault({}),
+    stubs: z.array(stubSchema).default([]),
+    cache: cacheSchema.prefault({}),
+  })
+  .superRefine((u, ctx) => {
+    // A cached route that names no route would silently cache nothing.
+    const names = new Set(u.routes.map((r) => r.name));
+    u.cache.routes.forEach((c, i) => {
+      if (!names.has(c.route))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['cache', 'routes', i, 'route'],
+          message: `names no route of this upstream (routes: ${[...names].join(', ') || 'none'})`,
+        });
+    });
   });
-});
 
 export const policySchema = z.strictObject({
   server: z
@@ -214,20 +280,43 @@ export const policySchema = z.strictObject({
       adminHost: z.string().default('127.0.0.1').describe('Admin listener address (ADMIN_HOST).'),
       adminPort: z.number().int().min(0).max(65535).default(9090).describe('Admin listener port (ADMIN_PORT).'),
       adminNames: z
-        .preprocess((v) => (typeof v === 'string' ? v.split(',').map((n) => n.trim()).filter(Boolean) : v), z.array(z.string().min(1)))
+        .preprocess(
+          (v) =>
+            typeof v === 'string'
+              ? v
+                  .split(',')
+                  .map((n) => n.trim())
+                  .filter(Boolean)
+              : v,
+          z.array(z.string().min(1)),
+        )
         .default([])
-        .describe('Host names (a list, or comma-separated from ADMIN_NAMES), besides loopback, localhost and the address the admin listener was reached on, that admin requests may carry in Host; any other Host is refused (DNS rebinding).'),
+        .describe(
+          'Host names (a list, or comma-separated from ADMIN_NAMES), besides loopback, localhost and the address the admin listener was reached on, that admin requests may carry in Host; any other Host is refused (DNS rebinding).',
+        ),
       maxBodyBytes: count('Largest request body; bigger is 413.').default(10 * 1024 * 1024),
-      bufferBodyBytes: z.number().int().min(0).default(65536).describe('Bodies up to this size are buffered (enables retry, idempotency hashing, body keys); larger stream through.'),
+      bufferBodyBytes: z
+        .number()
+        .int()
+        .min(0)
+        .default(65536)
+        .describe('Bodies up to this size are buffered (enables retry, idempotency hashing, body keys); larger stream through.'),
       maxHeaderBytes: count('Largest request head; bigger is 431.').default(16384),
-      maxHeaders: count('Most header lines in a request head; more is 431 (HAProxy tune.http.maxhdr). Node would otherwise drop the excess silently.').default(100),
+      maxHeaders: count('Most header lines in a request head; more is 431 (HAProxy tune.http.maxhdr). Node would otherwise drop the excess silently.').default(
+        100,
+      ),
       headersTimeout: seconds('Seconds a client may take to send its request head (slowloris).').default(10),
       requestTimeout: seconds('Seconds a client may take to send the whole request.').default(60),
       keepAliveTimeout: seconds('Idle client keep-alive.').default(5),
       maxConnections: count('Concurrent client connections.').default(4096),
       drainTimeout: seconds('Seconds in-flight requests may take to finish on SIGTERM.').default(25),
       trustedProxies: z.array(cidr).default([]).describe('CIDRs whose X-Forwarded-For is believed.'),
-      watch: z.boolean().default(false).describe('Reload when the policy file changes. Its directory is watched, so saves by rename and Kubernetes ConfigMap `..data` swaps are seen; a file briefly absent keeps the running policy (SIGHUP always reloads).'),
+      watch: z
+        .boolean()
+        .default(false)
+        .describe(
+          'Reload when the policy file changes. Its directory is watched, so saves by rename and Kubernetes ConfigMap `..data` swaps are seen; a file briefly absent keeps the running policy (SIGHUP always reloads).',
+        ),
     })
     .prefault({}),
   logging: z
@@ -248,7 +337,10 @@ export const policySchema = z.strictObject({
     .strictObject({
       type: z.enum(['memory', 'redis']).default('memory').describe('RATE_LIMIT_STORE'),
       redisUrl: z.string().default('').describe('REDIS_URL (credentials in it are never printed).'),
-      redisType: z.enum(['single', 'sentinel', 'cluster']).default('single').describe('REDIS_TYPE: sentinel reads REDIS_URL as <master>,<host:port>,...; cluster as <host:port>,...'),
+      redisType: z
+        .enum(['single', 'sentinel', 'cluster'])
+        .default('single')
+        .describe('REDIS_TYPE: sentinel reads REDIS_URL as <master>,<host:port>,...; cluster as <host:port>,...'),
       redisUsername: z.string().default('').describe('REDIS_USERNAME (an ACL user).'),
       redisPassword: z.string().default('').describe('REDIS_PASSWORD (or REDIS_PASSWORD_FILE); never printed.'),
       redisTls: z.boolean().default(false).describe('REDIS_TLS: TLS to every Redis node (implied by rediss://).'),
@@ -257,8 +349,12 @@ export const policySchema = z.strictObject({
       timeout: seconds('Longest wait for Redis before falling back to the local store.').default(0.05),
       retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').default(1),
       idempotencyEntries: count('Stored idempotent answers kept in local memory (oldest evicted).').default(10000),
-      idempotencyTimeout: seconds('Longest wait for Redis on an idempotency lookup or claim; past it the key is unknown and the request gets 503 idempotency_unavailable (nothing is sent).').default(1.5),
-      idempotencyBytes: count('Bytes of stored idempotent answers kept in local memory (oldest evicted); a fleet keeps its records in Redis as well.').default(32 * 1024 * 1024),
+      idempotencyTimeout: seconds(
+        'Longest wait for Redis on an idempotency lookup or claim; past it the key is unknown and the request gets 503 idempotency_unavailable (nothing is sent).',
+      ).default(1.5),
+      idempotencyBytes: count('Bytes of stored idempotent answers kept in local memory (oldest evicted); a fleet keeps its records in Redis as well.').default(
+        32 * 1024 * 1024,
+      ),
     })
     .prefault({}),
   upstreams: z.record(z.string().regex(/^[a-z0-9_-]+$/, 'upstream names are lower-case words'), upstreamSchema),

@@ -37,7 +37,15 @@ export interface BreakerOptions {
  */
 export type Admission = { readonly ok: true; readonly probe: boolean } | { readonly ok: false; readonly retryAfterMs: number; readonly forced: boolean };
 
-export type TransitionCause = 'consecutive_failures' | 'failure_ratio' | 'probe_failed' | 'probe_succeeded' | 'recovery_timeout' | 'forced_open' | 'forced_close' | 'reset';
+export type TransitionCause =
+  | 'consecutive_failures'
+  | 'failure_ratio'
+  | 'probe_failed'
+  | 'probe_succeeded'
+  | 'recovery_timeout'
+  | 'forced_open'
+  | 'forced_close'
+  | 'reset';
 
 export type TransitionListener = (from: BreakerStateName, to: BreakerStateName, cause: TransitionCause) => void;
 

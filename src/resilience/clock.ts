@@ -7,7 +7,11 @@ export const monotonic: Clock = () => performance.now();
 export function manualClock(start = 0): Clock & { advance(ms: number): void; set(ms: number): void } {
   let now = start;
   const clock = (() => now) as Clock & { advance(ms: number): void; set(ms: number): void };
-  clock.advance = (ms) => { now += ms; };
-  clock.set = (ms) => { now = ms; };
+  clock.advance = (ms) => {
+    now += ms;
+  };
+  clock.set = (ms) => {
+    now = ms;
+  };
   return clock;
 }

@@ -40,7 +40,7 @@ export class RetryBudget {
       req += this.requests[i]!;
       ret += this.retries[i]!;
     }
-    return ret < req * this.ratio + this.minPerSecond * (SLOTS * SLOT_MS / 1000);
+    return ret < req * this.ratio + this.minPerSecond * ((SLOTS * SLOT_MS) / 1000);
   }
 
   private advance(): void {

@@ -210,7 +210,12 @@ export function normalisePath(path: string): string {
   if (!path.includes('%') && !path.includes('//') && (last === 0 || path.charCodeAt(last) !== 47)) return path;
   // A segment with a malformed escape is left spelled as it is: decoding around it would change
   // what its param decodes to (a lone `%` next to `%30` would become an escape of its own).
-  let p = path.includes('%') ? path.split('/').map((seg) => (seg.includes('%') && !MALFORMED_ESCAPE.test(seg) ? seg.replace(UNRESERVED_ESCAPE, decodeEscape) : seg)).join('/') : path;
+  let p = path.includes('%')
+    ? path
+        .split('/')
+        .map((seg) => (seg.includes('%') && !MALFORMED_ESCAPE.test(seg) ? seg.replace(UNRESERVED_ESCAPE, decodeEscape) : seg))
+        .join('/')
+    : path;
   p = p.replace(/\/{2,}/g, '/');
   if (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
   return p;

@@ -26,7 +26,10 @@ const FORCED_MESSAGE = 'The circuit breaker for this upstream was forced open by
 export function circuitOpen(retryAfterMs: number, forced: boolean, capMs: number): ProxyError {
   const header = { 'retry-after': retryAfterSeconds(Math.min(retryAfterMs, capMs)) };
   if (forced) return proxyError('circuit_open', { headers: header, message: FORCED_MESSAGE });
-  return proxyError('circuit_open', { headers: header, message: `The circuit breaker for this upstream is open; retry in ${retryAfterSeconds(retryAfterMs)} s.` });
+  return proxyError('circuit_open', {
+    headers: header,
+    message: `The circuit breaker for this upstream is open; retry in ${retryAfterSeconds(retryAfterMs)} s.`,
+  });
 }
 
 /**
@@ -92,7 +95,11 @@ export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerP
     const admission = breaker.tryAcquire();
     if (!admission.ok) {
       deps.onRejected(breaker);
-      tracing?.event(ex, 'breakwater.breaker', { 'breakwater.decision': 'rejected', 'breakwater.breaker.scope': breaker === base ? 'base' : ex.host, 'breakwater.breaker.forced': admission.forced });
+      tracing?.event(ex, 'breakwater.breaker', {
+        'breakwater.decision': 'rejected',
+        'breakwater.breaker.scope': breaker === base ? 'base' : ex.host,
+        'breakwater.breaker.forced': admission.forced,
+      });
       return Promise.resolve(circuitOpen(admission.retryAfterMs, admission.forced, capMs));
     }
     const probe = admission.probe;

@@ -17,7 +17,18 @@ import type { CachePolicy, CacheRoutePolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import { RouteTable } from '../routing/route-table.js';
 import type { ProxyError } from '../errors.js';
-import { bufferedAnswer, clientGone, goneBeforeSending, headerObject, withHeaders, type Answer, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import {
+  bufferedAnswer,
+  clientGone,
+  goneBeforeSending,
+  headerObject,
+  withHeaders,
+  type Answer,
+  type Exchange,
+  type Next,
+  type Reply,
+  type Stage,
+} from '../pipeline/exchange.js';
 
 export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass' | 'revalidated';
 
@@ -148,7 +159,16 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     return forward(ex, next, r, key, fwd, stale, join.role === 'leader' ? join.settle : undefined, validating);
   }
 
-  async function forward(ex: Exchange, next: Next, r: Compiled, key: string, fwd: string, stale: CacheEntry | undefined, settle: ((e: CacheEntry | undefined) => void) | undefined, validating?: CacheEntry): Promise<Reply> {
+  async function forward(
+    ex: Exchange,
+    next: Next,
+    r: Compiled,
+    key: string,
+    fwd: string,
+    stale: CacheEntry | undefined,
+    settle: ((e: CacheEntry | undefined) => void) | undefined,
+    validating?: CacheEntry,
+  ): Promise<Reply> {
     const status = `Breakwater; fwd=${fwd}`;
     if (validating !== undefined) ex.revalidate = validatorsOf(validating);
     let settled = false;
@@ -180,7 +200,13 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         r.c.stale.inc();
         const fwdStatus = reply.kind === 'answer' ? `; fwd-status=${reply.status}` : '';
         const why = reply.kind === 'answer' ? `status ${reply.status}` : reply.kind === 'failed' ? reply.error.code : reply.code;
-        deps.onStale({ reqId: ex.requestId, upstream, route: ex.route, cause: why, ageSeconds: Math.floor(currentAgeMs(stale.freshness, stale.storedAt, clock()) / 1000) });
+        deps.onStale({
+          reqId: ex.requestId,
+          upstream,
+          route: ex.route,
+          cause: why,
+          ageSeconds: Math.floor(currentAgeMs(stale.freshness, stale.storedAt, clock()) / 1000),
+        });
         done(undefined);
         return serve(ex, stale, `Breakwater; fwd=stale${fwdStatus}; ttl=${ttlOf(stale)}; detail=stale-if-error`);
       }

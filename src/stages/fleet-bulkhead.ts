@@ -28,7 +28,13 @@ function reportedCount(v: string | string[] | undefined): number | undefined {
   return Number.isInteger(n) && n >= 0 ? n : undefined;
 }
 
-export function fleetBulkhead(sem: FleetSemaphore, upstream: string, queueTimeoutMs: number, onRejected: () => void, also: readonly BackPressure[] = []): Stage {
+export function fleetBulkhead(
+  sem: FleetSemaphore,
+  upstream: string,
+  queueTimeoutMs: number,
+  onRejected: () => void,
+  also: readonly BackPressure[] = [],
+): Stage {
   const full = proxyError('bulkhead_full', { headers: { 'retry-after': '1' } });
   // Nearly every request carries the same credential (often the injected one): hash it once.
   let lastAuth: string | undefined;

@@ -11,9 +11,19 @@ import { TappedBody, type Body, type BodyEnd, type Delivered, type Sink } from '
 import { connectionNamed, droppedFromResponse, upstreamRequestHeaders } from '../http/headers.js';
 
 const CONNECT_CODES = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT',
-  'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
   'UND_ERR_MAX_ORIGINS_REACHED', // refused locally: too many host-routed origins at once
 ]);
 
@@ -96,10 +106,18 @@ function sweep(): void {
   for (const a of live) a.check(now);
 }
 
-export function forward(dispatcher: Pick<Dispatcher, 'dispatch'>, timeoutMs = Number.POSITIVE_INFINITY, limits: ForwardLimits = {}): (ex: Exchange) => Promise<Reply> {
+export function forward(
+  dispatcher: Pick<Dispatcher, 'dispatch'>,
+  timeoutMs = Number.POSITIVE_INFINITY,
+  limits: ForwardLimits = {},
+): (ex: Exchange) => Promise<Reply> {
   const precise = timeoutMs < PRECISE_BELOW_MS ? timeoutMs : 0;
   const drop = limits.dropHeaders ?? NONE;
-  const bounds: Bounds = { headersMs: timeoutMs, sendMs: limits.sendTimeoutMs ?? Number.POSITIVE_INFINITY, deadlineMs: limits.deadlineMs ?? Number.POSITIVE_INFINITY };
+  const bounds: Bounds = {
+    headersMs: timeoutMs,
+    sendMs: limits.sendTimeoutMs ?? Number.POSITIVE_INFINITY,
+    deadlineMs: limits.deadlineMs ?? Number.POSITIVE_INFINITY,
+  };
   return function forwardAttempt(ex: Exchange): Promise<Reply> {
     // The app hung up while the request waited in an earlier stage (its pacing turn, a Redis
     // round trip, a retry's backoff). Nobody is left to read the answer and the app will retry,
@@ -362,7 +380,8 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
     const wanted = this.emitData(chunk);
     const errorHead = this.errorHead;
     if (errorHead !== undefined) {
-      if (this.errorHeadBytes + chunk.length > ERROR_HEAD_LIMIT) this.errorHead = undefined; // larger than an error body
+      if (this.errorHeadBytes + chunk.length > ERROR_HEAD_LIMIT)
+        this.errorHead = undefined; // larger than an error body
       else {
         errorHead.push(chunk);
         this.errorHeadBytes += chunk.length;
@@ -443,7 +462,8 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
     // The app hung up before the answer began: that says nothing about the upstream, so it
     // must not count as a breaker failure or be retried (cause 'client'). The request may
     // still have reached the upstream, which idempotency needs to know.
-    else if (byUs) this.failHead({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
+    else if (byUs)
+      this.failHead({ kind: 'failed', cause: 'client', mayHaveReachedUpstream: true, error: proxyError('upstream_unavailable', { detail: 'client closed' }) });
     else this.failHead(classify(err));
   }
 }

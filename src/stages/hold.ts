@@ -105,7 +105,8 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     const text = buf.toString('utf8');
     const pressed = also.some((a) => a.status === reply.status && text.includes(a.bodyIncludes));
     const headers: string[] = [];
-    for (let i = 0; i < reply.headers.length; i += 2) if (reply.headers[i]!.toLowerCase() !== 'content-length') headers.push(reply.headers[i]!, reply.headers[i + 1]!);
+    for (let i = 0; i < reply.headers.length; i += 2)
+      if (reply.headers[i]!.toLowerCase() !== 'content-length') headers.push(reply.headers[i]!, reply.headers[i + 1]!);
     return { pressed, reply: { kind: 'answer', status: reply.status, headers, body: new BufferedBody(buf), source: reply.source } };
   }
 
@@ -146,7 +147,9 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
     ex.retries++;
     deps.onResend?.();
     tracing?.event(ex, 'breakwater.retry', { 'breakwater.decision': 'retry', 'breakwater.reason': 'upstream_429', 'http.request.resend_count': ex.retries });
-    return sleep(ms).then(() => (clientGone(ex) ? goneBeforeSending(ex, 'sending again after the hold') : next(ex))).then((again) => learn(ex, next, k, table.get(k), again));
+    return sleep(ms)
+      .then(() => (clientGone(ex) ? goneBeforeSending(ex, 'sending again after the hold') : next(ex)))
+      .then((again) => learn(ex, next, k, table.get(k), again));
   }
 
   return function holdStage(ex: Exchange, next: Next): Promise<Reply> {

@@ -15,7 +15,18 @@ import { errorBody, proxyError, type ProxyError } from '../errors.js';
 import type { IdempotencyPolicy } from '../policy/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import { PENDING_FINGERPRINT, type IdempotencyStore, type StoredAnswer } from '../store/idempotency-store.js';
-import { bufferedAnswer, clientGone, goneBeforeSending, headerObject, type Answer, type Exchange, type Failed, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
+import {
+  bufferedAnswer,
+  clientGone,
+  goneBeforeSending,
+  headerObject,
+  type Answer,
+  type Exchange,
+  type Failed,
+  type Next,
+  type Reply,
+  type Stage,
+} from '../pipeline/exchange.js';
 import { tracing } from '../tracing.js';
 
 export interface IdempotencyDeps {
@@ -74,7 +85,11 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     // A streamed body (too large to buffer) is hashed as it passes: the original claims the key
     // before its hash is known, and a duplicate reads (and discards) its own body to compare.
     const streamed = ex.body === undefined && ex.streamed;
-    let fingerprint = streamed ? undefined : createHash('sha256').update(ex.body ?? '').digest('base64url');
+    let fingerprint = streamed
+      ? undefined
+      : createHash('sha256')
+          .update(ex.body ?? '')
+          .digest('base64url');
     const own = async () => (fingerprint ??= await drainHash(ex));
     const deadline = deps.clock() + waitMs;
     for (let round = 0; round < 8; round++) {
@@ -83,7 +98,10 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
       if (found.state === 'orphaned') {
         if (found.fingerprint !== PENDING_FINGERPRINT && found.fingerprint !== (await own())) return mismatch(ex, c.mismatch);
         c.orphaned(ex);
-        return proxyError('internal_error', { message: 'The original request with this Idempotency-Key may have reached the upstream, but the Breakwater replica handling it stopped before its answer was stored; whether it took effect is unknown. It is not sent again.' });
+        return proxyError('internal_error', {
+          message:
+            'The original request with this Idempotency-Key may have reached the upstream, but the Breakwater replica handling it stopped before its answer was stored; whether it took effect is unknown. It is not sent again.',
+        });
       }
       if (found.state === 'done') {
         if (found.fingerprint !== (await own())) return mismatch(ex, c.mismatch);
@@ -178,7 +196,14 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
         // store an ambiguous proxy answer that says so instead of releasing the key. An answer
         // read whole after the app left is kept: it is what the retry needs.
         if (overflow || how !== 'complete') {
-          void complete(ambiguous(ex, proxyError('upstream_unavailable', { message: `The original request was answered ${reply.status} by the upstream${how === 'client' ? ' after its client disconnected' : ''}, but that answer could not be kept for replay. It is not sent again.` })));
+          void complete(
+            ambiguous(
+              ex,
+              proxyError('upstream_unavailable', {
+                message: `The original request was answered ${reply.status} by the upstream${how === 'client' ? ' after its client disconnected' : ''}, but that answer could not be kept for replay. It is not sent again.`,
+              }),
+            ),
+          );
         } else void complete({ status: reply.status, headers: headerObject(reply), body: Buffer.concat(chunks, bytes) });
       },
     });
@@ -199,7 +224,13 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
     // The app left and the upstream then failed or never answered in time: say that, not
     // "could not be reached", which would send the operator looking at the upstream.
     if (reply.cause === 'client' || clientGone(ex)) {
-      return ambiguous(ex, proxyError(reply.error.code, { message: 'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.' }));
+      return ambiguous(
+        ex,
+        proxyError(reply.error.code, {
+          message:
+            'The original request reached the upstream, its client disconnected, and no complete answer followed; whether it took effect is unknown. It is not sent again.',
+        }),
+      );
     }
     return ambiguous(ex, reply.error);
   }
@@ -208,7 +239,11 @@ export function idempotency(upstream: string, policy: IdempotencyPolicy, store: 
 /** The same code and status, with a message that says what the app must know: it may have happened. */
 function maybeSent(error: ProxyError): ProxyError {
   const what = error.code === 'upstream_timeout' ? 'no complete answer came in time' : 'the connection failed before a complete answer';
-  return proxyError(error.code, { headers: error.headers, detail: error.detail, message: `The request was sent to the upstream and ${what}: it may have taken effect. It is not sent again under this Idempotency-Key.` });
+  return proxyError(error.code, {
+    headers: error.headers,
+    detail: error.detail,
+    message: `The request was sent to the upstream and ${what}: it may have taken effect. It is not sent again under this Idempotency-Key.`,
+  });
 }
 
 function mismatch(ex: Exchange, count: (ex: Exchange) => void): Reply {

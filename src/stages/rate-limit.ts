@@ -82,21 +82,35 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
   function apply(ex: Exchange, c: Compiled, key: string, d: Decision, tally: Tally): ProxyError | undefined {
     if (!d.allowed) {
       c.limited.inc();
-      tracing?.event(ex, 'breakwater.rate_limit', { 'breakwater.decision': c.shadow ? 'shadow_limited' : 'limited', 'breakwater.limit': c.name, 'breakwater.retry_after_ms': Math.round(d.resetMs) });
+      tracing?.event(ex, 'breakwater.rate_limit', {
+        'breakwater.decision': c.shadow ? 'shadow_limited' : 'limited',
+        'breakwater.limit': c.name,
+        'breakwater.retry_after_ms': Math.round(d.resetMs),
+      });
       if (c.shadow) {
-        deps.log({ reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : maskKey(key), retryAfterMs: Math.round(d.resetMs) }, 'rate limit would reject (shadow)');
+        deps.log(
+          { reqId: ex.requestId, upstream, limit: c.name, key: c.mask ? maskPhone(key) : maskKey(key), retryAfterMs: Math.round(d.resetMs) },
+          'rate limit would reject (shadow)',
+        );
         return undefined;
       }
       if (tally.granted) for (const g of tally.granted) g.c.buckets.refund(g.key, g.d);
       const t = retryAfterSeconds(d.resetMs);
       ex.rateLimit = `"${c.name}";r=0;t=${t}`;
       ex.rateLimitPolicy = c.policyField;
-      return proxyError('rate_limited', { headers: { 'retry-after': t }, message: `Rate limit "${c.name}" (${c.quota}) exceeded for this ${c.counts}; retry in ${t} s.` });
+      return proxyError('rate_limited', {
+        headers: { 'retry-after': t },
+        message: `Rate limit "${c.name}" (${c.quota}) exceeded for this ${c.counts}; retry in ${t} s.`,
+      });
     }
     if (compiled.length > 1) (tally.granted ??= []).push({ c, key, d });
     if (d.delayMs > 0) {
       c.delayed.inc();
-      tracing?.event(ex, 'breakwater.rate_limit', { 'breakwater.decision': 'delayed', 'breakwater.limit': c.name, 'breakwater.delay_ms': Math.round(d.delayMs) });
+      tracing?.event(ex, 'breakwater.rate_limit', {
+        'breakwater.decision': 'delayed',
+        'breakwater.limit': c.name,
+        'breakwater.delay_ms': Math.round(d.delayMs),
+      });
       if (d.delayMs > tally.delayMs) tally.delayMs = d.delayMs;
     } else c.allowed.inc();
     if (c.reports && !c.shadow && (tally.bestD === undefined || d.remaining < tally.bestD.remaining)) {

@@ -19,10 +19,13 @@ class TooLarge extends Error {
 
 export function requestBody(limits: BodyLimits): Stage {
   const { maxBodyBytes, bufferBodyBytes, guard } = limits;
-  const buffered = guard === undefined ? (ex: Exchange, next: Next) => next(ex) : (ex: Exchange, next: Next) => {
-    const refused = guard(ex);
-    return refused === undefined ? next(ex) : Promise.resolve(refused);
-  };
+  const buffered =
+    guard === undefined
+      ? (ex: Exchange, next: Next) => next(ex)
+      : (ex: Exchange, next: Next) => {
+          const refused = guard(ex);
+          return refused === undefined ? next(ex) : Promise.resolve(refused);
+        };
   // No body (every GET): pass straight through, without an async frame of our own.
   return function requestBodyStage(ex: Exchange, next: Next): Promise<Reply> {
     const h = ex.req.headers;

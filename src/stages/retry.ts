@@ -37,10 +37,12 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   /** Why this answer may be tried again, or undefined when it stands. */
   function reasonFor(ex: Exchange, reply: Reply, idempotent: boolean): string | undefined {
     let reason: string | undefined;
-    if (reply.kind === 'answer') reason = reply.source === 'forwarded' && ((idempotent && statuses.has(reply.status)) || unprocessed.has(reply.status)) ? String(reply.status) : undefined;
+    if (reply.kind === 'answer')
+      reason = reply.source === 'forwarded' && ((idempotent && statuses.has(reply.status)) || unprocessed.has(reply.status)) ? String(reply.status) : undefined;
     // A timeout has spent the whole UPSTREAM_TIMEOUT the app allowed: answering 504 now beats
     // answering after attempts × timeout (Envoy's route timeout spans all retries the same way).
-    else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream)) reason = reply.cause;
+    else if (reply.kind === 'failed' && reply.cause !== 'timeout' && reply.cause !== 'client' && (idempotent || !reply.mayHaveReachedUpstream))
+      reason = reply.cause;
     // Nobody is left to read a retry's answer when the app itself went away (an answer read on
     // for the idempotency store included). Checked last: most answers have no reason at all.
     return reason !== undefined && clientGone(ex) ? undefined : reason;

@@ -7,7 +7,14 @@ const esc = (v: unknown) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCode
 const LABEL: Record<BreakerView['state'], string> = { closed: 'Closed', open: 'Open', half_open: 'Half-open' };
 
 function breakerHtml(b: BreakerView): string {
-  const wait = b.openForMs === null ? (b.forced ? 'Forced open: stays open until closed or reset' : b.state === 'half_open' ? 'Probing the upstream' : 'Traffic flows') : `Half-open probe in ${Math.ceil(b.openForMs / 1000)} s`;
+  const wait =
+    b.openForMs === null
+      ? b.forced
+        ? 'Forced open: stays open until closed or reset'
+        : b.state === 'half_open'
+          ? 'Probing the upstream'
+          : 'Traffic flows'
+      : `Half-open probe in ${Math.ceil(b.openForMs / 1000)} s`;
   return `<article class="card ${esc(b.state)}" data-upstream="${esc(b.upstream)}" aria-label="breaker ${esc(b.upstream)}">
 <h3>${esc(b.upstream)} <span class="state" data-field="state">${esc(LABEL[b.state])}${b.forced ? ' (forced)' : ''}${b.enforcing ? '' : ' (shadow)'}</span></h3>
 <p class="wait" data-field="wait" aria-live="polite">${esc(wait)}</p>
@@ -30,17 +37,32 @@ const cell = (v: unknown) => `<td>${esc(v ?? '-')}</td>`;
 
 function trafficRows(s: Summary | undefined): string {
   if (!s || s.traffic.length === 0) return '<tr><td colspan="8">No requests in the last minute</td></tr>';
-  return s.traffic.map((t) => `<tr>${cell(t.upstream)}${cell(t.route)}${cell(t.perSecond)}${cell(`${t.errorPct}%`)}${cell(t.p50Ms === null ? null : `${t.p50Ms} ms`)}${cell(t.p99Ms === null ? null : `${t.p99Ms} ms`)}${cell(t.rateLimited)}${cell(t.replays)}${cell(t.cacheHits)}</tr>`).join('');
+  return s.traffic
+    .map(
+      (t) =>
+        `<tr>${cell(t.upstream)}${cell(t.route)}${cell(t.perSecond)}${cell(`${t.errorPct}%`)}${cell(t.p50Ms === null ? null : `${t.p50Ms} ms`)}${cell(t.p99Ms === null ? null : `${t.p99Ms} ms`)}${cell(t.rateLimited)}${cell(t.replays)}${cell(t.cacheHits)}</tr>`,
+    )
+    .join('');
 }
 
 function destinationRows(s: Summary | undefined): string {
   if (!s || s.destinations.length === 0) return '<tr><td colspan="6">No host-routed destination in use</td></tr>';
-  return s.destinations.map((d) => `<tr>${cell(d.upstream)}${cell(d.scope)}${cell(LABEL[d.state] + (d.forced ? ' (forced)' : ''))}${cell(d.openForMs === null ? null : `${Math.ceil(d.openForMs / 1000)} s`)}${cell(d.consecutiveFailures ?? d.failures)}${cell(d.trips)}</tr>`).join('');
+  return s.destinations
+    .map(
+      (d) =>
+        `<tr>${cell(d.upstream)}${cell(d.scope)}${cell(LABEL[d.state] + (d.forced ? ' (forced)' : ''))}${cell(d.openForMs === null ? null : `${Math.ceil(d.openForMs / 1000)} s`)}${cell(d.consecutiveFailures ?? d.failures)}${cell(d.trips)}</tr>`,
+    )
+    .join('');
 }
 
 function errorRows(s: Summary | undefined): string {
   if (!s || s.recentErrors.length === 0) return '<tr><td colspan="6">None since start</td></tr>';
-  return s.recentErrors.map((e) => `<tr>${cell(e.at.slice(11, 19))}${cell(e.requestId)}${cell(e.code)}${cell(`${e.method} ${e.upstream}/${e.route}`)}${cell(e.status)}${cell(e.cause)}</tr>`).join('');
+  return s.recentErrors
+    .map(
+      (e) =>
+        `<tr>${cell(e.at.slice(11, 19))}${cell(e.requestId)}${cell(e.code)}${cell(`${e.method} ${e.upstream}/${e.route}`)}${cell(e.status)}${cell(e.cause)}</tr>`,
+    )
+    .join('');
 }
 
 const STYLE = `

@@ -30,7 +30,16 @@ export function statusRecorder(clock: Clock): StatusRecorder {
     onSettled(ex, upstream, status, outcome, seconds) {
       stats.record(upstream, ex.route, { status, outcome, seconds });
       if (!NOT_PROXY_MADE.has(outcome)) {
-        recent.push({ at: new Date().toISOString(), requestId: ex.requestId, upstream, route: ex.route, method: ex.method, status, code: outcome, cause: ex.cause ?? '' });
+        recent.push({
+          at: new Date().toISOString(),
+          requestId: ex.requestId,
+          upstream,
+          route: ex.route,
+          method: ex.method,
+          status,
+          code: outcome,
+          cause: ex.cause ?? '',
+        });
       }
     },
   };

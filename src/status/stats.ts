@@ -46,7 +46,10 @@ class Series {
   readonly replays = new Uint32Array(SECONDS);
   readonly cached = new Uint32Array(SECONDS);
   readonly latency = new Uint32Array(SECONDS * BINS);
-  constructor(readonly upstream: string, readonly route: string) {}
+  constructor(
+    readonly upstream: string,
+    readonly route: string,
+  ) {}
 
   slot(sec: number): number {
     const i = sec % SECONDS;
@@ -102,7 +105,11 @@ export class RollingStats {
     const out: WindowStats[] = [];
     const hist = new Float64Array(BINS);
     for (const s of this.series) {
-      let requests = 0, errors = 0, limited = 0, replays = 0, cacheHits = 0;
+      let requests = 0,
+        errors = 0,
+        limited = 0,
+        replays = 0,
+        cacheHits = 0;
       hist.fill(0);
       for (let i = 0; i < SECONDS; i++) {
         const st = s.stamp[i]!;

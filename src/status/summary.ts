@@ -67,7 +67,16 @@ export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: str
   for (const u of proxy.upstreams.values()) {
     for (const [scope, cb] of u.breakerScopes?.entries() ?? []) {
       const d = cb.snapshot();
-      destinations.push({ upstream: u.name, scope, state: d.state, forced: d.forced, consecutiveFailures: d.consecutiveFailures, failures: d.failures, trips: d.trips, openForMs: d.openForMs });
+      destinations.push({
+        upstream: u.name,
+        scope,
+        state: d.state,
+        forced: d.forced,
+        consecutiveFailures: d.consecutiveFailures,
+        failures: d.failures,
+        trips: d.trips,
+        openForMs: d.openForMs,
+      });
     }
     const s = u.breaker.snapshot();
     let holdLeft = 0;
@@ -109,15 +118,22 @@ const ms = (v: number | null) => (v === null ? '-' : v >= 1000 ? `${(v / 1000).t
 /** The terminal view (`breakwater status`). */
 export function renderText(s: Summary): string {
   const out: string[] = [];
-  out.push(`breakwater ${s.version}  store=${s.store}${s.storeFallback ? ' (FALLBACK: local buckets)' : ''}  ${s.ready ? 'ready' : 'DRAINING'}${s.stubMode ? '  STUB MODE' : ''}  at ${s.generatedAt}`);
-  out.push(`policy ${s.policyVersion}${s.lastReload ? `  last reload ${s.lastReload.ok ? 'ok' : 'REFUSED'} at ${s.lastReload.at}${s.lastReload.ok ? '' : `: ${s.lastReload.detail}`}` : ''}`);
+  out.push(
+    `breakwater ${s.version}  store=${s.store}${s.storeFallback ? ' (FALLBACK: local buckets)' : ''}  ${s.ready ? 'ready' : 'DRAINING'}${s.stubMode ? '  STUB MODE' : ''}  at ${s.generatedAt}`,
+  );
+  out.push(
+    `policy ${s.policyVersion}${s.lastReload ? `  last reload ${s.lastReload.ok ? 'ok' : 'REFUSED'} at ${s.lastReload.at}${s.lastReload.ok ? '' : `: ${s.lastReload.detail}`}` : ''}`,
+  );
   out.push('', 'BREAKERS');
   out.push(`  ${pad('upstream', 12)}${pad('state', 18)}${pad('half-open in', 14)}${pad('failures', 10)}${pad('trips', 7)}${pad('rejected', 10)}holds`);
   for (const b of s.breakers) {
     const state = b.state.toUpperCase().replace('_', '-') + (b.forced ? ' (forced)' : '') + (b.enforcing ? '' : ' (shadow)');
     const wait = b.openForMs === null ? '-' : `${Math.ceil(b.openForMs / 1000)}s`;
-    out.push(`  ${pad(b.upstream, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(b.consecutiveFailures ?? b.failures), 10)}${pad(String(b.trips), 7)}${pad(String(b.rejections), 10)}${b.holdsActive}${b.holdLeftMs === null ? '' : ` (${Math.ceil(b.holdLeftMs / 1000)}s left)`}`);
-  }  for (const d of s.destinations) {
+    out.push(
+      `  ${pad(b.upstream, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(b.consecutiveFailures ?? b.failures), 10)}${pad(String(b.trips), 7)}${pad(String(b.rejections), 10)}${b.holdsActive}${b.holdLeftMs === null ? '' : ` (${Math.ceil(b.holdLeftMs / 1000)}s left)`}`,
+    );
+  }
+  for (const d of s.destinations) {
     const state = d.state.toUpperCase().replace('_', '-') + (d.forced ? ' (forced)' : '');
     const wait = d.openForMs === null ? '-' : `${Math.ceil(d.openForMs / 1000)}s`;
     out.push(`  ${pad(`${d.upstream} @ ${d.scope}`, 12)}${pad(state, 18)}${pad(wait, 14)}${pad(String(d.consecutiveFailures ?? d.failures), 10)}${d.trips}`);
@@ -127,9 +143,13 @@ export function renderText(s: Summary): string {
   if (s.traffic.length === 0) out.push('  no requests');
   else {
     out.push(`  ${pad('upstream/route', 32)}${pad('req/s', 8)}${pad('err%', 7)}${pad('p50', 9)}${pad('p99', 9)}${pad('429s', 6)}${pad('replays', 9)}cache`);
-    for (const t of s.traffic) out.push(`  ${pad(`${t.upstream}/${t.route}`, 32)}${pad(String(t.perSecond), 8)}${pad(String(t.errorPct), 7)}${pad(ms(t.p50Ms), 9)}${pad(ms(t.p99Ms), 9)}${pad(String(t.rateLimited), 6)}${pad(String(t.replays), 9)}${t.cacheHits}`);
+    for (const t of s.traffic)
+      out.push(
+        `  ${pad(`${t.upstream}/${t.route}`, 32)}${pad(String(t.perSecond), 8)}${pad(String(t.errorPct), 7)}${pad(ms(t.p50Ms), 9)}${pad(ms(t.p99Ms), 9)}${pad(String(t.rateLimited), 6)}${pad(String(t.replays), 9)}${t.cacheHits}`,
+      );
   }
   out.push('', `RECENT PROXY-MADE ERRORS (${s.recentErrors.length})`);
-  for (const e of s.recentErrors.slice(0, 10)) out.push(`  ${e.at}  ${pad(e.code, 22)}${pad(String(e.status), 5)}${pad(`${e.upstream}/${e.route}`, 28)}${e.requestId}${e.cause ? `  ${e.cause}` : ''}`);
+  for (const e of s.recentErrors.slice(0, 10))
+    out.push(`  ${e.at}  ${pad(e.code, 22)}${pad(String(e.status), 5)}${pad(`${e.upstream}/${e.route}`, 28)}${e.requestId}${e.cause ? `  ${e.cause}` : ''}`);
   return out.join('\n') + '\n';
 }

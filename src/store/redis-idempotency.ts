@@ -176,7 +176,8 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
       if (raw === UNKNOWN) return { state: 'unavailable' };
       const w = decode(raw);
       if (w === undefined) return local;
-      if (w.s === 'd' && w.a) return { state: 'done', fingerprint: w.fp, answer: { status: w.a.status, headers: w.a.headers, body: Buffer.from(w.a.body, 'base64') } };
+      if (w.s === 'd' && w.a)
+        return { state: 'done', fingerprint: w.fp, answer: { status: w.a.status, headers: w.a.headers, body: Buffer.from(w.a.body, 'base64') } };
       // Its replica died after it may have forwarded: the key stays used, the outcome unknown.
       if (w.u !== undefined && w.u <= now()) return { state: 'orphaned', fingerprint: w.fp };
       return { state: 'in_flight', fingerprint: w.fp, done: remoteDone(k, w.u) };
@@ -212,7 +213,11 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
         return;
       }
       // Not bound by the lookup timeout: a slow write that lands is as good as a fast one.
-      const wire = JSON.stringify({ s: 'd', fp: fingerprint, a: { status: answer.status, headers: answer.headers, body: answer.body.toString('base64') } } satisfies Wire);
+      const wire = JSON.stringify({
+        s: 'd',
+        fp: fingerprint,
+        a: { status: answer.status, headers: answer.headers, body: answer.body.toString('base64') },
+      } satisfies Wire);
       if (o.redis.status !== 'ready') return enqueue(k, wire, ttlMs);
       o.redis.set(k, wire, 'PX', ttlMs).then(
         () => o.health.succeeded(),

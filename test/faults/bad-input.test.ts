@@ -65,7 +65,9 @@ describe('oversized input', () => {
 
   it('a declared Content-Length over the limit: 413 payload_too_large at once, before any body byte', async () => {
     const r = await nothingForwarded(() =>
-      rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: ${MAX_BODY + 1}\r\n\r\n`, { untilResponse: true }),
+      rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: ${MAX_BODY + 1}\r\n\r\n`, {
+        untilResponse: true,
+      }),
     );
     expectRefused(r, 413, 'payload_too_large');
     expect(rawHeader(r.text, 'connection')).toBe('close');
@@ -73,7 +75,9 @@ describe('oversized input', () => {
 
   it('a client that writes its whole over-limit body before reading still reads the 413 (lingering close, no RST)', async () => {
     const bytes = 16 * 1024 * 1024; // far more than loopback socket buffers absorb (lingering reads up to 64 MiB)
-    const r = await nothingForwarded(() => writeAllThenRead(`POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: ${bytes}\r\n\r\n`, bytes, false));
+    const r = await nothingForwarded(() =>
+      writeAllThenRead(`POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: ${bytes}\r\n\r\n`, bytes, false),
+    );
     expect(r.writeError, 'the proxy reset the connection while the client was still sending').toBeUndefined();
     expect(r.written).toBe(bytes);
     expect(r.head).toMatch(/^HTTP\/1\.1 413 /);
@@ -85,7 +89,11 @@ describe('oversized input', () => {
     const seenBefore = twilio.seen.length;
     const bytes = 16 * 1024 * 1024;
     // The body never ends (no last chunk is ever sent), so any answer is a mid-stream one.
-    const r = await writeAllThenRead(`POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`, bytes, true);
+    const r = await writeAllThenRead(
+      `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`,
+      bytes,
+      true,
+    );
     expect(r.writeError, 'the proxy reset the connection while the client was still sending').toBeUndefined();
     expect(r.written).toBe(bytes);
     expect(r.head).toMatch(/^HTTP\/1\.1 413 /);
@@ -169,7 +177,10 @@ describe('header injection (CR/LF)', () => {
 describe('request smuggling', () => {
   const POST = `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\n`;
   it.each([
-    ['CL.TE with a smuggled request behind', `${POST}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /vapi/call HTTP/1.1\r\nHost: a\r\n\r\n`],
+    [
+      'CL.TE with a smuggled request behind',
+      `${POST}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /vapi/call HTTP/1.1\r\nHost: a\r\n\r\n`,
+    ],
     ['TE.CL', `${POST}Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n`],
     ['two different Content-Lengths', `${POST}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`],
     ['two equal Content-Lengths', `${POST}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello`],
@@ -210,7 +221,10 @@ describe('attempts to use the proxy as a forward proxy or tunnel', () => {
 
   it('protocol upgrade (WebSocket): 400, no tunnel opened', async () => {
     const r = await nothingForwarded(() =>
-      rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`),
+      rawExchange(
+        p.proxyPort,
+        `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      ),
     );
     expectRefused(r, 400, 'bad_request');
   });
@@ -243,16 +257,24 @@ describe('path traversal out of a prefix', () => {
 });
 
 describe('Host values and headers that try to choose the destination', () => {
-  it.each(['api.twilio.com.evil.test', 'evil-twilio.com', 'xtwilio.com', 'twilio.com', 'twilio.com.', 'api.twilio.com@evil.test', `${LOCAL}:${0}`, 'api.twilio.com:443@evil.test', 'a..twilio.com', '.twilio.com'])(
-    'Host %s: 404 no_route, no upstream contacted',
-    async (host) => {
-      const h = host === `${LOCAL}:0` ? `${LOCAL}:${v.port}` : host;
-      const r = await nothingForwarded(() => rawExchange(p.proxyPort, `GET /2010-04-01/Accounts.json HTTP/1.1\r\nHost: ${h}\r\n\r\n`, { untilResponse: true }));
-      expect(r.status).toBeGreaterThanOrEqual(400);
-      expect(r.status).toBeLessThan(500);
-      expect(rawHeader(r.text, 'x-breakwater-error')).toMatch(/^(no_route|bad_request)$/);
-    },
-  );
+  it.each([
+    'api.twilio.com.evil.test',
+    'evil-twilio.com',
+    'xtwilio.com',
+    'twilio.com',
+    'twilio.com.',
+    'api.twilio.com@evil.test',
+    `${LOCAL}:${0}`,
+    'api.twilio.com:443@evil.test',
+    'a..twilio.com',
+    '.twilio.com',
+  ])('Host %s: 404 no_route, no upstream contacted', async (host) => {
+    const h = host === `${LOCAL}:0` ? `${LOCAL}:${v.port}` : host;
+    const r = await nothingForwarded(() => rawExchange(p.proxyPort, `GET /2010-04-01/Accounts.json HTTP/1.1\r\nHost: ${h}\r\n\r\n`, { untilResponse: true }));
+    expect(r.status).toBeGreaterThanOrEqual(400);
+    expect(r.status).toBeLessThan(500);
+    expect(rawHeader(r.text, 'x-breakwater-error')).toMatch(/^(no_route|bad_request)$/);
+  });
 
   it('an allow-listed host is routed (the positive control)', async () => {
     const n = twilio.seen.length;
@@ -287,7 +309,9 @@ describe('Host values and headers that try to choose the destination', () => {
   });
 
   it('hop-by-hop tricks: a Connection header cannot strip or add what the upstream sees', async () => {
-    await request(p.proxyPort, 'GET', MESSAGES, { headers: { connection: 'keep-alive, x-secret', 'x-secret': 'drop-me', te: 'trailers', 'proxy-authorization': 'Basic Zm9vOmJhcg==' } });
+    await request(p.proxyPort, 'GET', MESSAGES, {
+      headers: { connection: 'keep-alive, x-secret', 'x-secret': 'drop-me', te: 'trailers', 'proxy-authorization': 'Basic Zm9vOmJhcg==' },
+    });
     const h = twilio.seen.at(-1)!.headers;
     expect(h['x-secret']).toBeUndefined();
     expect(h['proxy-authorization']).toBeUndefined();
@@ -303,7 +327,9 @@ describe('after all of it', () => {
     expect(metricValue(text, 'breakwater_requests_total', { outcome: 'bad_request' }) ?? 0).toBeGreaterThan(0);
     expect(metricValue(text, 'breakwater_requests_total', { outcome: 'payload_too_large' }) ?? 0).toBeGreaterThan(0);
     // Every raw socket above was closed by one side or the other.
-    expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, { timeoutMs: 8000, everyMs: 100 })).toBe(true);
+    expect(
+      await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, { timeoutMs: 8000, everyMs: 100 }),
+    ).toBe(true);
   });
 });
 
@@ -315,7 +341,11 @@ describe('after all of it', () => {
  * closes with unread bytes in flight, the kernel's RST makes this client lose the answer: the
  * failure that lingering close prevents.
  */
-function writeAllThenRead(head: string, bytes: number, chunked: boolean): Promise<{ head: string; body: string; written: number; writeError: string | undefined; closedByPeer: boolean }> {
+function writeAllThenRead(
+  head: string,
+  bytes: number,
+  chunked: boolean,
+): Promise<{ head: string; body: string; written: number; writeError: string | undefined; closedByPeer: boolean }> {
   const CHUNK = 16 * 1024;
   const data = Buffer.alloc(CHUNK, 0x62);
   const piece = chunked ? Buffer.concat([Buffer.from(`${CHUNK.toString(16)}\r\n`), data, Buffer.from('\r\n')]) : data;

@@ -34,7 +34,11 @@ function newest(dir: string): number {
 function ensureBuilt(): void {
   const cli = join(ROOT, 'dist', 'cli.js');
   if (existsSync(cli) && statSync(cli).mtimeMs >= newest(join(ROOT, 'src'))) return;
-  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'ignore', timeout: 120_000 });
+  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
+    cwd: ROOT,
+    stdio: 'ignore',
+    timeout: 120_000,
+  });
 }
 
 interface Outcome {
@@ -48,11 +52,14 @@ interface Outcome {
 function send(agent: http.Agent, port: number, id: string, afterSigterm: () => boolean): Promise<Outcome> {
   return new Promise((resolve) => {
     let reused = false;
-    const req = http.request({ host: LOCAL, port, method: 'GET', path: MESSAGES, agent, headers: { 'x-request-id': id, 'x-client-id': id.split('-')[1]! } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ id, status: res.statusCode, reused, afterSigterm: afterSigterm() }));
-      res.on('error', (e: NodeJS.ErrnoException) => resolve({ id, error: e.code ?? e.message, reused, afterSigterm: afterSigterm() }));
-    });
+    const req = http.request(
+      { host: LOCAL, port, method: 'GET', path: MESSAGES, agent, headers: { 'x-request-id': id, 'x-client-id': id.split('-')[1]! } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ id, status: res.statusCode, reused, afterSigterm: afterSigterm() }));
+        res.on('error', (e: NodeJS.ErrnoException) => resolve({ id, error: e.code ?? e.message, reused, afterSigterm: afterSigterm() }));
+      },
+    );
     req.on('socket', () => (reused = req.reusedSocket));
     req.setTimeout(15_000, () => req.destroy(new Error('client timeout')));
     req.on('error', (e: NodeJS.ErrnoException) => resolve({ id, error: e.code ?? e.message, reused, afterSigterm: afterSigterm() }));
@@ -108,7 +115,8 @@ describe('drain under load (real CLI, SIGTERM mid-run)', () => {
             r(res.statusCode === 200);
           });
           q.on('error', () => r(false));
-        }), { timeoutMs: 20_000, everyMs: 100 }
+        }),
+      { timeoutMs: 20_000, everyMs: 100 },
     );
     expect(ready, `proxy did not become ready:\n${stderr}\n${stdout.slice(-2000)}`).toBe(true);
 

@@ -26,7 +26,11 @@ describe('raw refusals do not leave half-open connections (maxConnections 30)', 
   const connections = async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') ?? -1;
 
   it('60 clients that send CONNECT or garbage and never read nor close free their slots within seconds', async () => {
-    const payloads = [`CONNECT ${LOCAL}:1 HTTP/1.1\r\nHost: ${LOCAL}:1\r\n\r\n`, 'NOT HTTP AT ALL\r\n\r\n', `GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n`];
+    const payloads = [
+      `CONNECT ${LOCAL}:1 HTTP/1.1\r\nHost: ${LOCAL}:1\r\n\r\n`,
+      'NOT HTTP AT ALL\r\n\r\n',
+      `GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n`,
+    ];
     for (let round = 0; round < 2; round++) {
       for (let i = 0; i < 30; i++) {
         const s = await connectRaw(p.proxyPort);
@@ -45,8 +49,10 @@ describe('raw refusals do not leave half-open connections (maxConnections 30)', 
 
 /** The default policy with keys added to every upstream block (after its `timeout:` line). */
 function policyWithUpstream(lines: Record<string, number>, base = policyWithServer({})): string {
-  const extra = Object.entries(lines).map(([k, v]) => `\n    ${k}: ${v}`).join('');
-  return base.replace(/^(    timeout: .*)$/gm, `$1${extra}`).replace(/maxConcurrent: 100/g, 'maxConcurrent: 2');
+  const extra = Object.entries(lines)
+    .map(([k, v]) => `\n    ${k}: ${v}`)
+    .join('');
+  return base.replace(/^( {4}timeout: .*)$/gm, `$1${extra}`).replace(/maxConcurrent: 100/g, 'maxConcurrent: 2');
 }
 
 describe('a client that stops reading a large answer (sendTimeout 1 s, bulkhead 2)', () => {
@@ -141,7 +147,9 @@ describe('the upstream exchange has a total deadline (UPSTREAM_TIMEOUT 2 s, exch
 describe('requests refused before routing', () => {
   let up: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    ({ twilio: up, p } = harness = await withProxy({ env: { ...ENV, TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000001', TWILIO_AUTH_TOKEN: 'secret-token' } }));
+    ({ twilio: up, p } = harness = await withProxy({
+      env: { ...ENV, TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000001', TWILIO_AUTH_TOKEN: 'secret-token' },
+    }));
   });
   afterAll(() => harness?.close());
 
@@ -162,13 +170,19 @@ describe('requests refused before routing', () => {
     expect(rawHeader(r.text, 'x-breakwater-error')).toBe('headers_too_large');
     expect(up.started).toBe(before);
     // 99 lines are fine.
-    const ok = await rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\n${lines.split('\r\n').slice(0, 97).join('\r\n')}\r\nConnection: close\r\n\r\n`);
+    const ok = await rawExchange(
+      p.proxyPort,
+      `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\n${lines.split('\r\n').slice(0, 97).join('\r\n')}\r\nConnection: close\r\n\r\n`,
+    );
     expect(ok.status).toBe(200);
   });
 
   it('a Transfer-Encoding other than chunked is 400 bad_request (no 501 code in the catalog), never relayed decoded', async () => {
     const before = up.started;
-    const r = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nContent-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
+    const r = await rawExchange(
+      p.proxyPort,
+      `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nContent-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`,
+    );
     expect(r.status).toBe(400);
     expect(rawHeader(r.text, 'x-breakwater-error')).toBe('bad_request');
     expect(up.started).toBe(before);
@@ -176,12 +190,20 @@ describe('requests refused before routing', () => {
 
   it('Expect: 100-continue with an oversized Content-Length gets 413 and never 100', async () => {
     const before = up.started;
-    const r = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${64 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`, { untilResponse: true });
+    const r = await rawExchange(
+      p.proxyPort,
+      `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${64 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`,
+      { untilResponse: true },
+    );
     expect(r.statusLine).toMatch(/^HTTP\/1\.1 413 /);
     expect(r.text).not.toContain('100 Continue');
     expect(up.started).toBe(before);
     // A small body still gets its 100 and is forwarded.
-    const ok = await rawExchange(p.proxyPort, `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`, { untilResponse: true });
+    const ok = await rawExchange(
+      p.proxyPort,
+      `POST ${MESSAGES} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`,
+      { untilResponse: true },
+    );
     expect(ok.statusLine).toMatch(/^HTTP\/1\.1 100 /);
   });
 });
@@ -233,7 +255,8 @@ describe('upstream answers handled per RFC 9110/9112', () => {
   const failures = async () => metricValue(await metricsText(p.adminPort), 'circuit_breaker_failures_total', { service: 'twilio' }) ?? 0;
 
   it('upstream-set X-Breakwater-Error, Idempotent-Replayed and headers named in its Connection are not relayed', async () => {
-    answer = () => 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Breakwater-Error: circuit_open\r\nIdempotent-Replayed: true\r\nX-Breakwater-Retries: 9\r\nConnection: keep-alive, X-Secret-Hop\r\nX-Secret-Hop: internal\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\n{}';
+    answer = () =>
+      'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Breakwater-Error: circuit_open\r\nIdempotent-Replayed: true\r\nX-Breakwater-Retries: 9\r\nConnection: keep-alive, X-Secret-Hop\r\nX-Secret-Hop: internal\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\n{}';
     const r = await fetchOnce(p.proxyPort, 'GET', MESSAGES);
     expect(r.status).toBe(200);
     expect(r.headers['x-kept']).toBe('yes');
@@ -246,7 +269,11 @@ describe('upstream answers handled per RFC 9110/9112', () => {
   it('a 304 and a 204 with Content-Length, and a HEAD answer with Content-Length, are relayed whole on a working connection; no breaker failure', async () => {
     const before = await failures();
     answer = (h) =>
-      h.startsWith('HEAD') ? 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n' : /if-none-match/i.test(h) ? 'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\nContent-Length: 1234\r\n\r\n' : 'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n';
+      h.startsWith('HEAD')
+        ? 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n'
+        : /if-none-match/i.test(h)
+          ? 'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\nContent-Length: 1234\r\n\r\n'
+          : 'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n';
     const a = await fetchOnce(p.proxyPort, 'GET', MESSAGES, { headers: { 'if-none-match': '"a"' } });
     expect(a.status, JSON.stringify(a) + JSON.stringify(p.logLines().slice(-3))).toBe(304);
     expect(a.error).toBeUndefined();
@@ -276,7 +303,10 @@ describe('request header names with underscores', () => {
   afterAll(() => harness?.close());
 
   it('are not relayed (X_Forwarded_For, X_Original_URL would alias dropped headers behind CGI-style servers)', async () => {
-    const r = await rawExchange(p.proxyPort, `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nX_Original_URL: /admin\r\nX-Kept: yes\r\nConnection: close\r\n\r\n`);
+    const r = await rawExchange(
+      p.proxyPort,
+      `GET ${MESSAGES} HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nX_Original_URL: /admin\r\nX-Kept: yes\r\nConnection: close\r\n\r\n`,
+    );
     expect(r.status).toBe(200);
     const seen = up.seen.at(-1)!;
     expect(seen.headers['x-kept']).toBe('yes');
@@ -291,8 +321,15 @@ describe('respelled paths meet the same route (and so its limits)', () => {
   });
   afterAll(() => harness?.close());
 
-  it.each(['/twilio/2010-04-01/Accounts/AC1/%4Dessages.json', '/twilio/2010-04-01/Accounts/AC1/Messages.json/', '/twilio/2010-04-01//Accounts/AC1/Messages.json'])('%s is route messages.create', async (path) => {
-    const r = await fetchOnce(p.proxyPort, 'POST', path, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'To=%2B15550001111&Body=x' });
+  it.each([
+    '/twilio/2010-04-01/Accounts/AC1/%4Dessages.json',
+    '/twilio/2010-04-01/Accounts/AC1/Messages.json/',
+    '/twilio/2010-04-01//Accounts/AC1/Messages.json',
+  ])('%s is route messages.create', async (path) => {
+    const r = await fetchOnce(p.proxyPort, 'POST', path, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'To=%2B15550001111&Body=x',
+    });
     expect(r.status).toBe(200);
     const id = r.headers['x-request-id'];
     expect(await waitFor(() => p.logLines().some((l) => l.msg === 'request' && l.reqId === id), { timeoutMs: 2000 })).toBe(true);

@@ -26,11 +26,20 @@ describe('a replica SIGKILLed between forwarding a keyed create and storing its 
     vapi.handler = () => {};
     dir = mkdtempSync(join(tmpdir(), 'bw-sigkill-'));
     const policy = join(dir, 'policy.yaml');
-    writeFileSync(policy, policyWith((p) => {
-      p.store.timeout = 0.5;
-      p.upstreams.vapi.idempotency.waitTimeout = 1;
-    }));
-    const env = { VAPI_BASE_URL: String(vapi.url), RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url, VAPI_API_KEY: 'vapi-test-key' };
+    writeFileSync(
+      policy,
+      policyWith((p) => {
+        p.store.timeout = 0.5;
+        p.upstreams.vapi.idempotency.waitTimeout = 1;
+      }),
+    );
+    const env = {
+      VAPI_BASE_URL: String(vapi.url),
+      RATE_LIMIT_PER_MINUTE: '1000',
+      RATE_LIMIT_STORE: 'redis',
+      REDIS_URL: redis.url,
+      VAPI_API_KEY: 'vapi-test-key',
+    };
     a = await startCli(env, policy);
     b = await startCli(env, policy);
   }, 40_000);
@@ -43,7 +52,11 @@ describe('a replica SIGKILLed between forwarding a keyed create and storing its 
   });
 
   const create = (port: number) =>
-    request(port, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json', 'idempotency-key': 'sigkill-1' }, body: '{"assistantId":"a1","phoneNumberId":"p1","customer":{"number":"+15550001111"}}', timeoutMs: 10_000 });
+    request(port, 'POST', '/vapi/call', {
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'sigkill-1' },
+      body: '{"assistantId":"a1","phoneNumberId":"p1","customer":{"number":"+15550001111"}}',
+      timeoutMs: 10_000,
+    });
 
   it('the retry on another replica sends nothing and says the original is in flight', async () => {
     const lost = create(a!.proxyPort).then(

@@ -111,7 +111,9 @@ describe('slow clients (headersTimeout 1 s, requestTimeout 2 s)', () => {
 
   it('afterwards the proxy serves and holds no leftover client connections', async () => {
     expect((await fetchOnce(p.proxyPort, 'GET', MESSAGES)).status).toBe(200);
-    expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, { timeoutMs: 8000, everyMs: 100 })).toBe(true);
+    expect(
+      await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_client_connections') === 0, { timeoutMs: 8000, everyMs: 100 }),
+    ).toBe(true);
   });
 });
 

@@ -133,7 +133,12 @@ export interface Fetched {
  * One request on a fresh connection that never rejects: a broken response (reset mid-body) is
  * reported as { status, complete: false, error } so a test can assert exactly what the app saw.
  */
-export function fetchOnce(port: number, method: string, path: string, opts: { headers?: Record<string, string>; body?: string; timeoutMs?: number } = {}): Promise<Fetched> {
+export function fetchOnce(
+  port: number,
+  method: string,
+  path: string,
+  opts: { headers?: Record<string, string>; body?: string; timeoutMs?: number } = {},
+): Promise<Fetched> {
   return new Promise((resolve) => {
     let settled = false;
     const out: Fetched = { status: undefined, headers: {}, text: '', complete: false, error: undefined };

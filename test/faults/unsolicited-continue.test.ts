@@ -38,7 +38,11 @@ describe('an unsolicited 100 Continue before a 201', () => {
     });
     await new Promise<void>((r) => server.listen(0, LOCAL, r));
     vapi = await fakeUpstream('vapi');
-    p = await startProxy({ RATE_LIMIT_PER_MINUTE: '100000', TWILIO_BASE_URL: `http://${LOCAL}:${(server.address() as AddressInfo).port}`, VAPI_BASE_URL: vapi.url });
+    p = await startProxy({
+      RATE_LIMIT_PER_MINUTE: '100000',
+      TWILIO_BASE_URL: `http://${LOCAL}:${(server.address() as AddressInfo).port}`,
+      VAPI_BASE_URL: vapi.url,
+    });
   });
   afterAll(async () => {
     await p.close();
@@ -48,7 +52,10 @@ describe('an unsolicited 100 Continue before a 201', () => {
   });
 
   const create = (key?: string) =>
-    fetchOnce(p.proxyPort, 'POST', MESSAGES, { headers: { 'content-type': 'application/x-www-form-urlencoded', ...(key ? { 'idempotency-key': key } : {}) }, body: 'To=%2B15551230019&Body=hi' });
+    fetchOnce(p.proxyPort, 'POST', MESSAGES, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...(key ? { 'idempotency-key': key } : {}) },
+      body: 'To=%2B15551230019&Body=hi',
+    });
 
   it('a keyed create is answered "may have been sent", and its retry is neither re-sent nor replayed as a success', async () => {
     const before = creates;

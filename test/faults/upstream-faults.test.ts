@@ -56,7 +56,7 @@ function expectCoded(r: Fetched, status: number, code: string) {
 async function expectRecovers(p: TestProxy, path = MESSAGES) {
   let last: Fetched | undefined;
   const ok = await waitFor(async () => (last = await get(p, path)).status === 200, { timeoutMs: 8000, everyMs: 100 });
-  expect(ok, `last answer ${last?.status} ${last?.text} ${(await request(p.adminPort, "GET", "/breakers")).text}`).toBe(true);
+  expect(ok, `last answer ${last?.status} ${last?.text} ${(await request(p.adminPort, 'GET', '/breakers')).text}`).toBe(true);
   const m = await scrape(p);
   expect(m('circuit_breaker_state', { service: 'twilio' })).toBe(0);
 }
@@ -98,7 +98,13 @@ describe('upstream refuses connections (closed port)', () => {
     // The upstream comes back on the same port: the half-open probe closes the breaker.
     const back = http.createServer((_req, res) => res.end('{"ok":true}'));
     await new Promise<void>((resolve, reject) => back.once('error', reject).listen(port, LOCAL, () => resolve()));
-    extra.push(() => new Promise((r) => { back.closeAllConnections(); back.close(() => r()); }));
+    extra.push(
+      () =>
+        new Promise((r) => {
+          back.closeAllConnections();
+          back.close(() => r());
+        }),
+    );
     await expectRecovers(p);
     m = await scrape(p);
     expect(m('circuit_breaker_closes_total', { service: 'twilio' })).toBe(1);
@@ -362,7 +368,10 @@ describe('upstream flaps', () => {
     const { p, tw } = await boot();
     for (let cycle = 1; cycle <= 3; cycle++) {
       tw.mode = 'fail';
-      const opened = await waitFor(async () => (await get(p)).status === 503 && (await scrape(p))('circuit_breaker_state', { service: 'twilio' }) === 2, { timeoutMs: 5000, everyMs: 10 });
+      const opened = await waitFor(async () => (await get(p)).status === 503 && (await scrape(p))('circuit_breaker_state', { service: 'twilio' }) === 2, {
+        timeoutMs: 5000,
+        everyMs: 10,
+      });
       expect(opened).toBe(true);
       tw.mode = 'ok';
       await expectRecovers(p);

@@ -61,7 +61,8 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
   let hook: http.Server;
   let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   let prom: ChildProcess | undefined, am: ChildProcess | undefined;
-  let promPort = 0, amPort = 0;
+  let promPort = 0,
+    amPort = 0;
   let traffic: NodeJS.Timeout | undefined;
 
   beforeAll(async () => {
@@ -79,7 +80,9 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
     const hookUrl = `http://127.0.0.1:${(hook.address() as { port: number }).port}`;
 
-    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' } }));
+    ({ twilio, p } = harness = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' },
+    }));
     twilio.mode = 'fail';
     twilio.status = 500;
 
@@ -101,26 +104,45 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
     writeFileSync(join(dir, 'rules.yml'), stringify({ groups: [{ name: 'breakwater', interval: '500ms', rules: [rule] }] }));
 
     [promPort, amPort] = [await freePort(), await freePort()];
-    writeFileSync(join(dir, 'prometheus.yml'), stringify({
-      global: { scrape_interval: '500ms', scrape_timeout: '500ms', evaluation_interval: '500ms' },
-      rule_files: [join(dir, 'rules.yml')],
-      alerting: { alertmanagers: [{ static_configs: [{ targets: [`127.0.0.1:${amPort}`] }] }] },
-      scrape_configs: [{ job_name: 'breakwater', static_configs: [{ targets: [`127.0.0.1:${p.adminPort}`] }] }],
-    }));
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      stringify({
+        global: { scrape_interval: '500ms', scrape_timeout: '500ms', evaluation_interval: '500ms' },
+        rule_files: [join(dir, 'rules.yml')],
+        alerting: { alertmanagers: [{ static_configs: [{ targets: [`127.0.0.1:${amPort}`] }] }] },
+        scrape_configs: [{ job_name: 'breakwater', static_configs: [{ targets: [`127.0.0.1:${p.adminPort}`] }] }],
+      }),
+    );
 
-    am = startChild(ALERTMANAGER, [
-      `--config.file=${join(dir, 'alertmanager.yml')}`, `--storage.path=${join(dir, 'am')}`,
-      `--web.listen-address=127.0.0.1:${amPort}`, '--cluster.listen-address=', '--log.level=warn',
-    ], join(dir, 'alertmanager.log'));
-    prom = startChild('prometheus', [
-      `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${promPort}`, '--log.level=warn',
-    ], join(dir, 'prometheus.log'));
+    am = startChild(
+      ALERTMANAGER,
+      [
+        `--config.file=${join(dir, 'alertmanager.yml')}`,
+        `--storage.path=${join(dir, 'am')}`,
+        `--web.listen-address=127.0.0.1:${amPort}`,
+        '--cluster.listen-address=',
+        '--log.level=warn',
+      ],
+      join(dir, 'alertmanager.log'),
+    );
+    prom = startChild(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+        '--log.level=warn',
+      ],
+      join(dir, 'prometheus.log'),
+    );
     expect(await waitFor(() => ok(`http://127.0.0.1:${amPort}/-/ready`), { timeoutMs: 15_000, everyMs: 100 }), 'alertmanager ready').toBe(true);
     expect(await waitFor(() => ok(`http://127.0.0.1:${promPort}/-/ready`), { timeoutMs: 15_000, everyMs: 100 }), 'prometheus ready').toBe(true);
 
     // Keeps the breaker cycling: each request after a recovery timeout is a probe that fails.
-    traffic = setInterval(() => void request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=%2B15555550100&Body=hi', timeoutMs: 2000 }).catch(() => {}), 150);
+    traffic = setInterval(
+      () => void request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=%2B15555550100&Body=hi', timeoutMs: 2000 }).catch(() => {}),
+      150,
+    );
   }, 40_000);
 
   afterAll(async () => {
@@ -132,7 +154,10 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
   });
 
   it('delivers BreakwaterCircuitOpen for the failing upstream to the on-call webhook', async () => {
-    const delivered = () => received.flatMap((n) => n.alerts.map((a) => ({ receiver: n.receiver, ...a }))).find((a) => a.labels.alertname === 'BreakwaterCircuitOpen' && a.status === 'firing');
+    const delivered = () =>
+      received
+        .flatMap((n) => n.alerts.map((a) => ({ receiver: n.receiver, ...a })))
+        .find((a) => a.labels.alertname === 'BreakwaterCircuitOpen' && a.status === 'firing');
     // Prometheus discovers the Alertmanager within ~5 s; the rule needs 4 s of cycling and 1 s.
     expect(await waitFor(() => delivered() !== undefined, { timeoutMs: 45_000, everyMs: 200 }), `no notification; got ${JSON.stringify(received)}`).toBe(true);
     const a = delivered()!;
@@ -146,7 +171,9 @@ describe('a breaker alert delivered through a real Alertmanager', () => {
 
 describe('the compose stack routes alerts and keeps the SLO windows', () => {
   const compose = parse(readFileSync('docker-compose.yml', 'utf8')) as { services: Record<string, { command?: string[]; volumes?: string[] }> };
-  const promConfig = parse(readFileSync('prometheus/prometheus.yml', 'utf8')) as { alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] } };
+  const promConfig = parse(readFileSync('prometheus/prometheus.yml', 'utf8')) as {
+    alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+  };
 
   it('points Prometheus at the compose Alertmanager, which mounts the repository config', () => {
     const targets = (promConfig.alerting?.alertmanagers ?? []).flatMap((a) => a.static_configs).flatMap((s) => s.targets);

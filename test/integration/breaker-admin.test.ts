@@ -15,7 +15,9 @@ const form = { 'content-type': 'application/x-www-form-urlencoded' };
 describe('breaker admin', () => {
   let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
   beforeEach(async () => {
-    ({ twilio, vapi, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' } }));
+    ({ twilio, vapi, p } = h = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' },
+    }));
   });
   afterEach(() => h?.close());
 
@@ -40,7 +42,7 @@ describe('breaker admin', () => {
     expect(await metrics()).toEqual({ state: 2, failures: 0, opens: 1, closes: 0, rejections: 3 });
   }
 
-  it('lists every upstream\'s breaker with state and counts', async () => {
+  it("lists every upstream's breaker with state and counts", async () => {
     const r = await request(p.adminPort, 'GET', '/breakers');
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toMatch(/^application\/json/);
@@ -100,7 +102,7 @@ describe('breaker admin', () => {
     expect((await request(p.proxyPort, 'POST', SEND, { headers: form, body: 'To=x' })).status).toBe(200);
   });
 
-  it('reset: closed, with the breaker\'s own counts cleared', async () => {
+  it("reset: closed, with the breaker's own counts cleared", async () => {
     // History first: three failures opened it, then a request was refused.
     twilio.mode = 'fail';
     for (let i = 0; i < 3; i++) await send();
@@ -191,11 +193,14 @@ describe('breaker admin', () => {
       expect(await state()).toBe('closed');
     });
 
-    it.each(['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain;charset=UTF-8', ' Text/Plain'])('a POST with form content type %s is refused even with the header', async (ct) => {
-      const r = await raw(`POST /breakers/twilio/open HTTP/1.1\nHost: localhost\nX-Breakwater-Admin: 1\nContent-Type: ${ct}`, 'a=b');
-      expect(r.status).toBe(403);
-      expect(await state()).toBe('closed');
-    });
+    it.each(['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain;charset=UTF-8', ' Text/Plain'])(
+      'a POST with form content type %s is refused even with the header',
+      async (ct) => {
+        const r = await raw(`POST /breakers/twilio/open HTTP/1.1\nHost: localhost\nX-Breakwater-Admin: 1\nContent-Type: ${ct}`, 'a=b');
+        expect(r.status).toBe(403);
+        expect(await state()).toBe('closed');
+      },
+    );
 
     it('a POST from a rebinding Host is refused even with the header', async () => {
       const r = await raw('POST /breakers/twilio/open HTTP/1.1\nHost: evil.example\nX-Breakwater-Admin: 1');
@@ -206,7 +211,10 @@ describe('breaker admin', () => {
     it('a POST with the header and no form body works, and is logged with the caller', async () => {
       // A refused one first: its log line is checked below.
       expect((await raw('POST /breakers/twilio/open HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json', '{}')).status).toBe(403);
-      const r = await raw('POST /breakers/twilio/open HTTP/1.1\nHost: localhost:9090\nX-Breakwater-Admin: 1\nUser-Agent: oncall-runbook/1.0\nContent-Type: application/json', '{}');
+      const r = await raw(
+        'POST /breakers/twilio/open HTTP/1.1\nHost: localhost:9090\nX-Breakwater-Admin: 1\nUser-Agent: oncall-runbook/1.0\nContent-Type: application/json',
+        '{}',
+      );
       expect(r.status).toBe(200);
       expect(await state()).toBe('open');
       const line = p.logLines().find((l) => l.action === 'open' && l.userAgent === 'oncall-runbook/1.0');

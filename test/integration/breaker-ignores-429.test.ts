@@ -27,7 +27,10 @@ describe('upstream 429s never open the breaker', () => {
     // really reaches the upstream and gets its 429.
     const policy = DEFAULT_POLICY.replace('    holdOn429:\n      key: [account]', '    holdOn429:\n      enabled: false\n      key: [account]');
     expect(policy).not.toBe(DEFAULT_POLICY);
-    ({ twilio, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' }, policy }));
+    ({ twilio, p } = h = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '1', RATE_LIMIT_PER_MINUTE: '100000' },
+      policy,
+    }));
   });
   afterEach(() => h?.close());
 

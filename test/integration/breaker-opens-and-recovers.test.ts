@@ -44,7 +44,9 @@ async function waitHalfOpen(p: TestProxy, name: string): Promise<void> {
 describe('the breaker opens after the threshold and fails fast', () => {
   let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, h: ProxyHarness | undefined;
   beforeEach(async () => {
-    ({ twilio, vapi, p } = h = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '2', RATE_LIMIT_PER_MINUTE: '100000' } }));
+    ({ twilio, vapi, p } = h = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '2', RATE_LIMIT_PER_MINUTE: '100000' },
+    }));
   });
   afterEach(() => h?.close());
 
@@ -106,7 +108,11 @@ describe('the breaker opens after the threshold and fails fast', () => {
     expect(left).toBeLessThanOrEqual(2000);
     expect(said).toBeGreaterThanOrEqual(Math.ceil(left / 1000));
     // More requests, any method: all refused locally.
-    const more = await Promise.all([send(p), request(p.proxyPort, 'GET', SEND), request(p.proxyPort, 'DELETE', '/twilio/2010-04-01/Accounts/AC1/Messages/SM1.json')]);
+    const more = await Promise.all([
+      send(p),
+      request(p.proxyPort, 'GET', SEND),
+      request(p.proxyPort, 'DELETE', '/twilio/2010-04-01/Accounts/AC1/Messages/SM1.json'),
+    ]);
     for (const m of more) expect(m.headers['x-breakwater-error']).toBe('circuit_open');
     expect(twilio.started).toBe(n);
     expect(await breakerMetrics(p, 'twilio')).toEqual({ state: 2, failures: 5, opens: 1, closes: 0, rejections: 4 });

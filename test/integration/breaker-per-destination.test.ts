@@ -41,21 +41,25 @@ describe('one breaker per destination', () => {
 
     const list = (await request(p.adminPort, 'GET', '/breakers')).json as { breakers: { name: string; scope: string; state: string }[] };
     const twilio = list.breakers.filter((b) => b.name === 'twilio');
-    expect(twilio).toEqual(expect.arrayContaining([
-      expect.objectContaining({ scope: 'base', state: 'closed' }),
-      expect.objectContaining({ scope: 'verify.twilio.com', state: 'open' }),
-      expect.objectContaining({ scope: 'api.dublin.ie1.twilio.com', state: 'open' }),
-    ]));
+    expect(twilio).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ scope: 'base', state: 'closed' }),
+        expect.objectContaining({ scope: 'verify.twilio.com', state: 'open' }),
+        expect.objectContaining({ scope: 'api.dublin.ie1.twilio.com', state: 'open' }),
+      ]),
+    );
     // The SPEC's series describe the base URL's breaker: still closed, no failures.
     const text = await metricsText(p.adminPort);
     expect(text).toMatch(/circuit_breaker_state\{service="twilio"\} 0/);
     expect(text).toMatch(/circuit_breaker_failures_total\{service="twilio"\} 0/);
     // The status page and its JSON show each destination's breaker beside the base one.
     const status = (await request(p.adminPort, 'GET', '/status.json')).json as { destinations: { upstream: string; scope: string; state: string }[] };
-    expect(status.destinations).toEqual(expect.arrayContaining([
-      expect.objectContaining({ upstream: 'twilio', scope: 'verify.twilio.com', state: 'open' }),
-      expect.objectContaining({ upstream: 'twilio', scope: 'api.dublin.ie1.twilio.com', state: 'open' }),
-    ]));
+    expect(status.destinations).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ upstream: 'twilio', scope: 'verify.twilio.com', state: 'open' }),
+        expect.objectContaining({ upstream: 'twilio', scope: 'api.dublin.ie1.twilio.com', state: 'open' }),
+      ]),
+    );
     const page = (await request(p.adminPort, 'GET', '/')).text;
     expect(page).toMatch(/<td>twilio<\/td><td>verify\.twilio\.com<\/td><td>Open<\/td>/);
   });
@@ -86,7 +90,11 @@ describe('one breaker per destination', () => {
       expect(r.headers['x-breakwater-error']).toMatch(/^(upstream_unavailable|circuit_open)$/);
     }
     const text = await metricsText(p.adminPort);
-    const destinations = new Set(parse(text).filter((s) => s.name === 'circuit_breaker_state' && s.labels['service'] === 'twilio' && s.labels['destination'] !== undefined).map((s) => s.labels['destination']));
+    const destinations = new Set(
+      parse(text)
+        .filter((s) => s.name === 'circuit_breaker_state' && s.labels['service'] === 'twilio' && s.labels['destination'] !== undefined)
+        .map((s) => s.labels['destination']),
+    );
     expect(destinations.size).toBe(65);
     expect(destinations).toContain('(other)');
     expect(destinations).not.toContain('h69.twilio.com');
@@ -94,18 +102,18 @@ describe('one breaker per destination', () => {
 });
 
 describe('destination series across a reload', () => {
-  it('a reload that rebuilds the breakers drops the old destinations\' series; one that keeps them keeps them', async () => {
+  it("a reload that rebuilds the breakers drops the old destinations' series; one that keeps them keeps them", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bw-dest-reload-'));
     const tw = await fakeUpstream('twilio');
     const file = join(dir, 'policy.yaml');
     // Literal values: a reload reads the file with this process's environment.
-    const policyWith = (threshold: number) => DEFAULT_POLICY
-      .replace('${TWILIO_BASE_URL:-https://api.twilio.com}', tw.url)
-      .replace('${VAPI_BASE_URL:-https://api.vapi.ai}', tw.url)
-      .replace('${TWILIO_HOST_TARGET:-null}', tw.url)
-      .replaceAll('threshold: ${CIRCUIT_BREAKER_THRESHOLD:-3}', `threshold: ${threshold}`)
-      .replace('${PROXY_PORT:-8080}', '0')
-      .replace('${ADMIN_PORT:-9090}', '0');
+    const policyWith = (threshold: number) =>
+      DEFAULT_POLICY.replace('${TWILIO_BASE_URL:-https://api.twilio.com}', tw.url)
+        .replace('${VAPI_BASE_URL:-https://api.vapi.ai}', tw.url)
+        .replace('${TWILIO_HOST_TARGET:-null}', tw.url)
+        .replaceAll('threshold: ${CIRCUIT_BREAKER_THRESHOLD:-3}', `threshold: ${threshold}`)
+        .replace('${PROXY_PORT:-8080}', '0')
+        .replace('${ADMIN_PORT:-9090}', '0');
     writeFileSync(file, policyWith(3));
     const running = await start({ configPath: file, policy: parsePolicy(policyWith(3), { env: {} }), log: pino({ level: 'silent' }) });
     try {

@@ -62,7 +62,13 @@ describe('bulkhead overflow', () => {
       expect(third.status).toBe(503);
       expect(third.headers['x-breakwater-error']).toBe('bulkhead_full');
       expect(Number(third.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-      expect(third.json).toEqual({ code: 'bulkhead_full', message: expect.any(String), status: 503, upstream: 'vapi', requestId: third.headers['x-request-id'] });
+      expect(third.json).toEqual({
+        code: 'bulkhead_full',
+        message: expect.any(String),
+        status: 503,
+        upstream: 'vapi',
+        requestId: third.headers['x-request-id'],
+      });
       expect(vapi.started).toBe(started);
       expect(await bulkheadMetrics(p, 'vapi')).toMatchObject({ active: 2, rejections: 1 });
 
@@ -97,7 +103,9 @@ describe('bulkhead overflow', () => {
     try {
       const all = Array.from({ length: 8 }, (_, i) => request(p.proxyPort, 'GET', `/vapi/call/burst-${i}`));
       // Six are refused at once; the two admitted ones wait at the upstream until released.
-      expect(await waitFor(async () => park.parked.length === 2 && (await bulkheadMetrics(p, 'vapi')).rejections === before + 6, { timeoutMs: 5000 })).toBe(true);
+      expect(await waitFor(async () => park.parked.length === 2 && (await bulkheadMetrics(p, 'vapi')).rejections === before + 6, { timeoutMs: 5000 })).toBe(
+        true,
+      );
       park.release();
       answers = await Promise.all(all);
     } finally {

@@ -19,7 +19,11 @@ const CACHE_POLICY = policyWith((p) => {
   // A loaded test machine can stall Redis replies past the 50 ms default (see rate-limit-redis-shared-budget.test.ts).
   p.store.timeout = 0.5;
   const v = p.upstreams.vapi;
-  v.routes.unshift({ name: 'assistant.fetch', match: 'GET /assistant/*' }, { name: 'assistant.list', match: 'GET /assistant' }, { name: 'squad.fetch', match: 'GET /squad/*' });
+  v.routes.unshift(
+    { name: 'assistant.fetch', match: 'GET /assistant/*' },
+    { name: 'assistant.list', match: 'GET /assistant' },
+    { name: 'squad.fetch', match: 'GET /squad/*' },
+  );
   v.cache = {
     routes: [
       { route: 'assistant.fetch', ttl: 60 },
@@ -94,18 +98,24 @@ const isHit = (r: { headers: Record<string, unknown> }) => String(r.headers['cac
  * no copy of its own, so its repeat is a hit only from Redis.
  */
 async function landed(f: Fleet, path: string, key = 'alice'): Promise<boolean> {
-  return true === await waitFor(async () => isHit(await f.get(f.a, path, key)), { timeoutMs: 2000, everyMs: 10 });
+  return true === (await waitFor(async () => isHit(await f.get(f.a, path, key)), { timeoutMs: 2000, everyMs: 10 }));
 }
 
 /** Both replicas read and write Redis again: a copy fetched through one is a hit at the other's first request. */
 async function bothShared(f: Fleet): Promise<boolean> {
   let i = 0;
-  return true === await waitFor(async () => {
-    const probe = `/vapi/assistant/probe-${Math.random().toString(36).slice(2)}-${i++}`;
-    await f.get(f.b, probe);
-    await new Promise((r) => setTimeout(r, 50));
-    return isHit(await f.get(f.a, probe));
-  }, { timeoutMs: 15_000, everyMs: 100 });
+  return (
+    true ===
+    (await waitFor(
+      async () => {
+        const probe = `/vapi/assistant/probe-${Math.random().toString(36).slice(2)}-${i++}`;
+        await f.get(f.b, probe);
+        await new Promise((r) => setTimeout(r, 50));
+        return isHit(await f.get(f.a, probe));
+      },
+      { timeoutMs: 15_000, everyMs: 100 },
+    ))
+  );
 }
 
 /** The second replica serves the first one's copy, at its first request, with no upstream call. */
@@ -139,11 +149,16 @@ describe('Redis cache store (one node)', () => {
     expect(keys.join(' ')).not.toMatch(/assistant\/|alice|Bearer/);
   });
 
-  it('never answers one credential with another\'s copy, across replicas', async () => {
+  it("never answers one credential with another's copy, across replicas", async () => {
     const ids = ['x1', 'x2'];
     for (let round = 0; round < 3; round++) {
       for (const id of ids) {
-        for (const [key, p] of [['alice', f.a], ['bob', f.b], ['alice', f.b], ['bob', f.a]] as const) {
+        for (const [key, p] of [
+          ['alice', f.a],
+          ['bob', f.b],
+          ['alice', f.b],
+          ['bob', f.a],
+        ] as const) {
           const r = await f.get(p, `/vapi/assistant/${id}`, key);
           expect(r.status).toBe(200);
           expect(r.json.auth).toBe(`Bearer ${key}`);
@@ -157,23 +172,38 @@ describe('Redis cache store (one node)', () => {
 
   it('an unsafe request through one replica invalidates the copy the other would serve', async () => {
     await sharedHit(f, '/vapi/assistant');
-    const created = await request(f.b.proxyPort, 'POST', '/vapi/assistant', { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+    const created = await request(f.b.proxyPort, 'POST', '/vapi/assistant', {
+      headers: { authorization: 'Bearer alice', 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(created.status).toBeLessThan(400);
-    const after = await waitFor(async () => (await f.get(f.a, '/vapi/assistant')).headers['cache-status'] === 'Breakwater; fwd=miss', { timeoutMs: 2000, everyMs: 25 });
+    const after = await waitFor(async () => (await f.get(f.a, '/vapi/assistant')).headers['cache-status'] === 'Breakwater; fwd=miss', {
+      timeoutMs: 2000,
+      everyMs: 25,
+    });
     expect(after).toBe(true);
   });
 
   it('every key expires: an entry after its freshness, and then it is gone from Redis', async () => {
     await f.get(f.a, '/vapi/call/c1');
     const ttls: number[] = [];
-    expect(await waitFor(async () => {
-      for (const k of (await cli(redis.port, '--scan', '--pattern', 'bw:cache:vapi:*')).trim().split('\n').filter(Boolean)) ttls.push(Number((await cli(redis.port, 'PTTL', k)).trim()));
-      return ttls.length > 0;
-    }, { timeoutMs: 2000 })).toBe(true);
+    expect(
+      await waitFor(
+        async () => {
+          for (const k of (await cli(redis.port, '--scan', '--pattern', 'bw:cache:vapi:*')).trim().split('\n').filter(Boolean))
+            ttls.push(Number((await cli(redis.port, 'PTTL', k)).trim()));
+          return ttls.length > 0;
+        },
+        { timeoutMs: 2000 },
+      ),
+    ).toBe(true);
     // No key without an expiry (-1), the secret aside; -2 is a key that expired between SCAN and PTTL.
     expect(ttls.filter((t) => t === -1)).toEqual([]);
     expect(ttls.some((t) => t > 0 && t <= 400)).toBe(true);
-    const gone = await waitFor(async () => (await f.get(f.b, '/vapi/call/c1')).headers['cache-status'] === 'Breakwater; fwd=miss', { timeoutMs: 3000, everyMs: 100 });
+    const gone = await waitFor(async () => (await f.get(f.b, '/vapi/call/c1')).headers['cache-status'] === 'Breakwater; fwd=miss', {
+      timeoutMs: 3000,
+      everyMs: 100,
+    });
     expect(gone).toBe(true);
     expect(f.upstreamGets('/call/c1')).toBe(2);
   });
@@ -271,7 +301,10 @@ describe('Redis cache store: invalidations made during an outage', () => {
   it('are sent once Redis is back, so the other replica does not serve the old copy', async () => {
     await sharedHit(f, '/vapi/assistant');
     await redis.kill();
-    const created = await request(f.b.proxyPort, 'POST', '/vapi/assistant', { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+    const created = await request(f.b.proxyPort, 'POST', '/vapi/assistant', {
+      headers: { authorization: 'Bearer alice', 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(created.status).toBeLessThan(400);
     await redis.start();
     // Both replicas are back on Redis once a copy fetched through b is a hit at a's first request
@@ -308,9 +341,14 @@ describe('Redis cache store on Sentinel and Cluster', () => {
       for (const id of ['cl1', 'cl2', 'cl3', 'cl4']) await sharedHit(f, `/vapi/assistant/${id}`);
       await sharedHit(f, '/vapi/assistant');
       // The route's index lives in another slot than the list's entry: both invalidations work.
-      const created = await request(f.a.proxyPort, 'POST', '/vapi/assistant', { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+      const created = await request(f.a.proxyPort, 'POST', '/vapi/assistant', {
+        headers: { authorization: 'Bearer alice', 'content-type': 'application/json' },
+        body: '{}',
+      });
       expect(created.status).toBeLessThan(400);
-      expect(await waitFor(async () => (await f.get(f.b, '/vapi/assistant')).headers['cache-status'] === 'Breakwater; fwd=miss', { timeoutMs: 2000, everyMs: 25 })).toBe(true);
+      expect(
+        await waitFor(async () => (await f.get(f.b, '/vapi/assistant')).headers['cache-status'] === 'Breakwater; fwd=miss', { timeoutMs: 2000, everyMs: 25 }),
+      ).toBe(true);
       expect(f.up.seen.filter((s) => s.method === 'GET' && s.url === '/assistant').length).toBe(2);
     } finally {
       await f.close();

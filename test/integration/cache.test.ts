@@ -45,7 +45,8 @@ describe('response cache', () => {
   });
   afterAll(() => harness?.close());
 
-  const get = (path: string, key = 'k1', method = 'GET', extra: Record<string, string> = {}) => request(p.proxyPort, method, path, { headers: { authorization: `Bearer ${key}`, ...extra } });
+  const get = (path: string, key = 'k1', method = 'GET', extra: Record<string, string> = {}) =>
+    request(p.proxyPort, method, path, { headers: { authorization: `Bearer ${key}`, ...extra } });
   const upstreamGets = (path: string) => vapi.seen.filter((s) => s.method === 'GET' && s.url === path).length;
 
   it('answers a repeated GET from the cache, with Cache-Status and Age, and counts it', async () => {
@@ -66,7 +67,7 @@ describe('response cache', () => {
     expect(metricValue(text, 'breakwater_cache_entries', { upstream: 'vapi' })).toBeGreaterThanOrEqual(1);
   });
 
-  it('keys by credential: two credentials never get each other\'s copies', async () => {
+  it("keys by credential: two credentials never get each other's copies", async () => {
     const ids = ['c1', 'c2', 'c3'];
     for (let round = 0; round < 3; round++) {
       for (const id of ids) {
@@ -90,7 +91,7 @@ describe('response cache', () => {
     expect(vapi.seen.filter((s) => s.url.startsWith('/assistant/h1')).length).toBe(1);
   });
 
-  it('an unsafe request on a related URI (invalidatedBy) drops the route\'s entries for every credential; a failed one does not', async () => {
+  it("an unsafe request on a related URI (invalidatedBy) drops the route's entries for every credential; a failed one does not", async () => {
     const list = '/vapi/assistant';
     const warm = async () => {
       await get(list, 'alice');
@@ -106,7 +107,10 @@ describe('response cache', () => {
     expect((await get(`${list}?limit=5`, 'alice')).headers['cache-status']).toBe('Breakwater; fwd=miss');
     await warm();
     // PATCH of one assistant: the list drops (a related URI), as does the assistant's own copy.
-    const patch = await request(p.proxyPort, 'PATCH', '/vapi/assistant/rel1', { headers: { authorization: 'Bearer bob', 'content-type': 'application/json' }, body: '{}' });
+    const patch = await request(p.proxyPort, 'PATCH', '/vapi/assistant/rel1', {
+      headers: { authorization: 'Bearer bob', 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(patch.status).toBe(200);
     expect((await get(list, 'alice')).headers['cache-status']).toBe('Breakwater; fwd=miss');
     await warm();
@@ -162,7 +166,7 @@ describe('response cache', () => {
     expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'call.fetch', result: 'revalidated' })).toBeGreaterThanOrEqual(1);
   });
 
-  it('revalidates with Last-Modified when there is no ETag, and never sends its own conditional on an app\'s', async () => {
+  it("revalidates with Last-Modified when there is no ETag, and never sends its own conditional on an app's", async () => {
     const seen: { ims?: string; inm?: string }[] = [];
     const lm = 'Wed, 02 Dec 2026 10:00:00 GMT';
     vapi.handler = (req, res) => {
@@ -188,11 +192,14 @@ describe('response cache', () => {
     expect(own.headers['cache-status']).toBe('Breakwater; fwd=bypass');
   });
 
-  it('an unsafe method on the URI invalidates every credential\'s copy', async () => {
+  it("an unsafe method on the URI invalidates every credential's copy", async () => {
     await get('/vapi/assistant/u1', 'alice');
     await get('/vapi/assistant/u1', 'bob');
     expect((await get('/vapi/assistant/u1', 'alice')).headers['cache-status']).toMatch(/hit/);
-    const patch = await request(p.proxyPort, 'PATCH', '/vapi/assistant/u1', { headers: { authorization: 'Bearer alice', 'content-type': 'application/json' }, body: '{}' });
+    const patch = await request(p.proxyPort, 'PATCH', '/vapi/assistant/u1', {
+      headers: { authorization: 'Bearer alice', 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(patch.status).toBe(200);
     expect((await get('/vapi/assistant/u1', 'bob')).headers['cache-status']).toBe('Breakwater; fwd=miss');
     expect(upstreamGets('/assistant/u1')).toBe(3);
@@ -228,11 +235,16 @@ describe('response cache', () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1000 });
     const one = () =>
       new Promise<{ status: number; body: string; cs: string | undefined }>((resolve, reject) => {
-        const req = http.request({ host: '127.0.0.1', port: p.proxyPort, path: '/vapi/assistant/hot', headers: { authorization: 'Bearer k1' }, agent }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString(), cs: res.headers['cache-status'] as string | undefined }));
-        });
+        const req = http.request(
+          { host: '127.0.0.1', port: p.proxyPort, path: '/vapi/assistant/hot', headers: { authorization: 'Bearer k1' }, agent },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () =>
+              resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString(), cs: res.headers['cache-status'] as string | undefined }),
+            );
+          },
+        );
         req.setTimeout(20_000, () => req.destroy(new Error('client timeout')));
         req.on('error', reject);
         req.end();
@@ -336,7 +348,7 @@ describe('response cache', () => {
     expect(upstreamGets('/phone-number/big')).toBe(2);
   });
 
-  it('honours the response\'s Vary: another value of the named header is a miss', async () => {
+  it("honours the response's Vary: another value of the named header is a miss", async () => {
     vapi.handler = (req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', vary: 'Accept-Language' });
       res.end(JSON.stringify({ lang: req.headers['accept-language'] ?? null }));

@@ -21,7 +21,14 @@ const MESSAGES = `/twilio/2010-04-01/Accounts/${accountSid('7')}/Messages.json`;
 function sendThenHangUp(port: number, requestId: string, to: string, afterMs: number): Promise<void> {
   return new Promise((resolve) => {
     const body = form({ From: SENDER, To: to, Body: 'hello' });
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: MESSAGES, agent: false, headers: { ...FORM, 'content-length': String(Buffer.byteLength(body)), 'x-request-id': requestId } });
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: MESSAGES,
+      agent: false,
+      headers: { ...FORM, 'content-length': String(Buffer.byteLength(body)), 'x-request-id': requestId },
+    });
     req.on('error', () => resolve());
     req.on('response', (res) => {
       res.resume();
@@ -73,7 +80,11 @@ describe('a client that hangs up while its request waits in the proxy', () => {
     expect(b.failures).toBe(0);
 
     // The sender's next message goes through (nothing left hanging on an upstream connection).
-    const next = await request(p.proxyPort, 'POST', MESSAGES, { headers: FORM, body: form({ From: SENDER, To: '+15550000004', Body: 'hello' }), timeoutMs: 8000 });
+    const next = await request(p.proxyPort, 'POST', MESSAGES, {
+      headers: FORM,
+      body: form({ From: SENDER, To: '+15550000004', Body: 'hello' }),
+      timeoutMs: 8000,
+    });
     expect(next.status).toBe(200);
     expect(toSender().length).toBe(2);
   }, 20_000);
@@ -100,7 +111,13 @@ describe('a client that hangs up while its request waits for an upstream connect
     await sendThenHangUp(p.proxyPort, 'queued-1', '+15550000012', 150);
     expect((await first).status).toBe(200);
     const line = await waitFor(() => p.logLines().find((x) => x.msg === 'request' && x.reqId === 'queued-1'), { timeoutMs: 5000, everyMs: 20 });
-    expect(twilio.seen.slice(seen).map((s) => s.body.toString()).filter((b) => b.includes('%2B15550000012')), 'the abandoned request reached the upstream').toEqual([]);
+    expect(
+      twilio.seen
+        .slice(seen)
+        .map((s) => s.body.toString())
+        .filter((b) => b.includes('%2B15550000012')),
+      'the abandoned request reached the upstream',
+    ).toEqual([]);
     expect(line?.cause).toBe('client closed before forwarding');
     expect([line?.status, line?.outcome]).toEqual([499, 'client_closed']);
     const breakers = await request(p.adminPort, 'GET', '/breakers');

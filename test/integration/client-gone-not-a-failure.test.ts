@@ -51,11 +51,16 @@ describe('a client that hangs up before the answer', () => {
 
   it('is counted and logged as a client hang-up (499 client_closed), not as an upstream 5xx', async () => {
     twilio.mode = 'hang';
-    const before = metricValue(await metricsText(p.adminPort), 'breakwater_requests_total', { upstream: 'twilio', status: '499', outcome: 'client_closed' }) ?? 0;
+    const before =
+      metricValue(await metricsText(p.adminPort), 'breakwater_requests_total', { upstream: 'twilio', status: '499', outcome: 'client_closed' }) ?? 0;
     const lines = p.logLines().length;
     for (let i = 0; i < 3; i++) await hangUpAfterSent(p.proxyPort, twilio);
     twilio.mode = 'ok';
-    const closed = () => p.logLines().slice(lines).filter((x) => x.msg === 'request' && x.upstream === 'twilio');
+    const closed = () =>
+      p
+        .logLines()
+        .slice(lines)
+        .filter((x) => x.msg === 'request' && x.upstream === 'twilio');
     await waitFor(() => closed().length >= 3, { timeoutMs: 5000, everyMs: 20 });
     for (const l of closed()) {
       expect(l.status).toBe(499);
@@ -72,7 +77,14 @@ describe('a client that hangs up before the answer', () => {
     const lines = p.logLines().length;
     const seen = twilio.seen.length;
     await new Promise<void>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: PATH, agent: false, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '1000' } });
+      const req = http.request({
+        host: '127.0.0.1',
+        port: p.proxyPort,
+        method: 'POST',
+        path: PATH,
+        agent: false,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '1000' },
+      });
       req.on('error', () => resolve());
       req.write('To=%2B15550000001&Body=');
       setTimeout(() => {
@@ -80,7 +92,14 @@ describe('a client that hangs up before the answer', () => {
         resolve();
       }, 100);
     });
-    const line = await waitFor(() => p.logLines().slice(lines).find((x) => x.msg === 'request' && x.method === 'POST'), { timeoutMs: 5000, everyMs: 20 });
+    const line = await waitFor(
+      () =>
+        p
+          .logLines()
+          .slice(lines)
+          .find((x) => x.msg === 'request' && x.method === 'POST'),
+      { timeoutMs: 5000, everyMs: 20 },
+    );
     expect([line?.status, line?.outcome, line?.cause]).toEqual([499, 'client_closed', 'bad_request']);
     expect(twilio.seen.length).toBe(seen);
   });

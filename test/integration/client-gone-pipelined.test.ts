@@ -39,7 +39,10 @@ describe('a pipelining client that leaves while its second answer waits in the q
     await waitFor(async () => (await gauge('breakwater_bulkhead_active')) === 2, { timeoutMs: 3000, everyMs: 20 });
     socket.destroy();
     // Both attempts end: nothing in flight, no slot held, and an access line for each.
-    const drained = await waitFor(async () => (await gauge('breakwater_bulkhead_active')) === 0 && (await gauge('breakwater_requests_in_flight')) === 0, { timeoutMs: 5000, everyMs: 50 });
+    const drained = await waitFor(async () => (await gauge('breakwater_bulkhead_active')) === 0 && (await gauge('breakwater_requests_in_flight')) === 0, {
+      timeoutMs: 5000,
+      everyMs: 50,
+    });
     expect(drained, 'attempts still holding the bulkhead after the client left').toBe(true);
     const line = (id: string) => p.logLines().find((x) => x.msg === 'request' && x.reqId === id);
     // The first had no answer yet: the client's. The second's head had been handed to Node

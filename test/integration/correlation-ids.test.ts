@@ -116,7 +116,10 @@ describe('correlation IDs', () => {
   it('gives every log line that mentions a failed request its reqId', async () => {
     vapi.mode = 'reset';
     try {
-      const r = await request(p.proxyPort, 'POST', '/vapi/call', { headers: { 'x-request-id': 'multi-line-1', 'content-type': 'application/json' }, body: '{}' });
+      const r = await request(p.proxyPort, 'POST', '/vapi/call', {
+        headers: { 'x-request-id': 'multi-line-1', 'content-type': 'application/json' },
+        body: '{}',
+      });
       expect(r.status).toBe(502);
       expect(r.headers['x-request-id']).toBe('multi-line-1');
     } finally {

@@ -28,9 +28,14 @@ const form = { headers: { 'content-type': 'application/x-www-form-urlencoded' },
 /** Every form a secret could leak in: raw, and inside an encoded Authorization value. */
 function secretForms(): string[] {
   return [
-    AUTH_TOKEN, API_KEY_SECRET, VAPI_KEY, REDIS_PASSWORD,
-    basic(ACCOUNT_SID, AUTH_TOKEN).slice(6), basic(API_KEY_SID, API_KEY_SECRET).slice(6),
-    Buffer.from(AUTH_TOKEN).toString('base64').slice(0, 24), Buffer.from(API_KEY_SECRET).toString('base64').slice(0, 24),
+    AUTH_TOKEN,
+    API_KEY_SECRET,
+    VAPI_KEY,
+    REDIS_PASSWORD,
+    basic(ACCOUNT_SID, AUTH_TOKEN).slice(6),
+    basic(API_KEY_SID, API_KEY_SECRET).slice(6),
+    Buffer.from(AUTH_TOKEN).toString('base64').slice(0, 24),
+    Buffer.from(API_KEY_SECRET).toString('base64').slice(0, 24),
   ];
 }
 function expectNoSecret(text: string, where: string): void {
@@ -74,7 +79,12 @@ describe('credential injection', () => {
   });
 
   it('prefers an API key SID + secret over the account auth token', async () => {
-    const p = await up({ TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: AUTH_TOKEN, TWILIO_API_KEY_SID: API_KEY_SID, TWILIO_API_KEY_SECRET: API_KEY_SECRET });
+    const p = await up({
+      TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+      TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+      TWILIO_API_KEY_SID: API_KEY_SID,
+      TWILIO_API_KEY_SECRET: API_KEY_SECRET,
+    });
     expect((await request(p.proxyPort, 'POST', messages, form)).status).toBe(200);
     expect(twilio.seen.at(-1)?.headers.authorization).toBe(basic(API_KEY_SID, API_KEY_SECRET));
   });
@@ -116,7 +126,9 @@ describe('credential injection', () => {
   });
 
   it('refuses a policy whose *_FILE cannot be read, naming the variable but not the content', async () => {
-    await expect(up({ TWILIO_AUTH_TOKEN_FILE: join(dir, 'missing'), TWILIO_ACCOUNT_SID: ACCOUNT_SID })).rejects.toThrow(/TWILIO_AUTH_TOKEN_FILE: cannot read .*ENOENT/);
+    await expect(up({ TWILIO_AUTH_TOKEN_FILE: join(dir, 'missing'), TWILIO_ACCOUNT_SID: ACCOUNT_SID })).rejects.toThrow(
+      /TWILIO_AUTH_TOKEN_FILE: cannot read .*ENOENT/,
+    );
   });
 
   it('keeps an app-sent Authorization', async () => {
@@ -128,7 +140,10 @@ describe('credential injection', () => {
   });
 
   it('replaces an app-sent Authorization when the policy says credentials.replace: true', async () => {
-    const policy = DEFAULT_POLICY.replace('      type: basic ', '      replace: true\n      type: basic ').replace('      type: bearer\n', '      type: bearer\n      replace: true\n');
+    const policy = DEFAULT_POLICY.replace('      type: basic ', '      replace: true\n      type: basic ').replace(
+      '      type: bearer\n',
+      '      type: bearer\n      replace: true\n',
+    );
     expect(policy.match(/replace: true/g)).toHaveLength(2);
     const p = await up({ TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: AUTH_TOKEN, VAPI_API_KEY: VAPI_KEY }, policy);
     await request(p.proxyPort, 'POST', messages, { ...form, headers: { ...form.headers, authorization: APP_AUTH } });
@@ -168,7 +183,14 @@ describe('credential injection', () => {
 
 describe('secrets never leave the sidecar', () => {
   let twilio: FakeUpstream, p: TestProxy, dead: TestProxy;
-  const env = { TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: AUTH_TOKEN, TWILIO_API_KEY_SID: API_KEY_SID, TWILIO_API_KEY_SECRET: API_KEY_SECRET, VAPI_API_KEY: VAPI_KEY, LOG_LEVEL: 'trace' };
+  const env = {
+    TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+    TWILIO_API_KEY_SID: API_KEY_SID,
+    TWILIO_API_KEY_SECRET: API_KEY_SECRET,
+    VAPI_API_KEY: VAPI_KEY,
+    LOG_LEVEL: 'trace',
+  };
   beforeAll(async () => {
     twilio = await fakeUpstream('twilio');
     p = await startProxy({ ...env, TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: twilio.url });
@@ -193,7 +215,10 @@ describe('secrets never leave the sidecar', () => {
     twilio.mode = 'ok';
     bodies.push((await request(p.proxyPort, 'GET', '/vapi/call', { headers: { authorization: 'Bearer app-own-key' } })).text);
     bodies.push((await request(p.proxyPort, 'GET', '/nowhere')).text);
-    const badKey = await request(p.proxyPort, 'POST', messages, { headers: { 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': 'k'.repeat(300) }, body: 'To=1' });
+    const badKey = await request(p.proxyPort, 'POST', messages, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': 'k'.repeat(300) },
+      body: 'To=1',
+    });
     expect(badKey.headers['x-breakwater-error']).toBe('bad_request');
     bodies.push(badKey.text);
 

@@ -7,13 +7,27 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  checkLive, checkStatic, formatResult, generateLoad, loadDashboards, negativeProof, promApi, renameMetric,
+  checkLive,
+  checkStatic,
+  formatResult,
+  generateLoad,
+  loadDashboards,
+  negativeProof,
+  promApi,
+  renameMetric,
   substituteGrafanaVars,
-  evaluateDashboard, startStack, validateDashboard,
-  type LiveReport, type Stack,
+  evaluateDashboard,
+  startStack,
+  validateDashboard,
+  type LiveReport,
+  type Stack,
 } from '../../scripts/check-dashboards.mjs';
 
-const failures = (rs: LiveReport['dashboardResults']) => rs.filter((r) => !r.ok).map(formatResult).join('\n');
+const failures = (rs: LiveReport['dashboardResults']) =>
+  rs
+    .filter((r) => !r.ok)
+    .map(formatResult)
+    .join('\n');
 
 describe('Grafana dashboards and alert rules', () => {
   it('are well-formed, type-check offline and pass promtool', () => {
@@ -68,7 +82,9 @@ describe('dashboards against a real Prometheus scraping a real proxy', () => {
     }
   }, 90_000);
 
-  afterAll(async () => { await stack?.stop(); }, 15_000);
+  afterAll(async () => {
+    await stack?.stop();
+  }, 15_000);
 
   it('every dashboard query and variable returns data', () => {
     const { report } = live();

@@ -65,11 +65,13 @@ describe('SIGHUP reload of the real process', () => {
     const inFlight = request(cli.proxyPort, 'GET', '/vapi/call/in-flight', { headers: { 'x-client-id': 'inflight' }, timeoutMs: 20_000 });
     expect(await waitFor(() => held.length === 1 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
 
-    const lowered = original.replace(/(\n  vapi:[\s\S]*?rateLimits:\n\s+- name: default\n\s+rate: )\$\{RATE_LIMIT_PER_MINUTE:-60\}/, '$12');
+    const lowered = original.replace(/(\n {2}vapi:[\s\S]*?rateLimits:\n\s+- name: default\n\s+rate: )\$\{RATE_LIMIT_PER_MINUTE:-60\}/, '$12');
     expect(lowered).not.toBe(original);
     writeFileSync(file, lowered);
     cli.signal('SIGHUP');
-    expect(await waitFor(async () => (await metric('breakwater_policy_reloads_total', { result: 'success' })) === 1 || undefined, { timeoutMs: 10_000 })).toBeTruthy();
+    expect(
+      await waitFor(async () => (await metric('breakwater_policy_reloads_total', { result: 'success' })) === 1 || undefined, { timeoutMs: 10_000 }),
+    ).toBeTruthy();
     expect(await metric('breakwater_policy_last_reload_successful')).toBe(1);
     // Log lines reach stdout in batches (up to 50 ms later): wait for it rather than race it.
     expect(await waitFor(() => cli.lines().find((l) => l.msg === 'policy reloaded'), { timeoutMs: 10_000 })).toBeTruthy();
@@ -109,7 +111,9 @@ describe('SIGHUP reload of the real process', () => {
     writeFileSync(file, edited);
     const before = (await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0;
     cli.signal('SIGHUP');
-    expect(await waitFor(async () => ((await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0) > before || undefined, { timeoutMs: 10_000 })).toBeTruthy();
+    expect(
+      await waitFor(async () => ((await metric('breakwater_policy_reloads_total', { result: 'success' })) ?? 0) > before || undefined, { timeoutMs: 10_000 }),
+    ).toBeTruthy();
     const warned = await waitFor(() => cli.lines().find((l) => /only after a restart/.test(String(l.msg))), { timeoutMs: 10_000 });
     expect(warned!.keys).toEqual(['server.maxConnections']);
     expect((await request(cli.proxyPort, 'GET', '/vapi/call', { headers: { 'x-client-id': 'restart-note' } })).status).toBe(200);

@@ -120,7 +120,9 @@ describe('a keyed create whose app hangs up before the answer', () => {
     expect(again.status).toBe(502);
     // Stopped when the answer outgrew the store (read to its end, the line would say only that it
     // could not be kept): what is known, the upstream's 201, is kept.
-    expect(again.json.message).toBe('The original request was answered 201 by the upstream after its client disconnected, but that answer could not be kept for replay. It is not sent again.');
+    expect(again.json.message).toBe(
+      'The original request was answered 201 by the upstream after its client disconnected, but that answer could not be kept for replay. It is not sent again.',
+    );
     expect(vapi.seen.length - seen).toBe(1);
   });
 

@@ -24,7 +24,13 @@ describe('idempotency with 4 replicas and 100 concurrent duplicates', () => {
     };
     const capture = captureRedisClients();
     try {
-      for (let i = 0; i < 4; i++) replicas.push(await startProxy({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, policyWith(() => {})));
+      for (let i = 0; i < 4; i++)
+        replicas.push(
+          await startProxy(
+            { VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url },
+            policyWith(() => {}),
+          ),
+        );
     } finally {
       capture.restore();
     }

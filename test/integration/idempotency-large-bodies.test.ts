@@ -40,7 +40,13 @@ describe('idempotency on streamed bodies', () => {
     });
   const createsFor = (number: string) => vapi.seen.filter((s) => s.method === 'POST' && s.body.subarray(0, 64).toString().includes(number)).length;
 
-  for (const [label, bytes] of [['1 KiB', 1024], ['64 KiB', 64 * 1024], ['70 KiB', 70 * 1024], ['1 MiB', 1024 * 1024], ['body at the limit', LIMIT]] as const) {
+  for (const [label, bytes] of [
+    ['1 KiB', 1024],
+    ['64 KiB', 64 * 1024],
+    ['70 KiB', 70 * 1024],
+    ['1 MiB', 1024 * 1024],
+    ['body at the limit', LIMIT],
+  ] as const) {
     it(`sends a ${label} keyed body upstream once: two at once, then once more`, async () => {
       const number = `+1555000${bytes}`;
       const body = callBody(number, bytes);

@@ -26,7 +26,10 @@ describe('idempotency across a fleet on one Redis', () => {
         res.end(JSON.stringify({ id: randomUUID(), status: 'queued' }));
       }, 200);
     };
-    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
+    ({ a, b, clients } = await startReplicas(
+      { VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url },
+      POLICY,
+    ));
     expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
@@ -81,7 +84,10 @@ describe('idempotency across a fleet on one Redis', () => {
     await redis.start();
     expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), { timeoutMs: 10000 })).toBe(true);
     // It came back empty (no persistence here): each replica reports the lost records.
-    for (const p of [a, b]) expect(await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_idempotency_store_resets_total') === 1, { timeoutMs: 5000 })).toBe(true);
+    for (const p of [a, b])
+      expect(
+        await waitFor(async () => metricValue(await metricsText(p.adminPort), 'breakwater_idempotency_store_resets_total') === 1, { timeoutMs: 5000 }),
+      ).toBe(true);
     const retried = await create(a, 'fleet-k3', '+15550004003');
     expect(retried.status).toBe(201);
     const again = await create(b, 'fleet-k3', '+15550004003');

@@ -31,7 +31,10 @@ describe('idempotency while Redis stalls', () => {
         res.end(JSON.stringify({ id: randomUUID(), status: 'queued' }));
       }, delayMs);
     };
-    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
+    ({ a, b, clients } = await startReplicas(
+      { VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url },
+      POLICY,
+    ));
     expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {
@@ -55,18 +58,21 @@ describe('idempotency while Redis stalls', () => {
     const over = admin.call('DEBUG', 'SLEEP', String(seconds));
     // The stall has begun once a PING on another connection goes unanswered for 40 ms.
     const stalled = await waitFor(
-      () => new Promise<boolean>((resolve) => {
-        const t = setTimeout(() => resolve(true), 40);
-        void probe.ping().then(() => {
-          clearTimeout(t);
-          resolve(false);
-        });
-      }), { timeoutMs: 1000, everyMs: 1 }
+      () =>
+        new Promise<boolean>((resolve) => {
+          const t = setTimeout(() => resolve(true), 40);
+          void probe.ping().then(() => {
+            clearTimeout(t);
+            resolve(false);
+          });
+        }),
+      { timeoutMs: 1000, everyMs: 1 },
     );
     expect(stalled).toBe(true);
     return { over };
   };
-  const healthy = () => waitFor(async () => (await admin.ping().catch(() => '')) === 'PONG' && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 10_000 });
+  const healthy = () =>
+    waitFor(async () => (await admin.ping().catch(() => '')) === 'PONG' && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 10_000 });
 
   for (const seconds of [0.06, 0.5]) {
     it(`replays on B after a ${seconds} s stall, within the store's own wait`, async () => {

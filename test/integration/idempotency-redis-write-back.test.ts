@@ -38,7 +38,10 @@ describe('idempotency records Redis could not take', () => {
       if (release === undefined) answer();
       else release = answer;
     };
-    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
+    ({ a, b, clients } = await startReplicas(
+      { VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '1000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url },
+      POLICY,
+    ));
     expect(await waitFor(() => clients.size >= 2 && [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);
   });
   afterAll(async () => {

@@ -16,7 +16,10 @@ describe('idempotency TTL', () => {
   afterAll(() => harness?.close());
 
   const create = () =>
-    request(p.proxyPort, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json', 'idempotency-key': 'ttl-key' }, body: '{"customer":{"number":"+15550001000"}}' });
+    request(p.proxyPort, 'POST', '/vapi/call', {
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'ttl-key' },
+      body: '{"customer":{"number":"+15550001000"}}',
+    });
 
   it('replays within the TTL and creates again after it', async () => {
     expect((await create()).headers['idempotent-replayed']).toBeUndefined();

@@ -17,7 +17,10 @@ describe('idempotency when the answer cannot be replayed', () => {
   let vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
     // Keep at most 1 KiB of an answer for replay, so a 4 KiB answer overflows.
-    const policy = DEFAULT_POLICY.replace('      enabled: true                      # makes the Vapi SDK', '      maxBodyBytes: 1024\n      enabled: true                      # makes the Vapi SDK');
+    const policy = DEFAULT_POLICY.replace(
+      '      enabled: true                      # makes the Vapi SDK',
+      '      maxBodyBytes: 1024\n      enabled: true                      # makes the Vapi SDK',
+    );
     expect(policy).not.toBe(DEFAULT_POLICY);
     ({ vapi, p } = harness = await withProxy({ policy }));
   });

@@ -46,12 +46,18 @@ async function exercise(port: number, adminPort: number, twilio: FakeUpstream, v
   // Proxy-made errors that never reach an upstream.
   await keep(request(port, 'GET', '/unknown/x', { headers: appBearer }));
   await keep(request(port, 'GET', '/twilio/../x', { headers: appBasic }));
-  await keep(request(port, 'POST', '/twilio/2010-04-01/Accounts/AC1/Messages.json', { headers: { ...appBasic, 'content-length': String(11 * 1024 * 1024) }, body: 'x' }).catch(() => ({ status: 0, text: '', headers: {} })));
+  await keep(
+    request(port, 'POST', '/twilio/2010-04-01/Accounts/AC1/Messages.json', {
+      headers: { ...appBasic, 'content-length': String(11 * 1024 * 1024) },
+      body: 'x',
+    }).catch(() => ({ status: 0, text: '', headers: {} })),
+  );
   // Upstream failures: reset, 5xx (opens the breaker), then circuit_open.
   twilio.mode = 'reset';
   await keep(request(port, 'POST', '/twilio/2010-04-01/Accounts/AC1/Messages.json', { headers: form, body: 'To=%2B15555550100&Body=hi' }));
   twilio.mode = 'fail';
-  for (let i = 0; i < 3; i++) await keep(request(port, 'POST', '/twilio/2010-04-01/Accounts/AC1/Calls.json', { headers: { ...appBasic, ...form }, body: 'To=x' }));
+  for (let i = 0; i < 3; i++)
+    await keep(request(port, 'POST', '/twilio/2010-04-01/Accounts/AC1/Calls.json', { headers: { ...appBasic, ...form }, body: 'To=x' }));
   await keep(request(port, 'GET', '/twilio/2010-04-01/Accounts/AC1/Calls.json'));
   twilio.mode = 'ok';
   // An upstream 429 starts a hold keyed on the Vapi API key: the key must be logged hashed.
@@ -105,7 +111,7 @@ describe('keeps secrets out of logs', () => {
       vapi.mode = 'ok';
     });
 
-    it('really used the secrets: injected when the app sent none, the app\'s own kept otherwise', () => {
+    it("really used the secrets: injected when the app sent none, the app's own kept otherwise", () => {
       const auths = [...twilio.seen, ...vapi.seen].map((s) => s.headers.authorization);
       expect(auths).toContain(`Basic ${INJECTED_BASIC}`);
       expect(auths).toContain(`Basic ${APP_BASIC}`);
@@ -114,7 +120,12 @@ describe('keeps secrets out of logs', () => {
     });
 
     it('went through the error paths it claims to (so the log really covers them)', () => {
-      const outcomes = new Set(p.logLines().filter((l) => l.msg === 'request').map((l) => l.outcome));
+      const outcomes = new Set(
+        p
+          .logLines()
+          .filter((l) => l.msg === 'request')
+          .map((l) => l.outcome),
+      );
       for (const o of ['forwarded', 'no_route', 'bad_request', 'upstream_unavailable', 'circuit_open']) expect(outcomes, o).toContain(o);
       expect(p.logLines().some((l) => String(l.msg).includes('circuit breaker'))).toBe(true);
     });

@@ -14,14 +14,21 @@ const send = (p: TestProxy) => request(p.proxyPort, 'POST', SEND, { headers: for
 describe('metrics an operator can trust in an outage', () => {
   let twilio: FakeUpstream, vapi: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    ({ twilio, vapi, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60', RATE_LIMIT_PER_MINUTE: '100000' } }));
+    ({ twilio, vapi, p } = harness = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '2', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60', RATE_LIMIT_PER_MINUTE: '100000' },
+    }));
   });
   afterAll(() => harness?.close());
 
   it('exports every breaker transition and every answer class at zero before anything happens', async () => {
     const text = await metricsText(p.adminPort);
     for (const service of ['twilio', 'vapi']) {
-      for (const [from, to] of [['closed', 'open'], ['open', 'half_open'], ['half_open', 'closed'], ['half_open', 'open']] as const) {
+      for (const [from, to] of [
+        ['closed', 'open'],
+        ['open', 'half_open'],
+        ['half_open', 'closed'],
+        ['half_open', 'open'],
+      ] as const) {
         expect(metricValue(text, 'circuit_breaker_transitions_total', { service, from, to }), `${service} ${from}->${to}`).toBe(0);
       }
       for (const cls of ['2xx', '3xx', '4xx', '5xx', 'client_closed']) {
@@ -49,7 +56,14 @@ describe('metrics an operator can trust in an outage', () => {
     twilio.mode = 'ok';
     twilio.handler = (_req, res) => {
       res.writeHead(400, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ code: 21211, message: "The 'To' number +15555550100 is not a valid phone number.", more_info: 'https://www.twilio.com/docs/errors/21211', status: 400 }));
+      res.end(
+        JSON.stringify({
+          code: 21211,
+          message: "The 'To' number +15555550100 is not a valid phone number.",
+          more_info: 'https://www.twilio.com/docs/errors/21211',
+          status: 400,
+        }),
+      );
     };
     vapi.handler = (_req, res) => {
       res.writeHead(400, { 'content-type': 'application/json' });

@@ -25,7 +25,12 @@ describe('no request is dialled at a real provider host', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bw-no-egress-'));
-    [twBase, twHosts, vaBase, vaHosts] = await Promise.all([fakeUpstream('twilio'), fakeUpstream('twilio-hosts'), fakeUpstream('vapi'), fakeUpstream('vapi-hosts')]);
+    [twBase, twHosts, vaBase, vaHosts] = await Promise.all([
+      fakeUpstream('twilio'),
+      fakeUpstream('twilio-hosts'),
+      fakeUpstream('vapi'),
+      fakeUpstream('vapi-hosts'),
+    ]);
   });
   afterAll(async () => {
     for (const c of clis) c.kill();
@@ -66,7 +71,13 @@ describe('no request is dialled at a real provider host', () => {
       expect(r.headers['x-breakwater-error']).toBeUndefined();
       expect(r.status).toBeLessThan(300);
     }
-    expect(twHosts.seen.map((s) => s.headers.host)).toEqual(['api.twilio.com', 'api.twilio.com', 'verify.twilio.com', 'verfy.twilio.com', 'api.dublin.ie1.twilio.com']);
+    expect(twHosts.seen.map((s) => s.headers.host)).toEqual([
+      'api.twilio.com',
+      'api.twilio.com',
+      'verify.twilio.com',
+      'verfy.twilio.com',
+      'api.dublin.ie1.twilio.com',
+    ]);
     expect(vaHosts.seen.map((s) => s.headers.host)).toEqual(['api.vapi.ai']);
     expect(twBase.seen).toHaveLength(2);
     expect(vaBase.seen).toHaveLength(1);

@@ -102,7 +102,9 @@ describe('account SIDs and phone-number client ids are masked in log lines', () 
     twilio.mode = '429';
     twilio.retryAfter = '30';
     const path = `/twilio/2010-04-01/Accounts/${SID}/Messages.json`;
-    expect((await request(p.proxyPort, 'POST', path, { headers: { ...FORM, 'x-client-id': SENDER }, body: form({ To: RECIPIENT, Body: 'x' }) })).status).toBe(429);
+    expect((await request(p.proxyPort, 'POST', path, { headers: { ...FORM, 'x-client-id': SENDER }, body: form({ To: RECIPIENT, Body: 'x' }) })).status).toBe(
+      429,
+    );
     twilio.mode = 'ok';
     const holdLine = p.logLines().find((l) => /holding/.test(String(l.msg)));
     expect(holdLine?.key).toBe(`AC…${SID.slice(-4)}`);

@@ -15,8 +15,14 @@ const STEPS = {
 async function expectInstallRuns(mode: 'pack' | 'image') {
   const result = await checkInstall({ mode });
   const report = formatReport([result]);
-  expect(result.steps.filter((s) => !s.ok), report).toEqual([]);
-  expect(result.steps.map((s) => s.name), report).toEqual(STEPS[mode]);
+  expect(
+    result.steps.filter((s) => !s.ok),
+    report,
+  ).toEqual([]);
+  expect(
+    result.steps.map((s) => s.name),
+    report,
+  ).toEqual(STEPS[mode]);
   expect(result.ok, report).toBe(true);
 }
 

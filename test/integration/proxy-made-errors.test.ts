@@ -24,7 +24,8 @@ const outcomeCount = async (p: TestProxy, upstream: string, outcome: string) => 
   const text = await metricsText(p.adminPort);
   let sum = 0;
   for (const line of text.split('\n')) {
-    if (line.startsWith('breakwater_requests_total{') && line.includes(`upstream="${upstream}"`) && line.includes(`outcome="${outcome}"`)) sum += Number(line.split(' ').at(-1));
+    if (line.startsWith('breakwater_requests_total{') && line.includes(`upstream="${upstream}"`) && line.includes(`outcome="${outcome}"`))
+      sum += Number(line.split(' ').at(-1));
   }
   return sum;
 };
@@ -47,7 +48,10 @@ describe('proxy-made errors', () => {
   });
 
   it('bad_request (400) for an absolute-form request target', async () => {
-    const raw = await rawExchange(p.proxyPort, `GET http://127.0.0.1:${twilio.port}/2010-04-01/Accounts.json HTTP/1.1\r\nHost: 127.0.0.1:${p.proxyPort}\r\nX-Request-Id: br-1\r\nConnection: close\r\n\r\n`);
+    const raw = await rawExchange(
+      p.proxyPort,
+      `GET http://127.0.0.1:${twilio.port}/2010-04-01/Accounts.json HTTP/1.1\r\nHost: 127.0.0.1:${p.proxyPort}\r\nX-Request-Id: br-1\r\nConnection: close\r\n\r\n`,
+    );
     const { status, headers, body } = parseRaw(raw);
     expect(status).toBe(400);
     expect(headers['x-breakwater-error']).toBe('bad_request');
@@ -58,7 +62,14 @@ describe('proxy-made errors', () => {
     const started = twilio.started;
     const r = await new Promise<Answer>((resolve, reject) => {
       const req = http.request(
-        { host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: '/twilio/2010-04-01/Accounts/AC1/Messages.json', agent: false, headers: { 'content-length': String(11 * 1024 * 1024), 'content-type': 'application/octet-stream' } },
+        {
+          host: '127.0.0.1',
+          port: p.proxyPort,
+          method: 'POST',
+          path: '/twilio/2010-04-01/Accounts/AC1/Messages.json',
+          agent: false,
+          headers: { 'content-length': String(11 * 1024 * 1024), 'content-type': 'application/octet-stream' },
+        },
         (res) => {
           let text = '';
           res.on('data', (c: Buffer) => (text += c.toString()));
@@ -180,7 +191,7 @@ describe('proxy-made errors that need their own settings', () => {
     }
   });
 
-  it('a 504 on a create says it may have been sent and to retry only with the same Idempotency-Key; a GET\'s does not', async () => {
+  it("a 504 on a create says it may have been sent and to retry only with the same Idempotency-Key; a GET's does not", async () => {
     const slow = await fakeUpstream('twilio');
     slow.mode = 'hang';
     const p = await startProxy({ TWILIO_BASE_URL: slow.url, UPSTREAM_TIMEOUT: '0.3', RATE_LIMIT_PER_MINUTE: '100000' });
@@ -195,7 +206,11 @@ describe('proxy-made errors that need their own settings', () => {
       const get = await request(p.proxyPort, 'GET', MESSAGES, { timeoutMs: 10_000 });
       expect((get.json as { message: string }).message).toBe('The upstream did not answer in time.');
       // A keyed create words it once, from the idempotency stage.
-      const keyed = await request(p.proxyPort, 'POST', MESSAGES, { headers: { ...form, 'idempotency-key': 'timeout-msg-1' }, body: 'To=%2B15550001111&Body=hi', timeoutMs: 10_000 });
+      const keyed = await request(p.proxyPort, 'POST', MESSAGES, {
+        headers: { ...form, 'idempotency-key': 'timeout-msg-1' },
+        body: 'To=%2B15550001111&Body=hi',
+        timeoutMs: 10_000,
+      });
       const km = String((keyed.json as { message: string }).message);
       expect(km).toMatch(/may have taken effect\. It is not sent again under this Idempotency-Key\.$/);
       expect(km.match(/may have taken effect/g)).toHaveLength(1);

@@ -22,7 +22,10 @@ describe('rate limits shared through a Redis Cluster', () => {
   beforeAll(async () => {
     cluster = await startCluster();
     up = await fakeUpstream('vapi');
-    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_TYPE: 'cluster', REDIS_URL: cluster.url }, POLICY));
+    ({ a, b, clients } = await startReplicas(
+      { VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_TYPE: 'cluster', REDIS_URL: cluster.url },
+      POLICY,
+    ));
     // The captured set also holds the per-node connections a Cluster makes; the Cluster objects say when routing works.
     const clusters = [...clients].filter((c) => (c as unknown) instanceof Cluster);
     expect(clusters.length).toBe(2);
@@ -39,10 +42,14 @@ describe('rate limits shared through a Redis Cluster', () => {
   /** Slots a node owns, from CLUSTER NODES ("0-5460 5461"...). */
   const slotsOf = async (id: string) => {
     const line = (await cli(cluster.nodes[0]!.port, 'CLUSTER', 'NODES')).split('\n').find((l) => l.startsWith(id))!;
-    return line.split(' ').slice(8).filter((r) => /^\d/.test(r)).reduce((n, r) => {
-      const [lo, hi] = r.split('-').map(Number);
-      return n + (hi === undefined ? 1 : hi - lo! + 1);
-    }, 0);
+    return line
+      .split(' ')
+      .slice(8)
+      .filter((r) => /^\d/.test(r))
+      .reduce((n, r) => {
+        const [lo, hi] = r.split('-').map(Number);
+        return n + (hi === undefined ? 1 : hi - lo! + 1);
+      }, 0);
   };
   const fallbacks = async () => {
     let n = 0;
@@ -52,7 +59,9 @@ describe('rate limits shared through a Redis Cluster', () => {
 
   it('allows exactly the shared budget for many clients, whose buckets spread over all three masters', async () => {
     const ids = Array.from({ length: 30 }, (_, i) => `cl-${i}`);
-    const answers = await Promise.all(ids.flatMap((id) => Array.from({ length: 7 }, (_, j) => get(j % 2 === 0 ? a : b, id).then((r) => ({ id, status: r.status })))));
+    const answers = await Promise.all(
+      ids.flatMap((id) => Array.from({ length: 7 }, (_, j) => get(j % 2 === 0 ? a : b, id).then((r) => ({ id, status: r.status })))),
+    );
     for (const id of ids) {
       const mine = answers.filter((x) => x.id === id);
       expect(mine.filter((x) => x.status === 200).length).toBe(5);
@@ -82,7 +91,11 @@ describe('rate limits shared through a Redis Cluster', () => {
     await new Promise((r) => setTimeout(r, 100));
     const before = await slotsOf(to);
     const r0 = rounds;
-    await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${cluster.nodes[0]!.port}`, '--cluster-from', from, '--cluster-to', to, '--cluster-slots', '2000', '--cluster-yes'], { timeout: 60_000 });
+    await run(
+      'redis-cli',
+      ['--cluster', 'reshard', `127.0.0.1:${cluster.nodes[0]!.port}`, '--cluster-from', from, '--cluster-to', to, '--cluster-slots', '2000', '--cluster-yes'],
+      { timeout: 60_000 },
+    );
     const roundsDuring = rounds - r0;
     stop = true;
     await load;

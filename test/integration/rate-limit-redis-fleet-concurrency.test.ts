@@ -41,7 +41,8 @@ describe('fleet-wide Twilio concurrency cap', () => {
     };
     const capture = captureRedisClients();
     try {
-      for (let i = 0; i < 4; i++) proxies.push(await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
+      for (let i = 0; i < 4; i++)
+        proxies.push(await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
     } finally {
       capture.restore();
     }

@@ -52,7 +52,8 @@ describe('Twilio-Concurrent-Requests feedback into the fleet cap', () => {
     };
     const capture = captureRedisClients();
     try {
-      for (let i = 0; i < 4; i++) proxies.push(await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
+      for (let i = 0; i < 4; i++)
+        proxies.push(await startProxy({ TWILIO_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
     } finally {
       capture.restore();
     }
@@ -89,7 +90,9 @@ describe('Twilio-Concurrent-Requests feedback into the fleet cap', () => {
     const learned = await r.get(`bw:sem:twilio:{${REPORTING}}:cap`).finally(() => r.disconnect());
     const silentOver = over.get(SILENT) ?? 0;
     const reportingOver = over.get(REPORTING) ?? 0;
-    console.log(`20429s with 3 outside callers, N=${N}, 4 replicas, ${reporting.length} requests: header fed back ${reportingOver} (cap held at ${learned}), 429 lowering alone ${silentOver}`);
+    console.log(
+      `20429s with 3 outside callers, N=${N}, 4 replicas, ${reporting.length} requests: header fed back ${reportingOver} (cap held at ${learned}), 429 lowering alone ${silentOver}`,
+    );
     expect(silentOver).toBeGreaterThan(0);
     expect(reportingOver).toBeLessThan(silentOver);
     expect(reportingOver).toBe(0);

@@ -38,7 +38,7 @@ async function burst(sems: FleetSemaphore[], account: string, cap: number): Prom
 
 describe('fleet-wide concurrency cap on one Redis', () => {
   let redis: RedisServer;
-  let clients: RedisClient[] = [];
+  const clients: RedisClient[] = [];
   beforeAll(async () => {
     redis = await startRedis();
   });

@@ -27,7 +27,10 @@ describe('rate limits shared through Redis Sentinel', () => {
   beforeAll(async () => {
     s = await startSentinel();
     up = await fakeUpstream('vapi');
-    ({ a, b, clients } = await startReplicas({ VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_TYPE: 'sentinel', REDIS_URL: s.url }, POLICY));
+    ({ a, b, clients } = await startReplicas(
+      { VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_TYPE: 'sentinel', REDIS_URL: s.url },
+      POLICY,
+    ));
     // The captured set also holds the short-lived connections to the sentinel itself.
     const mains = [...clients].filter((c) => (c.options.sentinels?.length ?? 0) > 0);
     expect(mains.length).toBe(2);

@@ -23,7 +23,15 @@ describe('rate limits shared through Redis over TLS with an ACL user', () => {
     writeFileSync(pwFile, 's3cret-pw\n');
     up = await fakeUpstream('vapi');
     ({ a, b, clients } = await startReplicas(
-      { VAPI_BASE_URL: up.url, RATE_LIMIT_PER_MINUTE: '5', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url, REDIS_USERNAME: 'breakwater', REDIS_PASSWORD_FILE: pwFile, REDIS_CA_FILE: redis.caFile },
+      {
+        VAPI_BASE_URL: up.url,
+        RATE_LIMIT_PER_MINUTE: '5',
+        RATE_LIMIT_STORE: 'redis',
+        REDIS_URL: redis.url,
+        REDIS_USERNAME: 'breakwater',
+        REDIS_PASSWORD_FILE: pwFile,
+        REDIS_CA_FILE: redis.caFile,
+      },
       POLICY,
     ));
     expect(await waitFor(() => [...clients].every((c) => c.status === 'ready'), { timeoutMs: 5000 })).toBe(true);

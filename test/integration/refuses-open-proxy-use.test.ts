@@ -68,7 +68,14 @@ describe('refuses open-proxy use', () => {
   });
 
   it('refuses a protocol upgrade (a WebSocket tunnel)', async () => {
-    const r = await send(['GET /twilio/socket HTTP/1.1', `Host: ${victimHost}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==']);
+    const r = await send([
+      'GET /twilio/socket HTTP/1.1',
+      `Host: ${victimHost}`,
+      'Connection: Upgrade',
+      'Upgrade: websocket',
+      'Sec-WebSocket-Version: 13',
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+    ]);
     expect(r.status).toBe(400);
     expect(r.headers['x-breakwater-error']).toBe('bad_request');
     await expectVictimUntouched();
@@ -155,8 +162,11 @@ describe('refuses open-proxy use', () => {
     await send(['GET /steal HTTP/1.1', 'Host: a"b\\c\u2028.example', 'Connection: close']);
     await send(['GET /steal HTTP/1.1', `Host: x.example:1${'9'.repeat(300)}`, 'Connection: close']);
     await sleep(150);
-    for (const h of p.logLines().map((l) => l.probeHost).filter((h): h is string => typeof h === 'string')) {
-      expect(h).toMatch(/^[a-z0-9.:\[\]?-]{1,100}$/);
+    for (const h of p
+      .logLines()
+      .map((l) => l.probeHost)
+      .filter((h): h is string => typeof h === 'string')) {
+      expect(h).toMatch(/^[a-z0-9.:[\]?-]{1,100}$/);
     }
   });
 

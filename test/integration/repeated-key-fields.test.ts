@@ -26,7 +26,8 @@ describe('repeated key fields in a body', () => {
   const badRequests = async () => {
     let sum = 0;
     for (const line of (await metricsText(p.adminPort)).split('\n')) {
-      if (line.startsWith('breakwater_requests_total{') && line.includes('upstream="twilio"') && line.includes('outcome="bad_request"')) sum += Number(line.split(' ').at(-1));
+      if (line.startsWith('breakwater_requests_total{') && line.includes('upstream="twilio"') && line.includes('outcome="bad_request"'))
+        sum += Number(line.split(' ').at(-1));
     }
     return sum;
   };

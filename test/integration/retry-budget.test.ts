@@ -24,12 +24,16 @@ describe('the retry budget during an outage', () => {
     ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_ENABLED: 'false', RATE_LIMIT_PER_MINUTE: '100000' }, policy }));
     twilio.mode = 'fail'; // every attempt answers 503, which GETs retry
     for (let batch = 0; batch < REQUESTS / 10; batch++) {
-      answers.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => request(p.proxyPort, 'GET', `/twilio/2010-04-01/Accounts/AC1/Calls.json?n=${batch * 10 + i}`)))));
+      answers.push(
+        ...(await Promise.all(
+          Array.from({ length: 10 }, (_, i) => request(p.proxyPort, 'GET', `/twilio/2010-04-01/Accounts/AC1/Calls.json?n=${batch * 10 + i}`)),
+        )),
+      );
     }
   });
   afterAll(() => harness?.close());
 
-  it('answers every request with the upstream\'s 503 (the budget changes attempts, not answers)', () => {
+  it("answers every request with the upstream's 503 (the budget changes attempts, not answers)", () => {
     expect(answers).toHaveLength(REQUESTS);
     for (const a of answers) {
       expect(a.status).toBe(503);

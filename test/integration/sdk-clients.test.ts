@@ -67,21 +67,30 @@ describe('the real SDKs with the placeholder secret', () => {
   it('with no sidecar credentials, both SDKs get 401 credentials_missing and nothing is sent', async () => {
     const before = tw.seen.length + va.seen.length;
     const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(empty.proxyPort) });
-    const tErr = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e);
+    const tErr = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(tErr).toMatchObject({ status: 401 });
     const vapi = new VapiClient({ token: 'breakwater', baseUrl: `http://127.0.0.1:${empty.proxyPort}/vapi` });
-    const vErr = await vapi.calls.get({ id: 'call-1' }).then(() => undefined, (e: unknown) => e);
+    const vErr = await vapi.calls.get({ id: 'call-1' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(vErr).toMatchObject({ statusCode: 401, body: { code: 'credentials_missing' } });
     expect(tw.seen.length + va.seen.length).toBe(before);
   });
 
-  it('an open breaker, and a held account, stay fast failures with the Twilio SDK\'s autoRetry on', async () => {
+  it("an open breaker, and a held account, stay fast failures with the Twilio SDK's autoRetry on", async () => {
     const forced = await request(held.adminPort, 'POST', '/breakers/twilio/open', { headers: { 'x-breakwater-admin': '1' } });
     expect(forced.status).toBe(200);
     try {
       const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(held.proxyPort, { autoRetry: true }) });
       const began = performance.now();
-      const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e);
+      const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).toMatchObject({ status: 503, code: 'circuit_open' });
       // autoRetry only retries 429s: a 503 comes back at once.
       expect(performance.now() - began).toBeLessThan(1000);
@@ -97,7 +106,10 @@ describe('the real SDKs with the placeholder secret', () => {
       // Its own account, so the 30 s hold it starts holds nothing the other tests use.
       const client = twilio('AC22222222222222222222222222222222', 'breakwater', { httpClient: sidecarClient(held.proxyPort, { autoRetry: true }) });
       const began = performance.now();
-      const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e);
+      const err = await client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       const ms = performance.now() - began;
       expect(err).toMatchObject({ status: 429 });
       expect(ms).toBeLessThan(10_000);
@@ -108,7 +120,7 @@ describe('the real SDKs with the placeholder secret', () => {
     }
   }, 20_000);
 
-  it('a failing Verify host, reached through the SDK\'s own host name, opens only its own breaker: SMS keeps flowing', async () => {
+  it("a failing Verify host, reached through the SDK's own host name, opens only its own breaker: SMS keeps flowing", async () => {
     tw.handler = (req, res) => {
       if (String(req.headers.host).startsWith('verify.')) {
         res.writeHead(503, { 'content-type': 'application/json' });
@@ -119,7 +131,14 @@ describe('the real SDKs with the placeholder secret', () => {
     };
     try {
       const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(held.proxyPort) });
-      const verify = () => client.verify.v2.services('VA00000000000000000000000000000000').verifications.create({ to: '+15558675310', channel: 'sms' }).then(() => 'ok', (e: { status?: number; code?: unknown }) => `${e.status}:${String(e.code)}`);
+      const verify = () =>
+        client.verify.v2
+          .services('VA00000000000000000000000000000000')
+          .verifications.create({ to: '+15558675310', channel: 'sms' })
+          .then(
+            () => 'ok',
+            (e: { status?: number; code?: unknown }) => `${e.status}:${String(e.code)}`,
+          );
       const seen: string[] = [];
       for (let i = 0; i < 6; i++) seen.push(await verify());
       // The verify destination's breaker opened; its failures were Twilio's own 503s until then.
@@ -141,14 +160,20 @@ describe('the real SDKs with the placeholder secret', () => {
     try {
       const vapi = new VapiClient({ token: 'breakwater', baseUrl: `http://127.0.0.1:${held.proxyPort}/vapi` });
       const began = performance.now();
-      const err = await vapi.calls.get({ id: 'call-1' }).then(() => undefined, (e: unknown) => e);
+      const err = await vapi.calls.get({ id: 'call-1' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       const ms = performance.now() - began;
       expect(err).toMatchObject({ statusCode: 503, body: { code: 'circuit_open' } });
       // Two SDK retries, each after Retry-After: 1 → about 2 s. Retry-After: 30 made this 60 s.
       expect(ms).toBeLessThan(3500);
       const quick = new VapiClient({ token: 'breakwater', baseUrl: `http://127.0.0.1:${held.proxyPort}/vapi`, maxRetries: 0 });
       const b2 = performance.now();
-      await quick.calls.get({ id: 'call-1' }).then(() => undefined, () => undefined);
+      await quick.calls.get({ id: 'call-1' }).then(
+        () => undefined,
+        () => undefined,
+      );
       expect(performance.now() - b2).toBeLessThan(1000);
     } finally {
       await request(held.adminPort, 'POST', '/breakers/vapi/close', { headers: { 'x-breakwater-admin': '1' } });

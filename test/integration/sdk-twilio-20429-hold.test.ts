@@ -32,13 +32,20 @@ describe("an app checking Twilio's 20429 through the real SDK", () => {
   let tw: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
     // A 429 that persists past the hold's one second send (retryWithin) is what the app sees; off here to see the first.
-    ({ twilio: tw, p } = harness = await withProxy({ env: (up) => ({ TWILIO_HOST_TARGET: up.twilio.url, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'tok_0123456789abcdef0123456789abcdef' }), policy: DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 ') }));
+    ({ twilio: tw, p } = harness = await withProxy({
+      env: (up) => ({ TWILIO_HOST_TARGET: up.twilio.url, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'tok_0123456789abcdef0123456789abcdef' }),
+      policy: DEFAULT_POLICY.replace('retryWithin: 2 ', 'retryWithin: 0 '),
+    }));
   });
   afterAll(() => harness?.close());
 
   it("sees Twilio's own 429 as code 20429, and Breakwater's hold after it as status 429 with code upstream_rate_limited", async () => {
     const client = twilio(ACCOUNT_SID, 'breakwater', { httpClient: sidecarClient(p.proxyPort) });
-    const send = () => client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(() => undefined, (e: unknown) => e as Record<string, unknown>);
+    const send = () =>
+      client.messages.create({ to: '+15558675310', from: '+15017122661', body: 'hi' }).then(
+        () => undefined,
+        (e: unknown) => e as Record<string, unknown>,
+      );
     tw.mode = '429';
     tw.retryAfter = '10';
 

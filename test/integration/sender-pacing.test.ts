@@ -26,7 +26,10 @@ describe('sender pacing on body:From', () => {
   it('delivers a burst of 4 from one sender, spread at 2 per second, none refused', async () => {
     const answers = await Promise.all([1, 2, 3, 4].map((i) => send(SENDER, `+1555000000${i}`)));
     expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
-    const arrivals = twilio.seen.filter((s) => s.body.toString().includes(encodeURIComponent(SENDER))).map((s) => s.at).sort((x, y) => x - y);
+    const arrivals = twilio.seen
+      .filter((s) => s.body.toString().includes(encodeURIComponent(SENDER)))
+      .map((s) => s.at)
+      .sort((x, y) => x - y);
     expect(arrivals.length).toBe(4);
     // 2 per second is one every 500 ms; the small allowance is for timer granularity only.
     for (let i = 1; i < arrivals.length; i++) expect(arrivals[i]! - arrivals[i - 1]!).toBeGreaterThanOrEqual(400);
@@ -39,7 +42,11 @@ describe('sender pacing on body:From', () => {
   it('does not make another sender wait behind the first', async () => {
     const before = twilio.seen.length;
     const delayed = async () =>
-      metricValue(await metricsText(p.adminPort), 'breakwater_rate_limit_decisions_total', { upstream: 'twilio', limit: 'sender-pacing', outcome: 'delayed' }) ?? 0;
+      metricValue(await metricsText(p.adminPort), 'breakwater_rate_limit_decisions_total', {
+        upstream: 'twilio',
+        limit: 'sender-pacing',
+        outcome: 'delayed',
+      }) ?? 0;
     const delayedBefore = await delayed();
     const [slow, other] = await Promise.all([Promise.all([1, 2, 3].map((i) => send('+15550009999', `+1555111000${i}`))), send('+15550008888', '+15552220001')]);
     expect(slow.map((a) => a.status)).toEqual([200, 200, 200]);

@@ -89,7 +89,14 @@ describe('streamed request and response bodies', () => {
           bytes += c.length;
         });
         req.on('end', () => {
-          uploads.push({ method: req.method!, url: req.url!, bytes, sha256: h.digest('hex'), contentLength: req.headers['content-length'], transferEncoding: req.headers['transfer-encoding'] });
+          uploads.push({
+            method: req.method!,
+            url: req.url!,
+            bytes,
+            sha256: h.digest('hex'),
+            contentLength: req.headers['content-length'],
+            transferEncoding: req.headers['transfer-encoding'],
+          });
           res.writeHead(201, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ bytes }));
         });
@@ -144,7 +151,12 @@ describe('streamed request and response bodies', () => {
   });
 
   /** GETs /vapi/download?mib=N, pausing `stallMs` after the first chunk; samples the proxy's RSS meanwhile. */
-  function download(port: number, mib: number, stallMs: number, onSample?: () => void): Promise<{ status: number; bytes: number; sha256: string; headers: http.IncomingHttpHeaders }> {
+  function download(
+    port: number,
+    mib: number,
+    stallMs: number,
+    onSample?: () => void,
+  ): Promise<{ status: number; bytes: number; sha256: string; headers: http.IncomingHttpHeaders }> {
     return new Promise((resolve, reject) => {
       const req = http.get({ host: '127.0.0.1', port, path: `/vapi/download?mib=${mib}`, agent: false }, (res) => {
         const h = createHash('sha256');
@@ -175,7 +187,14 @@ describe('streamed request and response bodies', () => {
     });
   }
 
-  function upload(port: number, method: string, path: string, total: number, chunked: boolean, onSample?: () => void): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
+  function upload(
+    port: number,
+    method: string,
+    path: string,
+    total: number,
+    chunked: boolean,
+    onSample?: () => void,
+  ): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
       if (!chunked) headers['content-length'] = String(total);
@@ -245,10 +264,17 @@ describe('streamed request and response bodies', () => {
   it('keeps small bodies byte-exact too (the buffered path)', async () => {
     const body = 'To=%2B15555550100&From=%2B15555550111&Body=hello%20%F0%9F%8C%8A';
     const n = uploads.length;
-    const r = await request(proxy.proxyPort, 'POST', '/twilio/2010-04-01/Accounts/AC1/Messages.json', { body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const r = await request(proxy.proxyPort, 'POST', '/twilio/2010-04-01/Accounts/AC1/Messages.json', {
+      body,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
     expect(r.status).toBe(201);
     expect(uploads.length).toBe(n + 1);
-    expect(uploads.at(-1)).toMatchObject({ bytes: Buffer.byteLength(body), sha256: createHash('sha256').update(body).digest('hex'), contentLength: String(Buffer.byteLength(body)) });
+    expect(uploads.at(-1)).toMatchObject({
+      bytes: Buffer.byteLength(body),
+      sha256: createHash('sha256').update(body).digest('hex'),
+      contentLength: String(Buffer.byteLength(body)),
+    });
   });
 
   it('is still serving after the large transfers', async () => {

@@ -110,7 +110,14 @@ upstreams:
 
   it('answers nothing and counts a 499, as a slow real upstream would leave it', async () => {
     await new Promise<void>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port: p.proxyPort, method: 'POST', path: '/slow/call', agent: false, headers: { 'content-type': 'application/json', 'content-length': '2', 'x-request-id': 'stub-gone' } });
+      const req = http.request({
+        host: '127.0.0.1',
+        port: p.proxyPort,
+        method: 'POST',
+        path: '/slow/call',
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': '2', 'x-request-id': 'stub-gone' },
+      });
       req.on('error', () => {});
       req.end('{}');
       // Hang up once the proxy holds it (inside the stub's delay).

@@ -21,11 +21,23 @@ describe('INTEGRATIONS_STUB_MODE=true', () => {
   afterAll(() => harness?.close());
 
   it('creates a Twilio message: 201, SM sid, queued, fields echoed, account from the path', async () => {
-    const r = await request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${ACCOUNT}/Messages.json`, form({ To: '+15558675310', From: '+15017122661', Body: 'Hello from the stub' }));
+    const r = await request(
+      p.proxyPort,
+      'POST',
+      `/twilio/2010-04-01/Accounts/${ACCOUNT}/Messages.json`,
+      form({ To: '+15558675310', From: '+15017122661', Body: 'Hello from the stub' }),
+    );
     expect(r.status).toBe(201);
     expect(r.headers['x-breakwater-stub']).toBe('true');
     expect(r.headers['content-type']).toMatch(/application\/json/);
-    expect(r.json).toMatchObject({ status: 'queued', to: '+15558675310', from: '+15017122661', body: 'Hello from the stub', account_sid: ACCOUNT, direction: 'outbound-api' });
+    expect(r.json).toMatchObject({
+      status: 'queued',
+      to: '+15558675310',
+      from: '+15017122661',
+      body: 'Hello from the stub',
+      account_sid: ACCOUNT,
+      direction: 'outbound-api',
+    });
     expect(r.json.sid).toMatch(/^SM[0-9a-f]{32}$/);
     // `{{sid}}` repeats the minted sid within one answer.
     expect(r.json.uri).toBe(`/2010-04-01/Accounts/${ACCOUNT}/Messages/${r.json.sid}.json`);
@@ -39,7 +51,12 @@ describe('INTEGRATIONS_STUB_MODE=true', () => {
   });
 
   it('creates a Twilio call with a CA sid', async () => {
-    const r = await request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${ACCOUNT}/Calls.json`, form({ To: '+15558675310', From: '+15017122661', Url: 'http://demo.twilio.com/docs/voice.xml' }));
+    const r = await request(
+      p.proxyPort,
+      'POST',
+      `/twilio/2010-04-01/Accounts/${ACCOUNT}/Calls.json`,
+      form({ To: '+15558675310', From: '+15017122661', Url: 'http://demo.twilio.com/docs/voice.xml' }),
+    );
     expect(r.status).toBe(201);
     expect(r.headers['x-breakwater-stub']).toBe('true');
     expect(r.json.sid).toMatch(/^CA[0-9a-f]{32}$/);
@@ -47,7 +64,12 @@ describe('INTEGRATIONS_STUB_MODE=true', () => {
   });
 
   it('creates, lists and fetches Vapi calls', async () => {
-    const created = await request(p.proxyPort, 'POST', '/vapi/call', json({ assistantId: 'asst-1', phoneNumberId: 'pn-1', customer: { number: '+15558675310' } }));
+    const created = await request(
+      p.proxyPort,
+      'POST',
+      '/vapi/call',
+      json({ assistantId: 'asst-1', phoneNumberId: 'pn-1', customer: { number: '+15558675310' } }),
+    );
     expect(created.status).toBe(201);
     expect(created.headers['x-breakwater-stub']).toBe('true');
     expect(created.json.id).toMatch(UUID);
@@ -69,7 +91,13 @@ describe('INTEGRATIONS_STUB_MODE=true', () => {
     const r = await request(p.proxyPort, 'DELETE', '/vapi/assistant/abc', { headers: { 'x-request-id': 'stub-miss-1' } });
     expect(r.status).toBe(501);
     expect(r.headers['x-breakwater-error']).toBe('stub_missing');
-    expect(r.json).toEqual({ code: 'stub_missing', message: expect.stringContaining('DELETE /assistant/abc'), status: 501, upstream: 'vapi', requestId: 'stub-miss-1' });
+    expect(r.json).toEqual({
+      code: 'stub_missing',
+      message: expect.stringContaining('DELETE /assistant/abc'),
+      status: 501,
+      upstream: 'vapi',
+      requestId: 'stub-miss-1',
+    });
     const t = await request(p.proxyPort, 'GET', `/twilio/2010-04-01/Accounts/${ACCOUNT}/Recordings.json`);
     expect(t.status).toBe(501);
     expect(t.json.code).toBe('stub_missing');

@@ -31,7 +31,15 @@ const T = '4bf92f3577b34da6a3ce929d0e0e4736';
 const P = '00f067aa0ba902b7';
 const SEND = '/twilio/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json';
 const form = { 'content-type': 'application/x-www-form-urlencoded' };
-const OTEL_KEYS = ['OTEL_TRACES_EXPORTER', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_BSP_SCHEDULE_DELAY', 'OTEL_TRACES_SAMPLER', 'OTEL_TRACES_SAMPLER_ARG', 'OTEL_SERVICE_NAME'];
+const OTEL_KEYS = [
+  'OTEL_TRACES_EXPORTER',
+  'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+  'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
+  'OTEL_BSP_SCHEDULE_DELAY',
+  'OTEL_TRACES_SAMPLER',
+  'OTEL_TRACES_SAMPLER_ARG',
+  'OTEL_SERVICE_NAME',
+];
 
 describe('tracing configuration', () => {
   it('is off unless an exporter is configured', () => {
@@ -43,8 +51,9 @@ describe('tracing configuration', () => {
   });
 
   it('scrubs account SIDs, phone numbers and the query from url.full', () => {
-    expect(scrubUrl('https://api.twilio.com', '/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json?To=%2B15555550100'))
-      .toBe('https://api.twilio.com/2010-04-01/Accounts/AC{sid}/Messages.json?{query}');
+    expect(scrubUrl('https://api.twilio.com', '/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json?To=%2B15555550100')).toBe(
+      'https://api.twilio.com/2010-04-01/Accounts/AC{sid}/Messages.json?{query}',
+    );
     expect(scrubUrl('https://api.vapi.ai', '/phone-number/+15555550100')).toBe('https://api.vapi.ai/phone-number/{number}');
   });
 });
@@ -56,12 +65,24 @@ describe('traces exported over OTLP/HTTP', () => {
   let twilio: FakeUpstream, vapi: FakeUpstream;
   let p: TestProxy | undefined;
   const spans = (): OtlpSpan[] =>
-    bodies.filter((b) => b.type.includes('json')).flatMap((b) => (JSON.parse(b.body.toString()) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] }).resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)));
+    bodies
+      .filter((b) => b.type.includes('json'))
+      .flatMap((b) =>
+        (JSON.parse(b.body.toString()) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] }).resourceSpans.flatMap((r) =>
+          r.scopeSpans.flatMap((s) => s.spans),
+        ),
+      );
 
   async function proxyWith(env: Record<string, string>, proxyEnv: Record<string, string> = {}): Promise<TestProxy> {
     for (const k of OTEL_KEYS) delete process.env[k];
     Object.assign(process.env, { OTEL_BSP_SCHEDULE_DELAY: '50', ...env });
-    p = await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, RATE_LIMIT_PER_MINUTE: '100000', CIRCUIT_BREAKER_THRESHOLD: '100', ...proxyEnv });
+    p = await startProxy({
+      TWILIO_BASE_URL: twilio.url,
+      VAPI_BASE_URL: vapi.url,
+      RATE_LIMIT_PER_MINUTE: '100000',
+      CIRCUIT_BREAKER_THRESHOLD: '100',
+      ...proxyEnv,
+    });
     return p;
   }
 
@@ -97,7 +118,10 @@ describe('traces exported over OTLP/HTTP', () => {
 
   it('makes a SERVER span under the app traceparent and a CLIENT span that is the parent sent upstream', async () => {
     const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' });
-    const r = await request(q.proxyPort, 'POST', SEND, { headers: { ...form, traceparent: `00-${T}-${P}-01`, tracestate: 'vendor=abc' }, body: 'To=%2B15555550100&Body=hi' });
+    const r = await request(q.proxyPort, 'POST', SEND, {
+      headers: { ...form, traceparent: `00-${T}-${P}-01`, tracestate: 'vendor=abc' },
+      body: 'To=%2B15555550100&Body=hi',
+    });
     expect(r.status).toBe(200);
     const sent = twilio.seen.at(-1)!.headers;
     const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(sent.traceparent));
@@ -128,7 +152,10 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(r.status).toBeGreaterThanOrEqual(500);
     const attempts = twilio.seen.filter((s) => String(s.headers.traceparent).includes(T)).length;
     expect(attempts).toBeGreaterThan(1);
-    const done = await waitFor(() => spans().filter((s) => s.kind === CLIENT).length >= attempts && spans().some((s) => s.kind === SERVER), { timeoutMs: 5000, everyMs: 50 });
+    const done = await waitFor(() => spans().filter((s) => s.kind === CLIENT).length >= attempts && spans().some((s) => s.kind === SERVER), {
+      timeoutMs: 5000,
+      everyMs: 50,
+    });
     expect(done, `${attempts} attempts; spans ${JSON.stringify(spans().map((s) => [s.kind, s.name]))}`).toBe(true);
     const clients = spans().filter((s) => s.kind === CLIENT);
     expect(clients).toHaveLength(attempts);
@@ -143,14 +170,19 @@ describe('traces exported over OTLP/HTTP', () => {
   const decisions = (reqId: string) => {
     const server = spans().find((s) => s.kind === SERVER && attr(s, 'x_request_id') === reqId);
     return (server?.events ?? []).map((e) => {
-      const a = Object.fromEntries((e.attributes ?? []).map((x) => [x.key, x.value.stringValue ?? (x.value.intValue !== undefined ? Number(x.value.intValue) : x.value.boolValue)]));
+      const a = Object.fromEntries(
+        (e.attributes ?? []).map((x) => [x.key, x.value.stringValue ?? (x.value.intValue !== undefined ? Number(x.value.intValue) : x.value.boolValue)]),
+      );
       return `${e.name}:${String(a['breakwater.decision'])}${a['breakwater.reason'] !== undefined ? `:${String(a['breakwater.reason'])}` : ''}`;
     });
   };
   const traced = (id: string) => ({ traceparent: `00-${T}-${P}-01`, 'x-request-id': id });
 
   it('puts the resilience decisions on the SERVER span as events', async () => {
-    const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }, { CIRCUIT_BREAKER_THRESHOLD: '1', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60' });
+    const q = await proxyWith(
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' },
+      { CIRCUIT_BREAKER_THRESHOLD: '1', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '60' },
+    );
     // Idempotency: the original is forwarded, the repeat replayed.
     const key = { ...form, 'idempotency-key': 'trace-events-1' };
     expect((await request(q.proxyPort, 'POST', SEND, { headers: { ...key, ...traced('ev-original') }, body: 'To=%2B15555550100&Body=hi' })).status).toBe(200);
@@ -166,7 +198,15 @@ describe('traces exported over OTLP/HTTP', () => {
     const other = '/twilio/2010-04-01/Accounts/AC2/Messages.json';
     expect((await request(q.proxyPort, 'GET', other, { headers: traced('ev-retry') })).status).toBeGreaterThanOrEqual(500);
     expect((await request(q.proxyPort, 'GET', other, { headers: traced('ev-open') })).headers['x-breakwater-error']).toBe('circuit_open');
-    expect(await waitFor(() => ['ev-original', 'ev-replay', 'ev-429', 'ev-held', 'ev-retry', 'ev-open'].every((id) => spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === id)), { timeoutMs: 5000, everyMs: 50 })).toBe(true);
+    expect(
+      await waitFor(
+        () =>
+          ['ev-original', 'ev-replay', 'ev-429', 'ev-held', 'ev-retry', 'ev-open'].every((id) =>
+            spans().some((s) => s.kind === SERVER && attr(s, 'x_request_id') === id),
+          ),
+        { timeoutMs: 5000, everyMs: 50 },
+      ),
+    ).toBe(true);
     expect(decisions('ev-original')).toEqual(['breakwater.idempotency:forwarded']);
     expect(decisions('ev-replay')).toEqual(['breakwater.idempotency:replayed']);
     expect(decisions('ev-429')).toContain('breakwater.hold:hold_started');
@@ -176,7 +216,10 @@ describe('traces exported over OTLP/HTTP', () => {
   });
 
   it('puts a rate-limit refusal on the SERVER span', async () => {
-    const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }, { RATE_LIMIT_PER_MINUTE: '1' });
+    const q = await proxyWith(
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' },
+      { RATE_LIMIT_PER_MINUTE: '1' },
+    );
     const list = '/twilio/2010-04-01/Accounts/AC1/Messages.json';
     expect((await request(q.proxyPort, 'GET', list, { headers: traced('rl-1') })).status).toBe(200);
     expect((await request(q.proxyPort, 'GET', list, { headers: traced('rl-2') })).status).toBe(429);
@@ -186,7 +229,12 @@ describe('traces exported over OTLP/HTTP', () => {
   });
 
   it('samples by the parent, and by ratio for new traces', async () => {
-    const q = await proxyWith({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' });
+    const q = await proxyWith({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl,
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: '0',
+    });
     for (let i = 0; i < 5; i++) expect((await request(q.proxyPort, 'POST', SEND, { headers: form, body: 'Body=x' })).status).toBe(200);
     // Not sampled: the trace context still goes upstream, flagged unsampled.
     expect(String(twilio.seen.at(-1)!.headers.traceparent)).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);

@@ -33,7 +33,10 @@ describe('a Twilio 429 is sent once more after a short hold', () => {
   afterAll(() => harness?.close());
 
   const create = (account: string, headers: Record<string, string> = {}) =>
-    request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${account}/Messages.json`, { headers: { ...FORM, ...headers }, body: form({ To: '+15550000001', Body: 'x' }) });
+    request(p.proxyPort, 'POST', `/twilio/2010-04-01/Accounts/${account}/Messages.json`, {
+      headers: { ...FORM, ...headers },
+      body: form({ To: '+15550000001', Body: 'x' }),
+    });
   const posts = () => tw.seen.filter((s) => s.method === 'POST').length;
 
   it('waits out the default one-second hold and sends the create again: the app sees it created', async () => {
@@ -48,7 +51,10 @@ describe('a Twilio 429 is sent once more after a short hold', () => {
     expect(metricValue(text, 'breakwater_retries_total', { upstream: 'twilio', reason: 'upstream_429' })).toBe(1);
     expect(metricValue(text, 'circuit_breaker_failures_total', { service: 'twilio' })).toBe(0);
     await sleep(100);
-    const line = p.logLines().filter((l) => l.msg === 'request' && l.status === 201).at(-1)!;
+    const line = p
+      .logLines()
+      .filter((l) => l.msg === 'request' && l.status === 201)
+      .at(-1)!;
     expect(line.retries).toBe(1);
     // The 201 ended the account's hold: the next create goes straight through.
     expect((await create(accountSid('r1'))).status).toBe(201);
@@ -67,7 +73,7 @@ describe('a Twilio 429 is sent once more after a short hold', () => {
     expect(posts()).toBe(1);
   });
 
-  it('sends at most once more: a 429 that persists reaches the app as Twilio\'s own', async () => {
+  it("sends at most once more: a 429 that persists reaches the app as Twilio's own", async () => {
     script = [{ status: 429 }, { status: 429 }, { status: 429 }];
     const r = await create(accountSid('r3'));
     expect(r.status).toBe(429);
@@ -93,7 +99,7 @@ describe('a Twilio 429 is sent once more after a short hold', () => {
     expect(posts()).toBe(2);
   });
 
-  it('a keyed create whose 429 persists keeps its key usable: the app\'s retry is sent, not a replayed 429', async () => {
+  it("a keyed create whose 429 persists keeps its key usable: the app's retry is sent, not a replayed 429", async () => {
     script = [{ status: 429 }, { status: 429 }];
     const key = { 'idempotency-key': 'resend-after-hold-2' };
     const first = await create(accountSid('r5'), key);

@@ -41,7 +41,7 @@ describe('Twilio 429 (20429) on a create', () => {
     expect(n).toBe(2);
   });
 
-  it('a 429 that persists reaches the app as Twilio\'s own 20429, then the account is held; the breaker never counts it', async () => {
+  it("a 429 that persists reaches the app as Twilio's own 20429, then the account is held; the breaker never counts it", async () => {
     tw.handler = (_req, res) => {
       res.writeHead(429, { 'content-type': 'application/json' });
       res.end(TOO_MANY);

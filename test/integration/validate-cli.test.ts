@@ -77,7 +77,7 @@ describe('validate CLI', () => {
     expect(r.stdout + r.stderr).not.toContain(env.VAPI_API_KEY);
   });
 
-  it('reports a typo\'d key at its line and column with its path: exit 2', async () => {
+  it("reports a typo'd key at its line and column with its path: exit 2", async () => {
     const text = edit('      threshold: ${CIRCUIT_BREAKER_THRESHOLD:-3}  # consecutive', '      treshold: ${CIRCUIT_BREAKER_THRESHOLD:-3}  # consecutive');
     const f = write('typo.yaml', text);
     const { line, col } = where(text, 'treshold:');

@@ -47,7 +47,19 @@ describe('fleet-wide Vapi concurrency cap', () => {
     const capture = captureRedisClients();
     try {
       for (let i = 0; i < REPLICAS; i++) {
-        proxies.push(await startProxy({ TWILIO_BASE_URL: twilio.url, VAPI_BASE_URL: vapi.url, VAPI_API_KEY: API_KEY, RATE_LIMIT_PER_MINUTE: '100000', RATE_LIMIT_STORE: 'redis', REDIS_URL: redis.url }, POLICY));
+        proxies.push(
+          await startProxy(
+            {
+              TWILIO_BASE_URL: twilio.url,
+              VAPI_BASE_URL: vapi.url,
+              VAPI_API_KEY: API_KEY,
+              RATE_LIMIT_PER_MINUTE: '100000',
+              RATE_LIMIT_STORE: 'redis',
+              REDIS_URL: redis.url,
+            },
+            POLICY,
+          ),
+        );
       }
     } finally {
       capture.restore();
@@ -76,7 +88,11 @@ describe('fleet-wide Vapi concurrency cap', () => {
     for (let wave = 0; wave < 3; wave++) {
       const answers = await Promise.all(
         Array.from({ length: 10 * L }, (_, i) =>
-          request(proxies[i % REPLICAS]!.proxyPort, 'POST', '/vapi/call', { headers: { 'content-type': 'application/json' }, body: '{"assistantId":"a1"}', timeoutMs: 30_000 }),
+          request(proxies[i % REPLICAS]!.proxyPort, 'POST', '/vapi/call', {
+            headers: { 'content-type': 'application/json' },
+            body: '{"assistantId":"a1"}',
+            timeoutMs: 30_000,
+          }),
         ),
       );
       statuses.push(...answers.map((a) => a.status));

@@ -60,7 +60,11 @@ function ensureBuilt() {
   const cli = join(ROOT, 'dist', 'cli.js');
   if (existsSync(cli) && statSync(cli).mtimeMs >= newest(join(ROOT, 'src'))) return;
   log('building dist/ (src/ is newer)');
-  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit', timeout: 180_000 });
+  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
+    cwd: ROOT,
+    stdio: 'inherit',
+    timeout: 180_000,
+  });
 }
 
 /**
@@ -197,7 +201,12 @@ function makeLoad(port) {
     if (kind < 11) return { method: 'GET', path: `/twilio/2010-04-01/Accounts/${account}/Messages.json?PageSize=20`, headers };
     if (kind < 14) {
       const body = `To=%2B1555${String(i % 10_000_000).padStart(7, '0')}&From=%2B15557650000&Body=soak+${i}`;
-      return { method: 'POST', path: `/twilio/2010-04-01/Accounts/${account}/Messages.json`, headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': `soak-${i}` }, body };
+      return {
+        method: 'POST',
+        path: `/twilio/2010-04-01/Accounts/${account}/Messages.json`,
+        headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': `soak-${i}` },
+        body,
+      };
     }
     if (kind < 17) return { method: 'GET', path: `/vapi/call/${i % 100_000}`, headers };
     const body = JSON.stringify({ assistantId: 'a1', phoneNumberId: 'p1', customer: { number: `+1555${i % 10_000_000}` } });
@@ -385,7 +394,10 @@ async function main() {
 
   const readyBy = Date.now() + 20_000;
   for (;;) {
-    const ok = await get(adminPort, '/readyz', 1000).then((r) => r.status === 200, () => false);
+    const ok = await get(adminPort, '/readyz', 1000).then(
+      (r) => r.status === 200,
+      () => false,
+    );
     if (ok) break;
     if (Date.now() > readyBy || child.exitCode !== null) throw new Error(`proxy did not start:\n${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -403,7 +415,9 @@ async function main() {
     await new Promise((r) => setTimeout(r, Math.min(SAMPLE_MS, loadEnd - Date.now())));
     const s = { ...(await sample(child.pid, adminPort, t0, load.counters)), phase: 'load' };
     samples.push(s);
-    log(`t=${s.t}s rss=${MB(s.rssBytes)}MiB heap=${MB(s.heapUsedBytes)}MiB fds=${s.openFds} handles=${s.activeHandles} conns=${s.clientConnections} rlKeys=${s.rateLimitKeys} idem=${s.idempotencyEntries} sent=${s.requests}`);
+    log(
+      `t=${s.t}s rss=${MB(s.rssBytes)}MiB heap=${MB(s.heapUsedBytes)}MiB fds=${s.openFds} handles=${s.activeHandles} conns=${s.clientConnections} rlKeys=${s.rateLimitKeys} idem=${s.idempotencyEntries} sent=${s.requests}`,
+    );
   }
   await load.stop();
   // Let client keep-alive (5 s) and upstream pool keep-alive (4 s) connections expire.
@@ -445,7 +459,16 @@ async function main() {
     startedAt: new Date(t0).toISOString(),
     node: process.version,
     cpus: (await import('node:os')).cpus().length,
-    config: { seconds: SECONDS, concurrency: CONCURRENCY, clientIds: CLIENT_IDS, maxClients: MAX_CLIENTS, hotClients: HOT_CLIENTS, accounts: ACCOUNTS, sampleMs: SAMPLE_MS, env: { RATE_LIMIT_PER_MINUTE: 30, CIRCUIT_BREAKER_THRESHOLD: 5, CIRCUIT_BREAKER_RECOVERY_TIMEOUT: 1, UPSTREAM_TIMEOUT: 5 } },
+    config: {
+      seconds: SECONDS,
+      concurrency: CONCURRENCY,
+      clientIds: CLIENT_IDS,
+      maxClients: MAX_CLIENTS,
+      hotClients: HOT_CLIENTS,
+      accounts: ACCOUNTS,
+      sampleMs: SAMPLE_MS,
+      env: { RATE_LIMIT_PER_MINUTE: 30, CIRCUIT_BREAKER_THRESHOLD: 5, CIRCUIT_BREAKER_RECOVERY_TIMEOUT: 1, UPSTREAM_TIMEOUT: 5 },
+    },
     summary: {
       verdict: reasons.length === 0 ? 'flat' : 'not flat',
       reasons,
@@ -455,7 +478,13 @@ async function main() {
       heap,
       fds,
       baseline: { rssBytes: baseline.rssBytes, heapUsedBytes: baseline.heapUsedBytes, openFds: baseline.openFds, activeHandles: baseline.activeHandles },
-      after: { rssBytes: after.rssBytes, heapUsedBytes: after.heapUsedBytes, openFds: after.openFds, activeHandles: after.activeHandles, clientConnections: after.clientConnections },
+      after: {
+        rssBytes: after.rssBytes,
+        heapUsedBytes: after.heapUsedBytes,
+        openFds: after.openFds,
+        activeHandles: after.activeHandles,
+        clientConnections: after.clientConnections,
+      },
       maxRateLimitKeys,
       maxIdempotencyEntries,
       caps,

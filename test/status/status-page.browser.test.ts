@@ -23,23 +23,31 @@ describe('status page in a browser', () => {
   let twilio: FakeUpstream, p: TestProxy, browser: Browser, page: Page, evil: http.Server, evilPort: number, harness: ProxyHarness | undefined;
   const consoleErrors: string[] = [];
   const base = () => `http://127.0.0.1:${p.adminPort}/`;
-  const breakerState = async () => ((await request(p.adminPort, 'GET', '/breakers')).json.breakers as { name: string; state: string; forced: boolean }[]).find((b) => b.name === 'twilio')!;
+  const breakerState = async () =>
+    ((await request(p.adminPort, 'GET', '/breakers')).json.breakers as { name: string; state: string; forced: boolean }[]).find((b) => b.name === 'twilio')!;
 
   beforeAll(async () => {
-    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' } }));
+    ({ twilio, p } = harness = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' },
+    }));
     // Another origin (another port is another origin) serving an attacker's page.
     evil = http.createServer((req, res) => {
       const target = `http://127.0.0.1:${p.adminPort}/breakers/twilio/open`;
-      const html = req.url === '/fetch'
-        ? `<!doctype html><script>fetch(${JSON.stringify(target)},{method:'POST',headers:{'X-Breakwater-Admin':'1'}}).then(()=>document.title='sent',()=>document.title='blocked')</script>`
-        : `<!doctype html><form id=f method=POST action="${target}" enctype="text/plain"><input name=a value=b></form><script>document.getElementById('f').submit()</script>`;
+      const html =
+        req.url === '/fetch'
+          ? `<!doctype html><script>fetch(${JSON.stringify(target)},{method:'POST',headers:{'X-Breakwater-Admin':'1'}}).then(()=>document.title='sent',()=>document.title='blocked')</script>`
+          : `<!doctype html><form id=f method=POST action="${target}" enctype="text/plain"><input name=a value=b></form><script>document.getElementById('f').submit()</script>`;
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end(html);
     });
     evil.listen(0, '127.0.0.1');
     await once(evil, 'listening');
     evilPort = (evil.address() as { port: number }).port;
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
     page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
     page.on('console', (m) => {
       if (m.type() === 'error') consoleErrors.push(m.text());

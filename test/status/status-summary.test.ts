@@ -34,7 +34,8 @@ describe('rolling stats (pure, injected clock)', () => {
 
   it('keeps the newest 50 errors and masks phone numbers in causes', () => {
     const r = new RecentErrors(50);
-    for (let i = 0; i < 60; i++) r.push({ at: 't', requestId: `id${i}`, upstream: 'u', route: 'r', method: 'POST', status: 503, code: 'circuit_open', cause: 'To=+15558675310 refused' });
+    for (let i = 0; i < 60; i++)
+      r.push({ at: 't', requestId: `id${i}`, upstream: 'u', route: 'r', method: 'POST', status: 503, code: 'circuit_open', cause: 'To=+15558675310 refused' });
     const l = r.list();
     expect(l).toHaveLength(50);
     expect(l[0]!.requestId).toBe('id59');
@@ -47,7 +48,9 @@ describe('rolling stats (pure, injected clock)', () => {
 describe('status page and summary', () => {
   let twilio: FakeUpstream, p: TestProxy, harness: ProxyHarness | undefined;
   beforeAll(async () => {
-    ({ twilio, p } = harness = await withProxy({ env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' } }));
+    ({ twilio, p } = harness = await withProxy({
+      env: { CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '30', RATE_LIMIT_PER_MINUTE: '100000' },
+    }));
   });
   afterAll(() => harness?.close());
 
@@ -103,7 +106,10 @@ describe('status page and summary', () => {
   });
 
   it('`breakwater status --admin URL` prints the same summary', async () => {
-    const { stdout } = await run(process.execPath, ['bin/breakwater.js', 'status', '--admin', `http://127.0.0.1:${p.adminPort}`], { cwd: ROOT, timeout: 10_000 });
+    const { stdout } = await run(process.execPath, ['bin/breakwater.js', 'status', '--admin', `http://127.0.0.1:${p.adminPort}`], {
+      cwd: ROOT,
+      timeout: 10_000,
+    });
     expect(stdout).toMatch(/^breakwater \S+ {2}store=memory {2}ready/);
     expect(stdout).toMatch(/twilio\s+CLOSED/);
     expect(stdout).toMatch(/vapi\s+CLOSED/);
@@ -113,7 +119,10 @@ describe('status page and summary', () => {
   });
 
   it('`breakwater status --watch` redraws every second', async () => {
-    const child = execFile(process.execPath, ['bin/breakwater.js', 'status', '--watch', '--admin', `http://127.0.0.1:${p.adminPort}`], { cwd: ROOT, timeout: 10_000 });
+    const child = execFile(process.execPath, ['bin/breakwater.js', 'status', '--watch', '--admin', `http://127.0.0.1:${p.adminPort}`], {
+      cwd: ROOT,
+      timeout: 10_000,
+    });
     let out = '';
     child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
     const deadline = Date.now() + 8000;
@@ -138,7 +147,9 @@ describe('status page and summary', () => {
   });
 
   it('`breakwater status` exits 1 when the admin listener is not there', async () => {
-    const err = await run(process.execPath, ['bin/breakwater.js', 'status', '--admin', 'http://127.0.0.1:1'], { cwd: ROOT, timeout: 10_000 }).catch((e: { code: number; stderr: string }) => e);
+    const err = await run(process.execPath, ['bin/breakwater.js', 'status', '--admin', 'http://127.0.0.1:1'], { cwd: ROOT, timeout: 10_000 }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     expect((err as { code: number }).code).toBe(1);
     expect((err as { stderr: string }).stderr).toContain('cannot read status');
   });

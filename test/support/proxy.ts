@@ -32,7 +32,12 @@ export async function startProxy(env: Record<string, string> = {}, policyText = 
   return {
     ...running,
     logs,
-    logLines: () => logs.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>),
+    logLines: () =>
+      logs
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
     close: () => running.shutdown(),
   };
 }
@@ -44,7 +49,12 @@ export interface Answer {
   json: any;
 }
 
-export function request(port: number, method: string, path: string, opts: { headers?: Record<string, string>; body?: string | Buffer; timeoutMs?: number } = {}): Promise<Answer> {
+export function request(
+  port: number,
+  method: string,
+  path: string,
+  opts: { headers?: Record<string, string>; body?: string | Buffer; timeoutMs?: number } = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path, headers: opts.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];

@@ -66,7 +66,13 @@ export async function startRedis(port?: number, opts: StartOptions | string[] = 
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     process.once('exit', () => {
-      for (const c of live) if (c.pid !== undefined) try { process.kill(-c.pid, 'SIGKILL'); } catch { /* gone */ }
+      for (const c of live)
+        if (c.pid !== undefined)
+          try {
+            process.kill(-c.pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
     });
   }
 
@@ -88,7 +94,13 @@ export async function startRedis(port?: number, opts: StartOptions | string[] = 
       c.on('exit', () => live.delete(c));
       const failed = new Promise<never>((_, reject) => {
         c.once('error', (err: NodeJS.ErrnoException) =>
-          reject(new Error(err.code === 'ENOENT' ? 'redis-server is not installed (apt-get install -y redis-server); Redis tests cannot run without it' : `redis-server failed to start: ${err.message}`)),
+          reject(
+            new Error(
+              err.code === 'ENOENT'
+                ? 'redis-server is not installed (apt-get install -y redis-server); Redis tests cannot run without it'
+                : `redis-server failed to start: ${err.message}`,
+            ),
+          ),
         );
         c.once('exit', (code, sig) => reject(new Error(`redis-server exited early (code ${code}, signal ${sig}); port ${p} in use?`)));
       });
@@ -138,7 +150,9 @@ export function captureRedisClients(): { clients: Set<Redis>; restore(): void } 
   return {
     clients,
     restore: () => {
-      protos.forEach((proto, i) => (proto.connect = originals[i]!));
+      protos.forEach((proto, i) => {
+        proto.connect = originals[i]!;
+      });
     },
   };
 }
@@ -200,21 +214,27 @@ export async function startSentinel(name = 'bwmaster'): Promise<SentinelSetup> {
   const replica = await startRedis(undefined, { args: ['--replicaof', '127.0.0.1', String(master.port)] });
   const dir = mkdtempSync(path.join(tmpdir(), 'bw-sentinel-'));
   const conf = path.join(dir, 'sentinel.conf');
-  writeFileSync(conf, [
-    'bind 127.0.0.1',
-    `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`,
-    `sentinel down-after-milliseconds ${name} 1000`,
-    `sentinel failover-timeout ${name} 3000`,
-    `sentinel parallel-syncs ${name} 1`,
-    '',
-  ].join('\n'));
+  writeFileSync(
+    conf,
+    [
+      'bind 127.0.0.1',
+      `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`,
+      `sentinel down-after-milliseconds ${name} 1000`,
+      `sentinel failover-timeout ${name} 3000`,
+      `sentinel parallel-syncs ${name} 1`,
+      '',
+    ].join('\n'),
+  );
   const sentinel = await startRedis(undefined, { bin: 'redis-sentinel', argv: (p) => [conf, '--port', String(p)] });
   const masterPort = async () => Number((await cli(sentinel.port, 'SENTINEL', 'get-master-addr-by-name', name)).trim().split('\n')[1]);
-  const replicaKnown = await waitFor(async () => {
-    const out = await cli(sentinel.port, 'SENTINEL', 'replicas', name).catch(() => '');
-    const link = await cli(replica.port, 'INFO', 'replication').catch(() => '');
-    return out.includes(String(replica.port)) && !out.includes('s_down') && link.includes('master_link_status:up');
-  }, { timeoutMs: 20_000, everyMs: 100 });
+  const replicaKnown = await waitFor(
+    async () => {
+      const out = await cli(sentinel.port, 'SENTINEL', 'replicas', name).catch(() => '');
+      const link = await cli(replica.port, 'INFO', 'replication').catch(() => '');
+      return out.includes(String(replica.port)) && !out.includes('s_down') && link.includes('master_link_status:up');
+    },
+    { timeoutMs: 20_000, everyMs: 100 },
+  );
   if (!replicaKnown) throw new Error('sentinel did not learn the replica within 20 s');
   return {
     name,
@@ -243,17 +263,27 @@ export async function startCluster(): Promise<ClusterSetup> {
   const nodes: RedisServer[] = [];
   for (let i = 0; i < 3; i++) {
     const dir = mkdtempSync(path.join(tmpdir(), 'bw-cluster-'));
-    nodes.push(await startRedis(undefined, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--dir', dir, '--cluster-node-timeout', '2000'] }));
+    nodes.push(
+      await startRedis(undefined, {
+        args: ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--dir', dir, '--cluster-node-timeout', '2000'],
+      }),
+    );
   }
   await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-yes'], { timeout: 30_000 });
-  const ok = await waitFor(async () => {
-    const infos = await Promise.all(nodes.map((n) => cli(n.port, 'CLUSTER', 'INFO').catch(() => '')));
-    return infos.every((t) => t.includes('cluster_state:ok'));
-  }, { timeoutMs: 15_000, everyMs: 100 });
+  const ok = await waitFor(
+    async () => {
+      const infos = await Promise.all(nodes.map((n) => cli(n.port, 'CLUSTER', 'INFO').catch(() => '')));
+      return infos.every((t) => t.includes('cluster_state:ok'));
+    },
+    { timeoutMs: 15_000, everyMs: 100 },
+  );
   if (!ok) throw new Error('cluster did not reach cluster_state:ok within 15 s');
   return {
     nodes,
-    url: nodes.slice(0, 2).map((n) => `127.0.0.1:${n.port}`).join(','),
+    url: nodes
+      .slice(0, 2)
+      .map((n) => `127.0.0.1:${n.port}`)
+      .join(','),
     kill: async () => {
       for (const n of nodes) await n.kill();
     },
@@ -277,10 +307,58 @@ export async function startTlsRedis(user: string, password: string): Promise<Tls
   const dir = mkdtempSync(path.join(tmpdir(), 'bw-tls-'));
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
-  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { timeout: 20_000 });
+  await run(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { timeout: 20_000 },
+  );
   const server = await startRedis(undefined, {
     tls: true,
-    argv: (p) => ['--bind', '127.0.0.1', '--port', '0', '--tls-port', String(p), '--tls-cert-file', cert, '--tls-key-file', key, '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no', '--save', '', '--appendonly', 'no', '--user', 'default', 'off', '--user', user, 'on', `>${password}`, '~*', '+@all'],
+    argv: (p) => [
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--tls-port',
+      String(p),
+      '--tls-cert-file',
+      cert,
+      '--tls-key-file',
+      key,
+      '--tls-ca-cert-file',
+      cert,
+      '--tls-auth-clients',
+      'no',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--user',
+      'default',
+      'off',
+      '--user',
+      user,
+      'on',
+      `>${password}`,
+      '~*',
+      '+@all',
+    ],
   });
   return { server, url: `rediss://127.0.0.1:${server.port}`, caFile: cert, dir };
 }

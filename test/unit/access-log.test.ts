@@ -9,7 +9,8 @@ import type { Exchange } from '../../src/pipeline/exchange.js';
 /** The access log as proxy.ts drives it: the series' fixed middle, then the line. */
 function writer(log: Logger) {
   const a = accessLog(log);
-  return (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) => a.write(ex, a.segment(upstream, ex.route, ex.method, status, outcome), seconds);
+  return (ex: Exchange, upstream: string, status: number, outcome: string, seconds: number) =>
+    a.write(ex, a.segment(upstream, ex.route, ex.method, status, outcome), seconds);
 }
 
 /** A logger on a generic stream (the line is built as a string). */
@@ -46,9 +47,37 @@ describe.each([
   it('is the line pino would write for the same fields', () => {
     const c = capture();
     const log = c.log;
-    const ex = fakeExchange({ requestId: 'req-42', route: 'messages.create', method: 'POST', clientKey: 'app-1', retries: 1, upstreamSeconds: 0.0123, cause: 'ECONNRESET', upstreamRequestId: 'RQabc', bytesOut: 228 });
+    const ex = fakeExchange({
+      requestId: 'req-42',
+      route: 'messages.create',
+      method: 'POST',
+      clientKey: 'app-1',
+      retries: 1,
+      upstreamSeconds: 0.0123,
+      cause: 'ECONNRESET',
+      upstreamRequestId: 'RQabc',
+      bytesOut: 228,
+    });
     writer(log)(ex, 'twilio', 201, 'forwarded', 0.0456);
-    log.info({ reqId: 'req-42', upstream: 'twilio', route: 'messages.create', method: 'POST', status: 201, outcome: 'forwarded', durationMs: 45.6, upstreamMs: 12.3, bytesIn: 0, bytesOut: 228, client: 'app-1', retries: 1, twilioRequestId: 'RQabc', cause: 'ECONNRESET' }, 'request');
+    log.info(
+      {
+        reqId: 'req-42',
+        upstream: 'twilio',
+        route: 'messages.create',
+        method: 'POST',
+        status: 201,
+        outcome: 'forwarded',
+        durationMs: 45.6,
+        upstreamMs: 12.3,
+        bytesIn: 0,
+        bytesOut: 228,
+        client: 'app-1',
+        retries: 1,
+        twilioRequestId: 'RQabc',
+        cause: 'ECONNRESET',
+      },
+      'request',
+    );
     const lines = c.lines;
     expect(lines).toHaveLength(2);
     const [ours, pinos] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -64,7 +93,18 @@ describe.each([
     const c = capture();
     const write = writer(c.log);
     const base = Date.UTC(2026, 11, 4, 2, 59, 59, 0);
-    const times = [base, base + 7, base + 45, base + 999, base + 1000, base + 1001, base + 1100, base + 61_234, base + 61_234, base + 60_000 * 60 * 24 * 40 + 3];
+    const times = [
+      base,
+      base + 7,
+      base + 45,
+      base + 999,
+      base + 1000,
+      base + 1001,
+      base + 1100,
+      base + 61_234,
+      base + 61_234,
+      base + 60_000 * 60 * 24 * 40 + 3,
+    ];
     vi.useFakeTimers({ toFake: ['Date'] });
     try {
       for (const t of times) {
@@ -90,7 +130,13 @@ describe.each([
       expect(JSON.parse(str(v))).toBe(JSON.parse(JSON.stringify(v)));
     }
     const c = capture();
-    writer(c.log)(fakeExchange({ clientKey: 'a"b\\c\n{"level":"error"}', cause: 'é→🌊 \u0000', upstreamRequestId: 'x'.repeat(5000) }), 'twilio', 200, 'forwarded', 0.001);
+    writer(c.log)(
+      fakeExchange({ clientKey: 'a"b\\c\n{"level":"error"}', cause: 'é→🌊 \u0000', upstreamRequestId: 'x'.repeat(5000) }),
+      'twilio',
+      200,
+      'forwarded',
+      0.001,
+    );
     const lines = c.lines;
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]!)).toMatchObject({ cause: 'é→🌊 \u0000', twilioRequestId: 'x'.repeat(5000) });
@@ -104,7 +150,7 @@ describe('access line numbers', () => {
     const write = writer(c.log);
     const samples: [number, number, number][] = [];
     let seed = 7;
-    const rnd = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    const rnd = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
     for (let i = 0; i < 300; i++) {
       const seconds = i < 5 ? [0, 0.00004, 0.00005, 1e-9, 1234.56789][i]! : rnd() * 10 ** (rnd() * 6 - 4);
       const bytesOut = Math.floor(rnd() * 10 ** (rnd() * 9));

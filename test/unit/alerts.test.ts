@@ -36,8 +36,12 @@ describe('prometheus/alerts.yml', () => {
     const text = readFileSync(RULES, 'utf8');
     const alerts = text.split(/\n\s+- alert: /).slice(1);
     expect(alerts.map((a) => a.split('\n')[0])).toEqual([
-      'BreakwaterCircuitOpen', 'BreakwaterErrorBudgetBurnFast', 'BreakwaterErrorBudgetBurnSlow',
-      'BreakwaterHighLatencyP99', 'BreakwaterRedisFallbackActive', 'BreakwaterPolicyReloadFailed',
+      'BreakwaterCircuitOpen',
+      'BreakwaterErrorBudgetBurnFast',
+      'BreakwaterErrorBudgetBurnSlow',
+      'BreakwaterHighLatencyP99',
+      'BreakwaterRedisFallbackActive',
+      'BreakwaterPolicyReloadFailed',
       'BreakwaterIdempotencyStoreReset',
     ]);
     for (const a of alerts) {
@@ -61,7 +65,10 @@ describe('prometheus/alerts.yml', () => {
   // The rule as it was (state == 2 for 1m) is blind to a hanging upstream: the unit tests say so.
   it('unit tests catch the breaker alert that half-open samples reset', () => {
     const rules = readFileSync(RULES, 'utf8');
-    const naive = rules.replace(/expr: max by \(service, destination\) \(min_over_time[^\n]+/, 'expr: max by (service, destination) (circuit_breaker_state) == 2');
+    const naive = rules.replace(
+      /expr: max by \(service, destination\) \(min_over_time[^\n]+/,
+      'expr: max by (service, destination) (circuit_breaker_state) == 2',
+    );
     expect(naive).not.toBe(rules);
     writeFileSync(join(scratch, 'alerts.yml'), naive);
     copyFileSync(RULE_TESTS, join(scratch, 'alerts.test.yml'));

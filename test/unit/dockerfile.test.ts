@@ -15,7 +15,8 @@ const rulesOf = (text: string) => [...new Set(lintDockerfileText(text).findings.
 const policyVariables = (() => {
   const names = new Set<string>();
   const walk = (v: unknown): void => {
-    if (typeof v === 'string') for (const m of v.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1]!); // nested defaults too
+    if (typeof v === 'string')
+      for (const m of v.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1]!); // nested defaults too
     else if (v && typeof v === 'object') Object.values(v).forEach(walk);
   };
   walk(parse(read('config/policy.yaml')));
@@ -83,9 +84,19 @@ describe('Dockerfile', () => {
 });
 
 describe('.dockerignore', () => {
-  const patterns = read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#') && !l.startsWith('!'));
+  const patterns = read('.dockerignore')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#') && !l.startsWith('!'));
   const ignored = (path: string) =>
-    patterns.some((p) => new RegExp(`^${p.replace(/\/$/, '').replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}(/|$)`).test(path));
+    patterns.some((p) =>
+      new RegExp(
+        `^${p
+          .replace(/\/$/, '')
+          .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+          .replace(/\*/g, '[^/]*')}(/|$)`,
+      ).test(path),
+    );
 
   it('keeps dependencies, build output, VCS data and secrets out of the build context', () => {
     for (const path of ['node_modules', 'dist', '.git', 'test', 'bench/results', 'docs', 'coverage', 'npm-debug.log', '.env', '.env.production']) {
@@ -102,7 +113,10 @@ describe('.dockerignore', () => {
 
 describe('docker-compose.yml', () => {
   const compose = parse(read('docker-compose.yml')) as {
-    services: Record<string, { build?: string; image?: string; environment?: Record<string, string | null>; volumes?: string[]; stop_grace_period?: string; depends_on?: unknown }>;
+    services: Record<
+      string,
+      { build?: string; image?: string; environment?: Record<string, string | null>; volumes?: string[]; stop_grace_period?: string; depends_on?: unknown }
+    >;
   };
   const bw = compose.services.breakwater!;
 
@@ -160,7 +174,10 @@ describe('docker-compose.yml', () => {
   });
 
   it('mounts monitoring files that exist in the repository where Prometheus and Grafana look', () => {
-    const mounts = ['prometheus', 'grafana'].flatMap((s) => compose.services[s]!.volumes ?? []).map((v) => v.split(':')[0]!).filter((src) => src.startsWith('./'));
+    const mounts = ['prometheus', 'grafana']
+      .flatMap((s) => compose.services[s]!.volumes ?? [])
+      .map((v) => v.split(':')[0]!)
+      .filter((src) => src.startsWith('./'));
     expect(mounts.sort()).toEqual([
       './grafana/dashboards',
       './grafana/provisioning/dashboards.yml',

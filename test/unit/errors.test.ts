@@ -20,11 +20,24 @@ describe('retryAfterSeconds', () => {
 
 describe('catalog', () => {
   const spec: [string, number][] = [
-    ['circuit_open', 503], ['rate_limited', 429], ['upstream_timeout', 504], ['upstream_unavailable', 502],
-    ['bulkhead_full', 503], ['no_route', 404], ['payload_too_large', 413], ['bad_request', 400],
-    ['upstream_rate_limited', 429], ['idempotency_in_flight', 409], ['idempotency_mismatch', 422], ['stub_missing', 501],
-    ['idempotency_unavailable', 503], ['credentials_missing', 401], ['method_not_allowed', 405], ['request_timeout', 408],
-    ['headers_too_large', 431], ['internal_error', 500],
+    ['circuit_open', 503],
+    ['rate_limited', 429],
+    ['upstream_timeout', 504],
+    ['upstream_unavailable', 502],
+    ['bulkhead_full', 503],
+    ['no_route', 404],
+    ['payload_too_large', 413],
+    ['bad_request', 400],
+    ['upstream_rate_limited', 429],
+    ['idempotency_in_flight', 409],
+    ['idempotency_mismatch', 422],
+    ['stub_missing', 501],
+    ['idempotency_unavailable', 503],
+    ['credentials_missing', 401],
+    ['method_not_allowed', 405],
+    ['request_timeout', 408],
+    ['headers_too_large', 431],
+    ['internal_error', 500],
   ];
   it.each(spec)('%s is %i (SPEC)', (code, status) => {
     expect(ERRORS[code as keyof typeof ERRORS].status).toBe(status);

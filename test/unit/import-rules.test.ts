@@ -16,13 +16,24 @@ describe('import rules', () => {
     ['store/redis.ts', 'metrics.ts', /stores import no telemetry/],
     ['resilience/clock.ts', 'pipeline/exchange.ts', /resilience cores import only each other/],
   ])('%s importing %s is reported', (from, to, rule) => {
-    const v = violations(new Map([[from, [to]], [to, []]]));
+    const v = violations(
+      new Map([
+        [from, [to]],
+        [to, []],
+      ]),
+    );
     expect(v).toHaveLength(1);
     expect(v[0]).toMatch(rule);
   });
 
   it('reports a cycle', () => {
-    const v = violations(new Map([['a.ts', ['b.ts']], ['b.ts', ['c.ts']], ['c.ts', ['a.ts']]]));
+    const v = violations(
+      new Map([
+        ['a.ts', ['b.ts']],
+        ['b.ts', ['c.ts']],
+        ['c.ts', ['a.ts']],
+      ]),
+    );
     expect(v).toEqual(['import cycle: a.ts -> b.ts -> c.ts -> a.ts']);
   });
 });

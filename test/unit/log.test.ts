@@ -33,7 +33,14 @@ describe('batched stdout', () => {
   it('reuses its buffer: what a sink was handed is overwritten by the next batch', () => {
     const seen: Buffer[] = [];
     const copies: string[] = [];
-    const out = new BatchedStdout({ write: (c) => { seen.push(c); copies.push(c.toString()); }, flush: (cb) => cb?.(), flushSync: () => {} });
+    const out = new BatchedStdout({
+      write: (c) => {
+        seen.push(c);
+        copies.push(c.toString());
+      },
+      flush: (cb) => cb?.(),
+      flushSync: () => {},
+    });
     out.write('first\n');
     out.flushSync();
     out.write('again\n');
@@ -58,7 +65,7 @@ describe('log timestamps', () => {
 
   it('are what toISOString prints, across milliseconds, seconds, days and clock steps back', () => {
     let seed = 11;
-    const rnd = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    const rnd = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
     const times: number[] = [Date.UTC(2026, 11, 31, 23, 59, 59, 998)];
     for (let i = 0; i < 2000; i++) {
       const last = times[times.length - 1]!;

@@ -26,7 +26,11 @@ describe('HotCounter / HotHistogram', () => {
     const b = new Registry();
     const ref = new Counter({ name: 'y_total', help: 'h', labelNames: ['upstream', 'status'], registers: [a] });
     const hot = new HotCounter({ name: 'y_total', help: 'h', labelNames: ['upstream', 'status'], registers: [b] });
-    for (const [u, s, n] of [['twilio', '200', 3], ['twilio', '503', 1], ['vapi', '200', 2]] as const) {
+    for (const [u, s, n] of [
+      ['twilio', '200', 3],
+      ['twilio', '503', 1],
+      ['vapi', '200', 2],
+    ] as const) {
       ref.labels(u, s).inc(n);
       for (let i = 0; i < n; i++) hot.labels(u, s).inc();
     }

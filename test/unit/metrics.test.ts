@@ -177,10 +177,11 @@ describe('metrics', () => {
     metrics.breakerState.labels({ service: 'twilio' }).set(2);
     const after = await metrics.registry.getMetricsAsJSON();
     for (const m of after.filter((j) => ownNames.includes(j.name))) {
-      for (const v of m.values) for (const l of Object.keys(v.labels)) {
-        // Histograms add `le` themselves.
-        if (l !== 'le') expect(ALLOWED_LABELS, `${m.name} label ${l}`).toContain(l);
-      }
+      for (const v of m.values)
+        for (const l of Object.keys(v.labels)) {
+          // Histograms add `le` themselves.
+          if (l !== 'le') expect(ALLOWED_LABELS, `${m.name} label ${l}`).toContain(l);
+        }
     }
     expect(after.find((j) => j.name === 'circuit_breaker_state')!.values).toEqual([expect.objectContaining({ labels: { service: 'twilio' }, value: 2 })]);
   });

@@ -36,7 +36,15 @@ describe('docs/policy.md', () => {
     const doc = await render();
     expect(doc).toContain('| `RATE_LIMIT_PER_MINUTE` | `60` | `upstreams.twilio.rateLimits[0].rate`, `upstreams.vapi.rateLimits[0].rate` |');
     expect(doc).toContain('| `TWILIO_API_KEY_SID` | the value of `TWILIO_ACCOUNT_SID` | `upstreams.twilio.credentials.username` |');
-    for (const v of ['PROXY_PORT', 'ADMIN_HOST', 'INTEGRATIONS_STUB_MODE', 'REDIS_URL', 'UPSTREAM_TIMEOUT', 'VAPI_API_KEY', 'CIRCUIT_BREAKER_RECOVERY_TIMEOUT']) {
+    for (const v of [
+      'PROXY_PORT',
+      'ADMIN_HOST',
+      'INTEGRATIONS_STUB_MODE',
+      'REDIS_URL',
+      'UPSTREAM_TIMEOUT',
+      'VAPI_API_KEY',
+      'CIRCUIT_BREAKER_RECOVERY_TIMEOUT',
+    ]) {
       expect(doc).toContain(`| \`${v}\` |`);
     }
   });

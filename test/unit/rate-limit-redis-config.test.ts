@@ -9,14 +9,42 @@ import { DEFAULT_POLICY } from '../support/proxy.js';
 describe('Redis connection settings', () => {
   it('reads the SPEC variables into store', () => {
     const p = parsePolicy(DEFAULT_POLICY, {
-      env: { RATE_LIMIT_STORE: 'redis', REDIS_TYPE: 'sentinel', REDIS_URL: 'mymaster,10.0.0.1:26379,10.0.0.2', REDIS_USERNAME: 'bw', REDIS_PASSWORD: 'pw', REDIS_TLS: 'true', REDIS_CA_FILE: '/ca.pem' },
+      env: {
+        RATE_LIMIT_STORE: 'redis',
+        REDIS_TYPE: 'sentinel',
+        REDIS_URL: 'mymaster,10.0.0.1:26379,10.0.0.2',
+        REDIS_USERNAME: 'bw',
+        REDIS_PASSWORD: 'pw',
+        REDIS_TLS: 'true',
+        REDIS_CA_FILE: '/ca.pem',
+      },
     });
-    expect(p.store).toMatchObject({ type: 'redis', redisType: 'sentinel', redisUsername: 'bw', redisPassword: 'pw', redisTls: true, redisCaFile: '/ca.pem', replicas: 1 });
+    expect(p.store).toMatchObject({
+      type: 'redis',
+      redisType: 'sentinel',
+      redisUsername: 'bw',
+      redisPassword: 'pw',
+      redisTls: true,
+      redisCaFile: '/ca.pem',
+      replicas: 1,
+    });
   });
 
   it('parses the sentinel and cluster forms', () => {
-    expect(parseRedisUrl('sentinel', 'mymaster,10.0.0.1:26379,[::1]:26380,h')).toEqual({ master: 'mymaster', nodes: [{ host: '10.0.0.1', port: 26379 }, { host: '::1', port: 26380 }, { host: 'h', port: 26379 }] });
-    expect(parseRedisUrl('cluster', 'a:7000, b:7001')).toEqual({ nodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }] });
+    expect(parseRedisUrl('sentinel', 'mymaster,10.0.0.1:26379,[::1]:26380,h')).toEqual({
+      master: 'mymaster',
+      nodes: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: '::1', port: 26380 },
+        { host: 'h', port: 26379 },
+      ],
+    });
+    expect(parseRedisUrl('cluster', 'a:7000, b:7001')).toEqual({
+      nodes: [
+        { host: 'a', port: 7000 },
+        { host: 'b', port: 7001 },
+      ],
+    });
   });
 
   it.each([

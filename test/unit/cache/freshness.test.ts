@@ -5,14 +5,40 @@ import { manualClock } from '../../../src/resilience/clock.js';
 const TTL = 60_000;
 
 describe('freshness (RFC 9111, private per credential)', () => {
-  const rows: { desc: string; status: number; headers: Record<string, string>; stale?: number; want: { lifetimeMs: number; initialAgeMs: number; staleIfErrorMs: number } | undefined }[] = [
+  const rows: {
+    desc: string;
+    status: number;
+    headers: Record<string, string>;
+    stale?: number;
+    want: { lifetimeMs: number; initialAgeMs: number; staleIfErrorMs: number } | undefined;
+  }[] = [
     { desc: 'no Cache-Control: the policy TTL', status: 200, headers: {}, want: { lifetimeMs: TTL, initialAgeMs: 0, staleIfErrorMs: 0 } },
-    { desc: 'max-age overrides the TTL', status: 200, headers: { 'cache-control': 'max-age=5' }, want: { lifetimeMs: 5000, initialAgeMs: 0, staleIfErrorMs: 0 } },
-    { desc: 's-maxage wins over max-age', status: 200, headers: { 'cache-control': 'max-age=5, s-maxage=9' }, want: { lifetimeMs: 9000, initialAgeMs: 0, staleIfErrorMs: 0 } },
-    { desc: 'private is storable here (the key holds the credential)', status: 200, headers: { 'cache-control': 'private' }, want: { lifetimeMs: TTL, initialAgeMs: 0, staleIfErrorMs: 0 } },
+    {
+      desc: 'max-age overrides the TTL',
+      status: 200,
+      headers: { 'cache-control': 'max-age=5' },
+      want: { lifetimeMs: 5000, initialAgeMs: 0, staleIfErrorMs: 0 },
+    },
+    {
+      desc: 's-maxage wins over max-age',
+      status: 200,
+      headers: { 'cache-control': 'max-age=5, s-maxage=9' },
+      want: { lifetimeMs: 9000, initialAgeMs: 0, staleIfErrorMs: 0 },
+    },
+    {
+      desc: 'private is storable here (the key holds the credential)',
+      status: 200,
+      headers: { 'cache-control': 'private' },
+      want: { lifetimeMs: TTL, initialAgeMs: 0, staleIfErrorMs: 0 },
+    },
     { desc: 'no-store is never stored', status: 200, headers: { 'cache-control': 'no-store' }, want: undefined },
     { desc: 'no-cache is not stored (no revalidation)', status: 200, headers: { 'cache-control': 'no-cache' }, want: undefined },
-    { desc: 'Age counts against the lifetime', status: 200, headers: { 'cache-control': 'max-age=10', age: '4' }, want: { lifetimeMs: 10000, initialAgeMs: 4000, staleIfErrorMs: 0 } },
+    {
+      desc: 'Age counts against the lifetime',
+      status: 200,
+      headers: { 'cache-control': 'max-age=10', age: '4' },
+      want: { lifetimeMs: 10000, initialAgeMs: 4000, staleIfErrorMs: 0 },
+    },
     { desc: 'already older than its lifetime: not stored', status: 200, headers: { 'cache-control': 'max-age=10', age: '11' }, want: undefined },
     { desc: '404 is stored', status: 404, headers: {}, want: { lifetimeMs: TTL, initialAgeMs: 0, staleIfErrorMs: 0 } },
     { desc: '500 is not stored', status: 500, headers: {}, want: undefined },
@@ -20,7 +46,13 @@ describe('freshness (RFC 9111, private per credential)', () => {
     { desc: '206 is not stored', status: 206, headers: {}, want: undefined },
     { desc: 'Vary: * is never stored', status: 200, headers: { vary: 'Accept, *' }, want: undefined },
     { desc: 'stale-if-error allowance kept', status: 200, headers: {}, stale: 3000, want: { lifetimeMs: TTL, initialAgeMs: 0, staleIfErrorMs: 3000 } },
-    { desc: 'must-revalidate cancels the stale allowance', status: 200, headers: { 'cache-control': 'max-age=1, must-revalidate' }, stale: 3000, want: { lifetimeMs: 1000, initialAgeMs: 0, staleIfErrorMs: 0 } },
+    {
+      desc: 'must-revalidate cancels the stale allowance',
+      status: 200,
+      headers: { 'cache-control': 'max-age=1, must-revalidate' },
+      stale: 3000,
+      want: { lifetimeMs: 1000, initialAgeMs: 0, staleIfErrorMs: 0 },
+    },
   ];
   for (const r of rows) {
     it(r.desc, () => {

@@ -3,7 +3,9 @@ import { cacheKey, credentialId, normaliseUri, varyNames } from '../../../src/ca
 
 describe('cache keys', () => {
   it('sorts query pairs by name, keeps repeated names in order, unifies encodings', () => {
-    expect(normaliseUri('/v2/PhoneNumbers/+15551234567', '?Fields=caller_name&CountryCode=US')).toBe('/v2/PhoneNumbers/+15551234567?CountryCode=US&Fields=caller_name');
+    expect(normaliseUri('/v2/PhoneNumbers/+15551234567', '?Fields=caller_name&CountryCode=US')).toBe(
+      '/v2/PhoneNumbers/+15551234567?CountryCode=US&Fields=caller_name',
+    );
     expect(normaliseUri('/a', '?x=2&b=1&x=1')).toBe('/a?b=1&x=2&x=1');
     expect(normaliseUri('/a', '?q=a%20b')).toBe(normaliseUri('/a', '?q=a+b'));
     expect(normaliseUri('/a', '')).toBe('/a');
@@ -25,7 +27,9 @@ describe('cache keys', () => {
   it('adds the policy-named request headers, absent differing from empty', () => {
     const base = cacheKey('twilio', '/x', 'c', ['accept-language'], {});
     expect(cacheKey('twilio', '/x', 'c', ['accept-language'], { 'accept-language': '' })).not.toBe(base);
-    expect(cacheKey('twilio', '/x', 'c', ['accept-language'], { 'accept-language': 'fr' })).not.toBe(cacheKey('twilio', '/x', 'c', ['accept-language'], { 'accept-language': 'en' }));
+    expect(cacheKey('twilio', '/x', 'c', ['accept-language'], { 'accept-language': 'fr' })).not.toBe(
+      cacheKey('twilio', '/x', 'c', ['accept-language'], { 'accept-language': 'en' }),
+    );
     expect(cacheKey('twilio', '/x', 'c', [], { 'accept-language': 'fr' })).toBe(cacheKey('twilio', '/x', 'c', [], {}));
   });
 

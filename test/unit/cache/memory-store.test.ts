@@ -71,7 +71,7 @@ describe('memory cache store', () => {
 });
 
 describe('coalescer', () => {
-  it('one leader, bounded followers, all settled with the leader\'s outcome', async () => {
+  it("one leader, bounded followers, all settled with the leader's outcome", async () => {
     const c = new Coalescer(2);
     const lead = c.join('k');
     const f1 = c.join('k');

@@ -30,7 +30,7 @@ describe('Redis cache store: wire format and expiry', () => {
     for (const r of rows) expect(expiryMs(entry(), r.now), r.desc).toBe(r.want);
   });
 
-  it('round-trips an entry, its age carried by the key\'s remaining time, not a replica\'s clock', () => {
+  it("round-trips an entry, its age carried by the key's remaining time, not a replica's clock", () => {
     const clock = manualClock(1_100);
     const e = entry();
     const ttl = expiryMs(e, clock());
@@ -95,7 +95,15 @@ const down: RedisHealth = { usable: () => false, failed: () => {}, succeeded: ()
 describe('Redis cache store: bounds and fallback', () => {
   it('refuses a value over its bound and sends nothing', () => {
     const { client, sent } = fakeRedis('ready');
-    const s = new RedisCacheStore({ redis: client, health: { ...down, usable: () => true }, local: new MemoryCacheStore({ maxEntries: 10, maxBytes: 1e6 }), clock: manualClock(100), timeoutMs: 50, maxValueBytes: 300, prefix: 'bw:cache:t:' });
+    const s = new RedisCacheStore({
+      redis: client,
+      health: { ...down, usable: () => true },
+      local: new MemoryCacheStore({ maxEntries: 10, maxBytes: 1e6 }),
+      clock: manualClock(100),
+      timeoutMs: 50,
+      maxValueBytes: 300,
+      prefix: 'bw:cache:t:',
+    });
     const before = sent.length;
     expect(s.set('k', entry({ body: Buffer.alloc(400) }))).toBe(false);
     expect(sent.length).toBe(before);

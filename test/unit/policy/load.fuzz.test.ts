@@ -14,15 +14,59 @@ const DEFAULT_POLICY = readFileSync(new URL('../../../config/policy.yaml', impor
 const LINES = DEFAULT_POLICY.split('\n');
 
 const SPEC_VARS = [
-  'PROXY_HOST', 'PROXY_PORT', 'ADMIN_HOST', 'ADMIN_PORT', 'TWILIO_BASE_URL', 'VAPI_BASE_URL',
-  'CIRCUIT_BREAKER_ENABLED', 'CIRCUIT_BREAKER_THRESHOLD', 'CIRCUIT_BREAKER_RECOVERY_TIMEOUT',
-  'RATE_LIMIT_PER_MINUTE', 'RATE_LIMIT_STORE', 'REDIS_URL', 'INTEGRATIONS_STUB_MODE', 'UPSTREAM_TIMEOUT',
-  'TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_API_KEY_SID', 'TWILIO_API_KEY_SECRET', 'VAPI_API_KEY', 'LOG_LEVEL',
+  'PROXY_HOST',
+  'PROXY_PORT',
+  'ADMIN_HOST',
+  'ADMIN_PORT',
+  'TWILIO_BASE_URL',
+  'VAPI_BASE_URL',
+  'CIRCUIT_BREAKER_ENABLED',
+  'CIRCUIT_BREAKER_THRESHOLD',
+  'CIRCUIT_BREAKER_RECOVERY_TIMEOUT',
+  'RATE_LIMIT_PER_MINUTE',
+  'RATE_LIMIT_STORE',
+  'REDIS_URL',
+  'INTEGRATIONS_STUB_MODE',
+  'UPSTREAM_TIMEOUT',
+  'TWILIO_ACCOUNT_SID',
+  'TWILIO_AUTH_TOKEN',
+  'TWILIO_API_KEY_SID',
+  'TWILIO_API_KEY_SECRET',
+  'VAPI_API_KEY',
+  'LOG_LEVEL',
 ] as const;
 
 /** Values an operator (or a broken deploy script) might put in an environment variable. */
 const envValue = fc.oneof(
-  fc.constantFrom('', '0', '-1', '3', '2.5', '1e309', 'true', 'false', 'null', '~', 'redis', 'memory', '[1, 2]', '{a: 1}', 'a: b', '- x', '*alias', '&anchor', '${NESTED}', '}', '"', "'", '#', '\n', 'https://x.test', 'ftp://x', 'debug'),
+  fc.constantFrom(
+    '',
+    '0',
+    '-1',
+    '3',
+    '2.5',
+    '1e309',
+    'true',
+    'false',
+    'null',
+    '~',
+    'redis',
+    'memory',
+    '[1, 2]',
+    '{a: 1}',
+    'a: b',
+    '- x',
+    '*alias',
+    '&anchor',
+    '${NESTED}',
+    '}',
+    '"',
+    "'",
+    '#',
+    '\n',
+    'https://x.test',
+    'ftp://x',
+    'debug',
+  ),
   fc.string({ maxLength: 20 }),
   fc.string({ unit: 'binary', maxLength: 10 }),
 );
@@ -40,11 +84,84 @@ const env = fc
 /** Fragments that make YAML-ish text: structure, the schema's own keys, interpolation, oddities. */
 const token = fc.oneof(
   fc.constantFrom(
-    '\n', '\n  ', '\n    ', '\n      ', ': ', ':', '- ', '-', ' ', '\t', '[', ']', '{', '}', ',', '"', "'", '#', '&a ', '*a', '*b', '!!str ', '!!int ', '? ', '|', '>', '---\n', '...\n', '<<: ', '%YAML 1.2\n',
-    'upstreams', 'twilio', 'vapi', 'baseUrl', 'prefix', 'hosts', 'breaker', 'threshold', 'threshhold', 'rateLimits', 'name', 'rate', 'per', 'key',
-    'route', 'stubs', 'body', 'server', 'port', 'trustedProxies', 'store', 'type', 'redis', 'credentials', 'password', '__proto__', 'constructor',
-    'https://api.twilio.com', '/twilio', '"*.twilio.com"', '10.0.0.0/8', '"{{sid SM}}"', '"{{nope}}"', 'GET /a/*', '0', '-1', '1.5', 'true', 'null', '~',
-    '${A}', '${A:-3}', '${A-x}', '${A:-${B:-}}', '${', '${A:-', '}', '$',
+    '\n',
+    '\n  ',
+    '\n    ',
+    '\n      ',
+    ': ',
+    ':',
+    '- ',
+    '-',
+    ' ',
+    '\t',
+    '[',
+    ']',
+    '{',
+    '}',
+    ',',
+    '"',
+    "'",
+    '#',
+    '&a ',
+    '*a',
+    '*b',
+    '!!str ',
+    '!!int ',
+    '? ',
+    '|',
+    '>',
+    '---\n',
+    '...\n',
+    '<<: ',
+    '%YAML 1.2\n',
+    'upstreams',
+    'twilio',
+    'vapi',
+    'baseUrl',
+    'prefix',
+    'hosts',
+    'breaker',
+    'threshold',
+    'threshhold',
+    'rateLimits',
+    'name',
+    'rate',
+    'per',
+    'key',
+    'route',
+    'stubs',
+    'body',
+    'server',
+    'port',
+    'trustedProxies',
+    'store',
+    'type',
+    'redis',
+    'credentials',
+    'password',
+    '__proto__',
+    'constructor',
+    'https://api.twilio.com',
+    '/twilio',
+    '"*.twilio.com"',
+    '10.0.0.0/8',
+    '"{{sid SM}}"',
+    '"{{nope}}"',
+    'GET /a/*',
+    '0',
+    '-1',
+    '1.5',
+    'true',
+    'null',
+    '~',
+    '${A}',
+    '${A:-3}',
+    '${A-x}',
+    '${A:-${B:-}}',
+    '${',
+    '${A:-',
+    '}',
+    '$',
   ),
   fc.string({ maxLength: 6 }),
 );
@@ -120,11 +237,17 @@ describe('policy loader fuzz', () => {
   });
 
   it('arbitrary YAML-ish text never throws anything but a well-formed PolicyError', () => {
-    fc.assert(fc.property(yamlish, env, (text, e) => checkOutcome(text, e)), { numRuns: RUNS });
+    fc.assert(
+      fc.property(yamlish, env, (text, e) => checkOutcome(text, e)),
+      { numRuns: RUNS },
+    );
   });
 
   it('arbitrary unicode text never throws anything but a well-formed PolicyError', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 300 }), (text) => checkOutcome(text, {})), { numRuns: RUNS });
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 300 }), (text) => checkOutcome(text, {})),
+      { numRuns: RUNS },
+    );
   });
 
   it('mutations of config/policy.yaml never throw anything but a well-formed PolicyError', () => {
@@ -138,7 +261,10 @@ describe('policy loader fuzz', () => {
   });
 
   it('the shipped policy under an arbitrary environment never throws anything but a well-formed PolicyError', () => {
-    fc.assert(fc.property(env, (e) => checkOutcome(DEFAULT_POLICY, e)), { numRuns: POLICY_RUNS });
+    fc.assert(
+      fc.property(env, (e) => checkOutcome(DEFAULT_POLICY, e)),
+      { numRuns: POLICY_RUNS },
+    );
   });
 
   it('deep nesting is a problem, not a crash', () => {

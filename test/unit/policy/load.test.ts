@@ -144,7 +144,9 @@ describe('parsePolicy: broken policies', () => {
     {
       desc: 'an unknown rate-limit key part',
       yaml: `${BASE}    rateLimits:\n      - name: d\n        rate: 1\n        key: [phone]\n`,
-      want: ['policy.yaml:8:15 upstreams.twilio.rateLimits.0.key.0: must be client | ip | account | basic-user | authorization | route | header:<name> | body:<field> | body-prefix:<field>:<digits>'],
+      want: [
+        'policy.yaml:8:15 upstreams.twilio.rateLimits.0.key.0: must be client | ip | account | basic-user | authorization | route | header:<name> | body:<field> | body-prefix:<field>:<digits>',
+      ],
     },
     {
       desc: 'two limits with one name',
@@ -305,15 +307,69 @@ describe('parsePolicy: interpolation typing', () => {
   const policy = (extra: string, env: Record<string, string>) => parsePolicy(`${BASE}${extra}`, { env });
 
   const rows: { desc: string; extra: string; env: Record<string, string>; pick: (p: ReturnType<typeof parsePolicy>) => unknown; want: unknown }[] = [
-    { desc: '${X:-3} is the number 3', extra: '    breaker: { threshold: "${X:-3}" }\n', env: {}, pick: (p) => p.upstreams['twilio']!.breaker.threshold, want: 3 },
-    { desc: 'unquoted ${X:-3} is the number 3', extra: '    breaker:\n      threshold: ${X:-3}\n', env: {}, pick: (p) => p.upstreams['twilio']!.breaker.threshold, want: 3 },
-    { desc: 'a set number wins', extra: '    breaker:\n      threshold: ${X:-3}\n', env: { X: '7' }, pick: (p) => p.upstreams['twilio']!.breaker.threshold, want: 7 },
-    { desc: 'decimals', extra: '    timeout: ${UPSTREAM_TIMEOUT:-15}\n', env: { UPSTREAM_TIMEOUT: '2.5' }, pick: (p) => p.upstreams['twilio']!.timeout, want: 2.5 },
-    { desc: '"false" is the boolean false', extra: '    breaker:\n      enabled: ${E:-true}\n', env: { E: 'false' }, pick: (p) => p.upstreams['twilio']!.breaker.enabled, want: false },
-    { desc: 'an all-digit secret stays a string', extra: '    credentials:\n      type: basic\n      username: ${U}\n      password: ${P}\n', env: { U: 'AC1', P: '1234567890' }, pick: (p) => p.upstreams['twilio']!.credentials.password, want: '1234567890' },
-    { desc: 'text around an expression stays text', extra: '    hosts: ["api${N:-1}.example.com"]\n', env: {}, pick: (p) => p.upstreams['twilio']!.hosts, want: ['api1.example.com'] },
-    { desc: 'a value that reads as YAML mapping stays text', extra: '    credentials: { type: bearer, token: "${T}" }\n', env: { T: 'a: b' }, pick: (p) => p.upstreams['twilio']!.credentials.token, want: 'a: b' },
-    { desc: 'nested defaults resolve in the policy', extra: '    credentials: { type: basic, username: "${K:-${S:-}}", password: "${P:-${T:-}}" }\n', env: { S: 'ACsid', T: 'tok' }, pick: (p) => [p.upstreams['twilio']!.credentials.username, p.upstreams['twilio']!.credentials.password], want: ['ACsid', 'tok'] },
+    {
+      desc: '${X:-3} is the number 3',
+      extra: '    breaker: { threshold: "${X:-3}" }\n',
+      env: {},
+      pick: (p) => p.upstreams['twilio']!.breaker.threshold,
+      want: 3,
+    },
+    {
+      desc: 'unquoted ${X:-3} is the number 3',
+      extra: '    breaker:\n      threshold: ${X:-3}\n',
+      env: {},
+      pick: (p) => p.upstreams['twilio']!.breaker.threshold,
+      want: 3,
+    },
+    {
+      desc: 'a set number wins',
+      extra: '    breaker:\n      threshold: ${X:-3}\n',
+      env: { X: '7' },
+      pick: (p) => p.upstreams['twilio']!.breaker.threshold,
+      want: 7,
+    },
+    {
+      desc: 'decimals',
+      extra: '    timeout: ${UPSTREAM_TIMEOUT:-15}\n',
+      env: { UPSTREAM_TIMEOUT: '2.5' },
+      pick: (p) => p.upstreams['twilio']!.timeout,
+      want: 2.5,
+    },
+    {
+      desc: '"false" is the boolean false',
+      extra: '    breaker:\n      enabled: ${E:-true}\n',
+      env: { E: 'false' },
+      pick: (p) => p.upstreams['twilio']!.breaker.enabled,
+      want: false,
+    },
+    {
+      desc: 'an all-digit secret stays a string',
+      extra: '    credentials:\n      type: basic\n      username: ${U}\n      password: ${P}\n',
+      env: { U: 'AC1', P: '1234567890' },
+      pick: (p) => p.upstreams['twilio']!.credentials.password,
+      want: '1234567890',
+    },
+    {
+      desc: 'text around an expression stays text',
+      extra: '    hosts: ["api${N:-1}.example.com"]\n',
+      env: {},
+      pick: (p) => p.upstreams['twilio']!.hosts,
+      want: ['api1.example.com'],
+    },
+    {
+      desc: 'a value that reads as YAML mapping stays text',
+      extra: '    credentials: { type: bearer, token: "${T}" }\n',
+      env: { T: 'a: b' },
+      pick: (p) => p.upstreams['twilio']!.credentials.token,
+      want: 'a: b',
+    },
+    {
+      desc: 'nested defaults resolve in the policy',
+      extra: '    credentials: { type: basic, username: "${K:-${S:-}}", password: "${P:-${T:-}}" }\n',
+      env: { S: 'ACsid', T: 'tok' },
+      pick: (p) => [p.upstreams['twilio']!.credentials.username, p.upstreams['twilio']!.credentials.password],
+      want: ['ACsid', 'tok'],
+    },
   ];
   it.each(rows)('$desc', ({ extra, env, pick, want }) => {
     expect(pick(policy(extra, env))).toEqual(want);
@@ -328,7 +384,9 @@ describe('parsePolicy: interpolation typing', () => {
 
   it('a secret read from VAR_FILE reaches the policy', () => {
     const f = secretFile('twilio-token', 'auth-token-from-file\n');
-    const p = parsePolicy(`${BASE}    credentials:\n      type: basic\n      username: AC1\n      password: \${TWILIO_AUTH_TOKEN:-}\n`, { env: { TWILIO_AUTH_TOKEN_FILE: f } });
+    const p = parsePolicy(`${BASE}    credentials:\n      type: basic\n      username: AC1\n      password: \${TWILIO_AUTH_TOKEN:-}\n`, {
+      env: { TWILIO_AUTH_TOKEN_FILE: f },
+    });
     expect(p.upstreams['twilio']!.credentials.password).toBe('auth-token-from-file');
   });
 });
@@ -350,9 +408,27 @@ describe('parsePolicy: defaults and freezing', () => {
     {
       desc: 'breaker: 3 consecutive, 30 s, 1 probe, no ratio, fixed open time, streak forgotten after 60 s',
       got: u.breaker,
-      want: { enabled: true, threshold: 3, recoveryTimeout: 30, halfOpenProbes: 1, failureRatio: null, window: 20, minCalls: 10, slowCall: null, backoffMultiplier: 1, maxRecoveryTimeout: 300, failureWindow: 60, retryAfterMax: 1, failOn: ['connect', 'timeout', 'reset', '5xx'] },
+      want: {
+        enabled: true,
+        threshold: 3,
+        recoveryTimeout: 30,
+        halfOpenProbes: 1,
+        failureRatio: null,
+        window: 20,
+        minCalls: 10,
+        slowCall: null,
+        backoffMultiplier: 1,
+        maxRecoveryTimeout: 300,
+        failureWindow: 60,
+        retryAfterMax: 1,
+        failOn: ['connect', 'timeout', 'reset', '5xx'],
+      },
     },
-    { desc: 'retry', got: u.retry, want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504], unprocessed: [] } },
+    {
+      desc: 'retry',
+      got: u.retry,
+      want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504], unprocessed: [] },
+    },
     { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1, fleet: false, leaseTimeout: 30 } },
     { desc: 'idempotency off unless asked', got: u.idempotency.enabled, want: false },
     { desc: 'hold on 429 by account', got: [u.holdOn429.enabled, u.holdOn429.key], want: [true, ['account']] },
@@ -366,12 +442,25 @@ describe('parsePolicy: defaults and freezing', () => {
   it('refuses a related-URI invalidation pattern with a safe method, naming the line', () => {
     const text = `${BASE}    routes:\n      - { name: lookups, match: "GET /v2/PhoneNumbers/*" }\n    cache:\n      routes:\n        - route: lookups\n          ttl: 60\n          invalidatedBy: ["GET /v2/PhoneNumbers/*"]\n`;
     expect(() => parsePolicy(text, { env: {} })).toThrow(/unsafe method/);
-    expect(parsePolicy(text.replace('invalidatedBy: ["GET', 'invalidatedBy: ["POST'), { env: {} }).upstreams['twilio']!.cache.routes[0]!.invalidatedBy).toEqual(['POST /v2/PhoneNumbers/*']);
+    expect(parsePolicy(text.replace('invalidatedBy: ["GET', 'invalidatedBy: ["POST'), { env: {} }).upstreams['twilio']!.cache.routes[0]!.invalidatedBy).toEqual(
+      ['POST /v2/PhoneNumbers/*'],
+    );
   });
 
   it('fills a rate limit’s defaults', () => {
     const q = parsePolicy(`${BASE}    rateLimits:\n      - { name: default, rate: 60 }\n`, { env: {} });
-    expect(q.upstreams['twilio']!.rateLimits[0]).toEqual({ name: 'default', rate: 60, per: 60, burst: null, key: ['client'], route: null, shadow: false, maxDelay: 0, store: 'default', headers: 'remaining' });
+    expect(q.upstreams['twilio']!.rateLimits[0]).toEqual({
+      name: 'default',
+      rate: 60,
+      per: 60,
+      burst: null,
+      key: ['client'],
+      route: null,
+      shadow: false,
+      maxDelay: 0,
+      store: 'default',
+      headers: 'remaining',
+    });
   });
 
   it('is deeply frozen', () => {
@@ -408,12 +497,24 @@ describe('config/policy.yaml (the shipped default)', () => {
   it('honours every SPEC environment variable', () => {
     const p = loadPolicyFile(file, {
       env: {
-        PROXY_HOST: '127.0.0.2', PROXY_PORT: '18080', ADMIN_HOST: '127.0.0.3', ADMIN_PORT: '19090',
-        TWILIO_BASE_URL: 'http://twilio.test:1', VAPI_BASE_URL: 'http://vapi.test:2',
-        CIRCUIT_BREAKER_ENABLED: 'false', CIRCUIT_BREAKER_THRESHOLD: '5', CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '7',
-        RATE_LIMIT_PER_MINUTE: '120', RATE_LIMIT_STORE: 'redis', REDIS_URL: 'redis://127.0.0.1:6379',
-        INTEGRATIONS_STUB_MODE: 'true', UPSTREAM_TIMEOUT: '2.5',
-        TWILIO_ACCOUNT_SID: 'ACxyz', TWILIO_AUTH_TOKEN: 'tok', VAPI_API_KEY: 'vk', LOG_LEVEL: 'debug',
+        PROXY_HOST: '127.0.0.2',
+        PROXY_PORT: '18080',
+        ADMIN_HOST: '127.0.0.3',
+        ADMIN_PORT: '19090',
+        TWILIO_BASE_URL: 'http://twilio.test:1',
+        VAPI_BASE_URL: 'http://vapi.test:2',
+        CIRCUIT_BREAKER_ENABLED: 'false',
+        CIRCUIT_BREAKER_THRESHOLD: '5',
+        CIRCUIT_BREAKER_RECOVERY_TIMEOUT: '7',
+        RATE_LIMIT_PER_MINUTE: '120',
+        RATE_LIMIT_STORE: 'redis',
+        REDIS_URL: 'redis://127.0.0.1:6379',
+        INTEGRATIONS_STUB_MODE: 'true',
+        UPSTREAM_TIMEOUT: '2.5',
+        TWILIO_ACCOUNT_SID: 'ACxyz',
+        TWILIO_AUTH_TOKEN: 'tok',
+        VAPI_API_KEY: 'vk',
+        LOG_LEVEL: 'debug',
       },
     });
     const t = p.upstreams['twilio']!;

@@ -224,21 +224,44 @@ describe('CircuitBreaker: consecutive failures age out (failureWindowMs)', () =>
 });
 
 describe('CircuitBreaker: failure ratio over a sliding window', () => {
-  const rows: { desc: string; ratio: number; window: number; minCalls: number; outcomes: ('ok' | 'fail')[]; state: BreakerStateName; cause?: TransitionCause }[] = [
+  const rows: {
+    desc: string;
+    ratio: number;
+    window: number;
+    minCalls: number;
+    outcomes: ('ok' | 'fail')[];
+    state: BreakerStateName;
+    cause?: TransitionCause;
+  }[] = [
     { desc: 'below min volume never opens, even at 100 %', ratio: 0.5, window: 10, minCalls: 5, outcomes: ['fail', 'fail', 'ok', 'fail'], state: 'closed' },
-    { desc: 'ratio reached exactly at min volume opens', ratio: 0.5, window: 10, minCalls: 4, outcomes: ['ok', 'fail', 'ok', 'fail'], state: 'open', cause: 'failure_ratio' },
+    {
+      desc: 'ratio reached exactly at min volume opens',
+      ratio: 0.5,
+      window: 10,
+      minCalls: 4,
+      outcomes: ['ok', 'fail', 'ok', 'fail'],
+      state: 'open',
+      cause: 'failure_ratio',
+    },
     { desc: 'ratio just under the threshold stays closed', ratio: 0.5, window: 10, minCalls: 5, outcomes: ['ok', 'ok', 'ok', 'fail', 'fail'], state: 'closed' },
     { desc: '3 of 5 ≥ 60 % opens', ratio: 0.6, window: 5, minCalls: 5, outcomes: ['fail', 'ok', 'fail', 'ok', 'fail'], state: 'open', cause: 'failure_ratio' },
     {
       desc: 'old failures slide out of the window',
-      ratio: 0.5, window: 4, minCalls: 4,
+      ratio: 0.5,
+      window: 4,
+      minCalls: 4,
       // Window at the end: ok ok ok fail → 25 %.
-      outcomes: ['fail', 'ok', 'fail', 'ok', 'ok', 'ok', 'fail'], state: 'closed',
+      outcomes: ['fail', 'ok', 'fail', 'ok', 'ok', 'ok', 'fail'],
+      state: 'closed',
     },
     {
       desc: 'a full window of failures mixed with successes opens once the ratio is crossed',
-      ratio: 0.75, window: 4, minCalls: 4,
-      outcomes: ['ok', 'fail', 'ok', 'fail', 'fail', 'fail'], state: 'open', cause: 'failure_ratio',
+      ratio: 0.75,
+      window: 4,
+      minCalls: 4,
+      outcomes: ['ok', 'fail', 'ok', 'fail', 'fail', 'fail'],
+      state: 'open',
+      cause: 'failure_ratio',
     },
   ];
   it.each(rows)('$desc', ({ ratio, window, minCalls, outcomes, state, cause }) => {
@@ -479,7 +502,19 @@ describe('BreakerScopes', () => {
   it('builds one breaker per scope on first use, and past the cap the rest share one', () => {
     const made: string[] = [];
     const clock = manualClock(0);
-    const opts = { enforce: true, threshold: 1, recoveryMs: 1000, halfOpenProbes: 1, failureRatio: null, window: 1, minCalls: 1, slowCallMs: null, backoffMultiplier: 1, maxRecoveryMs: 1000, failureWindowMs: null };
+    const opts = {
+      enforce: true,
+      threshold: 1,
+      recoveryMs: 1000,
+      halfOpenProbes: 1,
+      failureRatio: null,
+      window: 1,
+      minCalls: 1,
+      slowCallMs: null,
+      backoffMultiplier: 1,
+      maxRecoveryMs: 1000,
+      failureWindowMs: null,
+    };
     const base = new CircuitBreaker('base', opts, clock);
     const scopes = new BreakerScopes(base, (s) => (made.push(s), new CircuitBreaker(s, opts, clock)), 2);
     const a = scopes.get('a.example');

@@ -73,7 +73,8 @@ afterAll(async () => {
 });
 
 /** `n` takes at the same instant. */
-const takes = (h: Handle, n: number, now = 0) => Array.from({ length: n }).reduce<Promise<Decision[]>>(async (acc) => [...(await acc), await h.take(now)], Promise.resolve([]));
+const takes = (h: Handle, n: number, now = 0) =>
+  Array.from({ length: n }).reduce<Promise<Decision[]>>(async (acc) => [...(await acc), await h.take(now)], Promise.resolve([]));
 
 describe.each([typescript, lua])('$name', (impl) => {
   describe('take: burst and remaining', () => {

@@ -19,15 +19,14 @@ const segmentValue = fc.oneof(
 const paramName = fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,8}$/);
 
 /** One pattern segment and a generator of path segments it must match. */
-type Seg =
-  | { kind: 'literal'; text: string }
-  | { kind: 'star' }
-  | { kind: 'param'; name: string; prefix: string; suffix: string };
+type Seg = { kind: 'literal'; text: string } | { kind: 'star' } | { kind: 'param'; name: string; prefix: string; suffix: string };
 
 const seg: fc.Arbitrary<Seg> = fc.oneof(
   literal.map((text) => ({ kind: 'literal', text }) as const),
   fc.constant({ kind: 'star' } as const),
-  fc.record({ name: paramName, prefix: fc.constantFrom('', 'AC', 'x-'), suffix: fc.constantFrom('', '.json', '.xml') }).map((p) => ({ kind: 'param', ...p }) as const),
+  fc
+    .record({ name: paramName, prefix: fc.constantFrom('', 'AC', 'x-'), suffix: fc.constantFrom('', '.json', '.xml') })
+    .map((p) => ({ kind: 'param', ...p }) as const),
 );
 
 const route = fc
@@ -76,7 +75,8 @@ function safeDecode(s: string): string {
 describe('RouteTable fuzz', () => {
   it('never throws on arbitrary methods and paths', () => {
     const t = new RouteTable<string>();
-    for (const p of ['GET /2010-04-01/Accounts/*/Messages.json', '/2010-04-01/Accounts/**', 'GET /call/{id}', '/files/*.json', 'POST /a/{x}-{y}/**']) t.add(p, p);
+    for (const p of ['GET /2010-04-01/Accounts/*/Messages.json', '/2010-04-01/Accounts/**', 'GET /call/{id}', '/files/*.json', 'POST /a/{x}-{y}/**'])
+      t.add(p, p);
     fc.assert(
       fc.property(fc.string({ unit: 'grapheme', maxLength: 12 }), fc.string({ unit: 'binary', maxLength: 200 }), (m, tail) => {
         const r = t.match(m, `/${tail}`);
@@ -88,15 +88,18 @@ describe('RouteTable fuzz', () => {
 
   it('a route added always matches a path generated from it, with its params', () => {
     fc.assert(
-      fc.property(route.chain((r) => fc.tuple(fc.constant(r), pathFor(r), method)), ([r, { path, params }, m]) => {
-        const t = new RouteTable<string>();
-        const pattern = patternOf(r);
-        t.add(pattern, pattern);
-        const hit = t.match(r.method ?? m, path);
-        expect(hit?.value, `${pattern} vs ${path}`).toBe(pattern);
-        // With at most one param per segment the split is unambiguous.
-        expect(hit!.params).toEqual(params);
-      }),
+      fc.property(
+        route.chain((r) => fc.tuple(fc.constant(r), pathFor(r), method)),
+        ([r, { path, params }, m]) => {
+          const t = new RouteTable<string>();
+          const pattern = patternOf(r);
+          t.add(pattern, pattern);
+          const hit = t.match(r.method ?? m, path);
+          expect(hit?.value, `${pattern} vs ${path}`).toBe(pattern);
+          // With at most one param per segment the split is unambiguous.
+          expect(hit!.params).toEqual(params);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -113,7 +116,10 @@ describe('RouteTable fuzz', () => {
   it('among many routes, a path generated from one of them matches some route', () => {
     fc.assert(
       fc.property(
-        fc.array(route, { minLength: 1, maxLength: 20 }).chain((rs) => fc.tuple(fc.constant(rs), fc.nat({ max: rs.length - 1 }))).chain(([rs, i]) => fc.tuple(fc.constant(rs), fc.constant(rs[i]!), pathFor(rs[i]!), method)),
+        fc
+          .array(route, { minLength: 1, maxLength: 20 })
+          .chain((rs) => fc.tuple(fc.constant(rs), fc.nat({ max: rs.length - 1 })))
+          .chain(([rs, i]) => fc.tuple(fc.constant(rs), fc.constant(rs[i]!), pathFor(rs[i]!), method)),
         ([rs, r, { path }, m]) => {
           const t = new RouteTable<string>();
           for (const x of rs) t.add(patternOf(x), 'x');
@@ -126,13 +132,16 @@ describe('RouteTable fuzz', () => {
 
   it('a route bound to one method never matches another', () => {
     fc.assert(
-      fc.property(route.chain((r) => fc.tuple(fc.constant(r), pathFor(r), method, method)), ([r, { path }, m1, m2]) => {
-        fc.pre(m1 !== m2);
-        const t = new RouteTable<string>();
-        const pattern = patternOf({ ...r, method: m1 });
-        t.add(pattern, pattern);
-        expect(t.match(m2, path)).toBeUndefined();
-      }),
+      fc.property(
+        route.chain((r) => fc.tuple(fc.constant(r), pathFor(r), method, method)),
+        ([r, { path }, m1, m2]) => {
+          fc.pre(m1 !== m2);
+          const t = new RouteTable<string>();
+          const pattern = patternOf({ ...r, method: m1 });
+          t.add(pattern, pattern);
+          expect(t.match(m2, path)).toBeUndefined();
+        },
+      ),
       { numRuns: RUNS },
     );
   });

@@ -42,7 +42,12 @@ describe('RouteTable: precedence', () => {
     { desc: 'glob segment matches an account SID', method: 'GET', path: '/2010-04-01/Accounts/AC123/Messages.json', want: 'messages.list' },
     { desc: 'method picks between routes on one path', method: 'POST', path: '/2010-04-01/Accounts/AC123/Messages.json', want: 'messages.create' },
     { desc: 'literal beats glob', method: 'GET', path: '/2010-04-01/Accounts/AC_SPECIAL/Messages.json', want: 'special.list' },
-    { desc: 'literal path without its method falls back to the glob route for that method', method: 'POST', path: '/2010-04-01/Accounts/AC_SPECIAL/Messages.json', want: 'messages.create' },
+    {
+      desc: 'literal path without its method falls back to the glob route for that method',
+      method: 'POST',
+      path: '/2010-04-01/Accounts/AC_SPECIAL/Messages.json',
+      want: 'messages.create',
+    },
     { desc: 'glob within a segment (*.json)', method: 'GET', path: '/2010-04-01/Accounts/AC1/Messages/SM9.json', want: 'messages.fetch' },
     { desc: 'glob beats ** for a deeper match', method: 'GET', path: '/2010-04-01/Accounts/AC1/Messages.json', want: 'messages.list' },
     { desc: '** catches what no deeper route matches', method: 'DELETE', path: '/2010-04-01/Accounts/AC1/Messages/SM9.json', want: 'accounts' },
@@ -72,7 +77,12 @@ describe('RouteTable: precedence', () => {
   });
 
   it('the first route added for a pattern and method wins', () => {
-    const t2 = table([['GET /x', 'first'], ['GET /x', 'second'], ['/x', 'any-first'], ['* /x', 'any-second']]);
+    const t2 = table([
+      ['GET /x', 'first'],
+      ['GET /x', 'second'],
+      ['/x', 'any-first'],
+      ['* /x', 'any-second'],
+    ]);
     expect(t2.match('GET', '/x')?.value).toBe('first');
     expect(t2.match('POST', '/x')?.value).toBe('any-first');
   });
@@ -96,7 +106,12 @@ describe('RouteTable: params', () => {
   ]);
   const rows: { desc: string; method: string; path: string; params: Record<string, string> }[] = [
     { desc: 'one named segment', method: 'POST', path: '/2010-04-01/Accounts/AC123/Messages.json', params: { AccountSid: 'AC123' } },
-    { desc: 'a named segment with a suffix', method: 'GET', path: '/2010-04-01/Accounts/AC1/Messages/SM42.json', params: { AccountSid: 'AC1', MessageSid: 'SM42' } },
+    {
+      desc: 'a named segment with a suffix',
+      method: 'GET',
+      path: '/2010-04-01/Accounts/AC1/Messages/SM42.json',
+      params: { AccountSid: 'AC1', MessageSid: 'SM42' },
+    },
     { desc: 'percent-decoded', method: 'GET', path: '/call/a%20b%2Bc', params: { id: 'a b+c' } },
     { desc: 'an encoded slash stays inside the param', method: 'GET', path: '/call/a%2Fb', params: { id: 'a/b' } },
     { desc: 'malformed escapes are kept as they are', method: 'GET', path: '/call/%E0%A4%A', params: { id: '%E0%A4%A' } },
@@ -113,7 +128,10 @@ describe('RouteTable: params', () => {
   });
 
   it('params of a failed branch do not leak into the match', () => {
-    const t2 = table([['GET /x/{a}/y', 'named'], ['GET /x/*/z', 'plain']]);
+    const t2 = table([
+      ['GET /x/{a}/y', 'named'],
+      ['GET /x/*/z', 'plain'],
+    ]);
     expect(t2.match('GET', '/x/1/z')).toEqual({ value: 'plain', params: {} });
   });
 });

@@ -11,17 +11,33 @@ import { breaker } from '../../../src/stages/breaker.js';
 import { answer, answerEnding, drain, fakeExchange } from '../support/exchange.js';
 
 const sent = (status: number): Reply => answer(status);
-const failed = (cause: 'connect' | 'timeout' | 'reset' | 'client'): Reply => ({ kind: 'failed', cause, mayHaveReachedUpstream: cause !== 'connect', error: proxyError('upstream_unavailable') });
+const failed = (cause: 'connect' | 'timeout' | 'reset' | 'client'): Reply => ({
+  kind: 'failed',
+  cause,
+  mayHaveReachedUpstream: cause !== 'connect',
+  error: proxyError('upstream_unavailable'),
+});
 
 function setup(policy: Record<string, unknown> = {}) {
   const clock = manualClock(0);
   const p = breakerSchema.parse({ threshold: 1, ...policy });
-  const cb = new CircuitBreaker('twilio', {
-    enforce: p.enabled, threshold: p.threshold, recoveryMs: p.recoveryTimeout * 1000, halfOpenProbes: p.halfOpenProbes,
-    failureRatio: p.failureRatio, window: p.window, minCalls: p.minCalls, slowCallMs: null,
-    backoffMultiplier: p.backoffMultiplier, maxRecoveryMs: p.maxRecoveryTimeout * 1000,
-    failureWindowMs: p.failureWindow === null ? null : p.failureWindow * 1000,
-  }, clock);
+  const cb = new CircuitBreaker(
+    'twilio',
+    {
+      enforce: p.enabled,
+      threshold: p.threshold,
+      recoveryMs: p.recoveryTimeout * 1000,
+      halfOpenProbes: p.halfOpenProbes,
+      failureRatio: p.failureRatio,
+      window: p.window,
+      minCalls: p.minCalls,
+      slowCallMs: null,
+      backoffMultiplier: p.backoffMultiplier,
+      maxRecoveryMs: p.maxRecoveryTimeout * 1000,
+      failureWindowMs: p.failureWindow === null ? null : p.failureWindow * 1000,
+    },
+    clock,
+  );
   let failures = 0;
   let rejected = 0;
   const stage = breaker(cb, p, { onFailure: () => failures++, onRejected: () => rejected++ });
@@ -127,7 +143,10 @@ describe('breaker stage: one request, one failure', () => {
     const stage = breaker(cb, breakerSchema.parse({ threshold: 2 }), { onFailure: () => {}, onRejected: () => {} });
     const ex = fakeExchange();
     let counted = 0;
-    const attempt = () => stage(ex, async () => sent(503)).then(drain).then(() => counted++);
+    const attempt = () =>
+      stage(ex, async () => sent(503))
+        .then(drain)
+        .then(() => counted++);
     for (let i = 0; i < 3; i++) await attempt();
     expect(counted).toBe(3);
     expect(cb.stateName).toBe('closed');

@@ -44,9 +44,27 @@ describe('clientIdentity stage', () => {
     { desc: 'repeated XFF headers are joined', headers: { 'x-forwarded-for': ['6.6.6.6', '1.2.3.4'] }, peer: '10.0.0.1', key: '1.2.3.4', ip: '1.2.3.4' },
     { desc: 'a client id with spaces is ignored', headers: { 'x-client-id': 'a b' }, peer: '203.0.113.1', key: '203.0.113.1', ip: '203.0.113.1' },
     { desc: 'an over-long client id is ignored', headers: { 'x-client-id': 'c'.repeat(129) }, peer: '203.0.113.1', key: '203.0.113.1', ip: '203.0.113.1' },
-    { desc: 'an id spelled as an IPv4 address is kept apart from that peer address', headers: { 'x-client-id': '203.0.113.9' }, peer: '203.0.113.1', key: 'id:203.0.113.9', ip: '203.0.113.1' },
-    { desc: 'an id spelled as an IPv6 address is kept apart too', headers: { 'x-client-id': '2001:db8::1' }, peer: '203.0.113.1', key: 'id:2001:db8::1', ip: '203.0.113.1' },
-    { desc: 'an id spelled as a mapped address is kept apart too', headers: { 'x-client-id': '::ffff:203.0.113.9' }, peer: '203.0.113.1', key: 'id:::ffff:203.0.113.9', ip: '203.0.113.1' },
+    {
+      desc: 'an id spelled as an IPv4 address is kept apart from that peer address',
+      headers: { 'x-client-id': '203.0.113.9' },
+      peer: '203.0.113.1',
+      key: 'id:203.0.113.9',
+      ip: '203.0.113.1',
+    },
+    {
+      desc: 'an id spelled as an IPv6 address is kept apart too',
+      headers: { 'x-client-id': '2001:db8::1' },
+      peer: '203.0.113.1',
+      key: 'id:2001:db8::1',
+      ip: '203.0.113.1',
+    },
+    {
+      desc: 'an id spelled as a mapped address is kept apart too',
+      headers: { 'x-client-id': '::ffff:203.0.113.9' },
+      peer: '203.0.113.1',
+      key: 'id:::ffff:203.0.113.9',
+      ip: '203.0.113.1',
+    },
     { desc: 'a repeated client id is ignored', headers: { 'x-client-id': ['a', 'b'] }, peer: '203.0.113.1', key: '203.0.113.1', ip: '203.0.113.1' },
   ];
   it.each(rows)('$desc', async ({ headers, peer, key, ip }) => {

@@ -66,7 +66,12 @@ describe('credentials stage', () => {
     { desc: 'replace: true with nothing held keeps the app credential', c: { ...none, replace: true }, auth: 'Bearer app-key', want: 'Bearer app-key' },
     { desc: 'an empty Bearer gets the held one', c: vapi, auth: 'Bearer ', want: 'Bearer real-key' },
     { desc: 'an empty Bearer with nothing held sends none', c: none, auth: 'Bearer ', want: undefined },
-    { desc: 'a placeholder under replace: true is replaced like any placeholder', c: { ...vapi, replace: true }, auth: 'Bearer breakwater', want: 'Bearer real-key' },
+    {
+      desc: 'a placeholder under replace: true is replaced like any placeholder',
+      c: { ...vapi, replace: true },
+      auth: 'Bearer breakwater',
+      want: 'Bearer real-key',
+    },
     { desc: 'a Twilio placeholder sent to a Bearer upstream gets its held Bearer', c: vapi, auth: basic(SID, 'breakwater'), want: 'Bearer real-key' },
   ];
   it.each(rows)('$desc', async ({ c, auth, want }) => {

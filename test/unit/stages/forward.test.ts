@@ -229,7 +229,7 @@ describe('forward: the client-gone matrix', () => {
     expect(ends).toEqual(['client']);
   });
 
-  it('gone mid-body: the attempt stops and the body ends as the client\'s doing, not a reset', async () => {
+  it("gone mid-body: the attempt stops and the body ends as the client's doing, not a reset", async () => {
     const { d, res, replied } = setup();
     d.connect();
     d.head(200);

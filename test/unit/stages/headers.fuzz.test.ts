@@ -10,9 +10,18 @@ const RUNS = 1000;
 
 const ipv4 = fc.ipV4();
 const ipv6 = fc.ipV6();
-const anyIp = fc.oneof(ipv4, ipv6, ipv4.map((a) => `::ffff:${a}`));
+const anyIp = fc.oneof(
+  ipv4,
+  ipv6,
+  ipv4.map((a) => `::ffff:${a}`),
+);
 /** XFF hop text: real addresses, near-misses and garbage. */
-const hop = fc.oneof(anyIp, fc.string({ maxLength: 20 }), fc.string({ unit: 'binary', maxLength: 20 }), fc.constantFrom('', ' ', 'unknown', '1.2.3.4:80', '[::1]', '::ffff:', '999.1.1.1', '1.2.3'));
+const hop = fc.oneof(
+  anyIp,
+  fc.string({ maxLength: 20 }),
+  fc.string({ unit: 'binary', maxLength: 20 }),
+  fc.constantFrom('', ' ', 'unknown', '1.2.3.4:80', '[::1]', '::ffff:', '999.1.1.1', '1.2.3'),
+);
 const xff = fc.array(hop, { maxLength: 8 }).map((hs) => hs.join(','));
 const trusted = trustedProxies(['10.0.0.0/8', '127.0.0.1', 'fd00::/8', '::ffff:192.168.0.0/112']);
 
@@ -53,10 +62,14 @@ describe('X-Request-Id fuzz', () => {
 describe('client IP fuzz', () => {
   it('resolveClientIp never throws on arbitrary peers and X-Forwarded-For values', () => {
     fc.assert(
-      fc.property(fc.oneof(anyIp, fc.string({ unit: 'binary', maxLength: 40 })), fc.option(fc.oneof(xff, fc.string({ unit: 'binary', maxLength: 200 })), { nil: undefined }), (peer, x) => {
-        expect(typeof resolveClientIp(peer, x, trusted)).toBe('string');
-        expect(typeof resolveClientIp(peer, x, undefined)).toBe('string');
-      }),
+      fc.property(
+        fc.oneof(anyIp, fc.string({ unit: 'binary', maxLength: 40 })),
+        fc.option(fc.oneof(xff, fc.string({ unit: 'binary', maxLength: 200 })), { nil: undefined }),
+        (peer, x) => {
+          expect(typeof resolveClientIp(peer, x, trusted)).toBe('string');
+          expect(typeof resolveClientIp(peer, x, undefined)).toBe('string');
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -65,9 +78,13 @@ describe('client IP fuzz', () => {
     fc.assert(
       // Untrusted by the list above: not 10/8, not 127.0.0.1, and not 192.168/16, which the
       // IPv4-mapped entry covers (BlockList matches an IPv4 address against ::ffff: rules too).
-      fc.property(fc.ipV4().filter((a) => !a.startsWith('10.') && a !== '127.0.0.1' && !a.startsWith('192.168.')), xff, (peer, x) => {
-        expect(resolveClientIp(peer, x, trusted)).toBe(peer);
-      }),
+      fc.property(
+        fc.ipV4().filter((a) => !a.startsWith('10.') && a !== '127.0.0.1' && !a.startsWith('192.168.')),
+        xff,
+        (peer, x) => {
+          expect(resolveClientIp(peer, x, trusted)).toBe(peer);
+        },
+      ),
       { numRuns: RUNS },
     );
   });

@@ -180,7 +180,7 @@ describe('hold stage: other back-pressure answers (`also`)', () => {
   }
   const held400 = (body: string, headers: Record<string, string> = {}): Reply => answer(400, headers, body);
 
-  it('reads a 400\'s body, then turns Vapi\'s concurrency refusal into a hold and 429 upstream_rate_limited', async () => {
+  it("reads a 400's body, then turns Vapi's concurrency refusal into a hold and 429 upstream_rate_limited", async () => {
     const { send, holds, clock } = setup();
     const first = await send(held400('{"error":"Over Concurrency Limit"}'));
     expect(first.out).toMatchObject({ kind: 'error', code: 'upstream_rate_limited', status: 429, headers: { 'retry-after': '2' } });
@@ -193,7 +193,7 @@ describe('hold stage: other back-pressure answers (`also`)', () => {
     expect((await send(answer(200))).forwarded).toBe(true);
   });
 
-  it('takes the hold from the refusal\'s own Retry-After when it has one', async () => {
+  it("takes the hold from the refusal's own Retry-After when it has one", async () => {
     const { send, holds } = setup();
     await send(held400('{"error":"Over Concurrency Limit"}', { 'retry-after': '5' }));
     expect(holds).toEqual([['AC1', 5000]]);
@@ -258,7 +258,11 @@ describe('hold stage: one more send after a short hold (retryWithin)', () => {
   });
 
   it('does not when the hold is longer than retryWithin, when the budget says no, or when it is off', async () => {
-    for (const [s, retryAfter] of [[setup(2), '3'], [setup(2, false), undefined], [setup(0), undefined]] as const) {
+    for (const [s, retryAfter] of [
+      [setup(2), '3'],
+      [setup(2, false), undefined],
+      [setup(0), undefined],
+    ] as const) {
       const { reply, calls } = await s.send([429], retryAfter);
       expect(calls).toBe(1);
       expect(reply.kind).toBe('answer');

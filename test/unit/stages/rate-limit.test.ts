@@ -75,13 +75,7 @@ describe('rateLimit stage: 5 per minute', () => {
     const { send } = setup([FIVE]);
     const seen: string[] = [];
     for (let i = 0; i < 5; i++) seen.push((await send()).ex.rateLimit!);
-    expect(seen).toEqual([
-      '"default";r=4;t=12',
-      '"default";r=3;t=24',
-      '"default";r=2;t=36',
-      '"default";r=1;t=48',
-      '"default";r=0;t=60',
-    ]);
+    expect(seen).toEqual(['"default";r=4;t=12', '"default";r=3;t=24', '"default";r=2;t=36', '"default";r=1;t=48', '"default";r=0;t=60']);
     expect((await send()).ex.rateLimitPolicy).toBe('"default";q=5;w=60');
   });
 

@@ -35,13 +35,23 @@ describe('compileTemplate', () => {
     { desc: 'two templates in one string', template: '{{param.a}}-{{param.b}}', params: { a: 'x', b: 'y' }, want: 'x-y' },
     { desc: 'whole body field (form)', template: '{{body.To}}', ex: form('To=%2B15558675310'), want: '+15558675310' },
     { desc: 'whole body field missing → null', template: '{{body.MessagingServiceSid}}', ex: form('To=1'), want: null },
-    { desc: 'JSON body dot path', template: '{{body.customer.number}}', ex: { body: Buffer.from('{"customer":{"number":"+1555"}}'), headers: { 'content-type': 'application/json' } }, want: '+1555' },
+    {
+      desc: 'JSON body dot path',
+      template: '{{body.customer.number}}',
+      ex: { body: Buffer.from('{"customer":{"number":"+1555"}}'), headers: { 'content-type': 'application/json' } },
+      want: '+1555',
+    },
     { desc: 'no body at all → null', template: '{{body.To}}', want: null },
     { desc: 'query field', template: '{{query.PageSize}}', ex: { query: '?PageSize=20' }, want: '20' },
     { desc: 'query field missing → null', template: '{{query.PageSize}}', ex: { query: '' }, want: null },
     { desc: 'now (Twilio date format)', template: '{{now}}', want: 'Tue, 04 Mar 2025 05:06:07 +0000' },
     { desc: 'nowIso', template: '{{nowIso}}', want: '2025-03-04T05:06:07.089Z' },
-    { desc: 'nested objects and arrays', template: { a: ['{{param.x}}', { b: '{{param.y}}' }], n: 1 }, params: { x: '1', y: '2' }, want: { a: ['1', { b: '2' }], n: 1 } },
+    {
+      desc: 'nested objects and arrays',
+      template: { a: ['{{param.x}}', { b: '{{param.y}}' }], n: 1 },
+      params: { x: '1', y: '2' },
+      want: { a: ['1', { b: '2' }], n: 1 },
+    },
   ];
   it.each(rows)('$desc', ({ template, params, ex, want }) => {
     expect(render(template, params, ex)).toEqual(want);

@@ -94,7 +94,14 @@ const tick = () => new Promise((r) => setTimeout(r, 0));
 describe('redisIdempotencyStore', () => {
   const make = (r: ReturnType<typeof scriptedRedis>, retryMs = 1) => {
     const clock = manualClock();
-    return redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, clock), timeoutMs: 5, claimMs: 60_000, retryMs });
+    return redisIdempotencyStore({
+      redis: r as unknown as Redis,
+      health,
+      local: new MemoryIdempotencyStore(100, clock),
+      timeoutMs: 5,
+      claimMs: 60_000,
+      retryMs,
+    });
   };
   const rows = [
     { desc: 'a lookup that times out is unavailable, not absent', mode: 'hang' as const, status: 'ready' },
@@ -163,7 +170,15 @@ describe('orphaned claims', () => {
   it('keeps the key used, as orphaned, once a dead replica’s claim passes its deadline', async () => {
     const r = scriptedRedis();
     let t = 1_000_000;
-    const mk = () => redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, manualClock()), timeoutMs: 5, claimMs: 1000, now: () => t });
+    const mk = () =>
+      redisIdempotencyStore({
+        redis: r as unknown as Redis,
+        health,
+        local: new MemoryIdempotencyStore(100, manualClock()),
+        timeoutMs: 5,
+        claimMs: 1000,
+        now: () => t,
+      });
     const dead = mk();
     const b = mk();
     expect(await dead.claim('k', 'fp', 1000, 86_400_000)).toBe('claimed');
@@ -177,7 +192,14 @@ describe('orphaned claims', () => {
 
   it('retries a release Redis did not take, so a refused create does not leave an orphan', async () => {
     const r = scriptedRedis();
-    const a = redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, manualClock()), timeoutMs: 5, claimMs: 1000, retryMs: 1 });
+    const a = redisIdempotencyStore({
+      redis: r as unknown as Redis,
+      health,
+      local: new MemoryIdempotencyStore(100, manualClock()),
+      timeoutMs: 5,
+      claimMs: 1000,
+      retryMs: 1,
+    });
     expect(await a.claim('k', 'fp', 1000, 86_400_000)).toBe('claimed');
     r.mode = 'error';
     a.complete('k', 'fp', undefined, 0);
@@ -196,7 +218,14 @@ describe('generation marker', () => {
     const handlers: (() => void)[] = [];
     (r as unknown as { on: (ev: string, f: () => void) => void }).on = (_ev, f) => void handlers.push(f);
     let resets = 0;
-    redisIdempotencyStore({ redis: r as unknown as Redis, health, local: new MemoryIdempotencyStore(100, manualClock()), timeoutMs: 5, claimMs: 1000, onReset: () => resets++ });
+    redisIdempotencyStore({
+      redis: r as unknown as Redis,
+      health,
+      local: new MemoryIdempotencyStore(100, manualClock()),
+      timeoutMs: 5,
+      claimMs: 1000,
+      onReset: () => resets++,
+    });
     await tick();
     for (const h of handlers) h(); // reconnected to a Redis that kept its data (AOF)
     await tick();

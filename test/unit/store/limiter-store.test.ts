@@ -148,7 +148,7 @@ describe('redisStore', () => {
     expect(a.fallbacks).toEqual([]);
   });
 
-  it("a refund of a Redis decision gives the token back for the whole fleet", async () => {
+  it('a refund of a Redis decision gives the token back for the whole fleet', async () => {
     const a = open(server.url, { prefix: 'refund1:' });
     const b = open(server.url, { prefix: 'refund1:' });
     await ready(a.store);
@@ -191,7 +191,10 @@ describe('redisStore', () => {
     await admin.call('CLIENT', 'UNPAUSE');
     const back = await t.take('k');
     expect(back.local).toBeUndefined();
-    expect(s.fallbacks).toEqual([[true, 'timeout'], [false, undefined]]);
+    expect(s.fallbacks).toEqual([
+      [true, 'timeout'],
+      [false, undefined],
+    ]);
   });
 
   it('the fallback share of a limit is a table of its own, apart from a local limit of the same id', async () => {
