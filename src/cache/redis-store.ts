@@ -17,6 +17,7 @@
 // are dropped one command each.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Clock } from '../resilience/clock.js';
+import { withDeadline } from '../resilience/deadline.js';
 import type { RedisClient } from '../store/redis-connection.js';
 import type { RedisHealth } from '../store/redis.js';
 import type { CacheEntry, CacheStore, MemoryCacheStore } from './memory-store.js';
@@ -383,29 +384,11 @@ export class RedisCacheStore implements CacheStore {
   }
 
   private bounded<T>(op: Promise<T>): Promise<T | typeof FAILED> {
-    return new Promise((resolve) => {
-      let settled = false;
-      const t = setTimeout(() => {
-        settled = true;
-        this.failed('timeout');
-        resolve(FAILED);
-      }, this.o.timeoutMs);
-      op.then(
-        (v) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(t);
-          this.o.health.succeeded();
-          resolve(v);
-        },
-        () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(t);
-          this.failed('error');
-          resolve(FAILED);
-        },
-      );
-    });
+    return withDeadline(
+      op,
+      this.o.timeoutMs,
+      () => FAILED,
+      (how) => (how === 'ok' ? this.o.health.succeeded() : this.failed(how)),
+    );
   }
 }

@@ -20,10 +20,11 @@ import { clientIdentity, trustedProxies } from '../stages/client-identity.js';
 import { credentials } from '../stages/credentials.js';
 import { requestBody } from '../stages/request-body.js';
 import { rateLimit } from '../stages/rate-limit.js';
-import { hold, HoldTable } from '../stages/hold.js';
+import { hold } from '../stages/hold.js';
+import { HoldTable } from '../resilience/hold-table.js';
 import { idempotency } from '../stages/idempotency.js';
 import { retry } from '../stages/retry.js';
-import { breaker } from '../stages/breaker.js';
+import { breaker, breakerOptions } from '../stages/breaker.js';
 import { bulkhead } from '../stages/bulkhead.js';
 import { fleetBulkhead } from '../stages/fleet-bulkhead.js';
 import type { FleetSemaphore } from '../store/redis-semaphore.js';
@@ -257,19 +258,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
 
   // Exact time open, per upstream, kept across reloads with the breaker it measures.
   const openTime = state.get(`${name}/open-time`, b, () => openTimer(clock, metrics.breakerOpenSeconds.labels({ service: name })));
-  const breakerOpts = {
-    enforce: b.enabled,
-    threshold: b.threshold,
-    recoveryMs: b.recoveryTimeout * 1000,
-    halfOpenProbes: b.halfOpenProbes,
-    failureRatio: b.failureRatio,
-    window: b.window,
-    minCalls: b.minCalls,
-    slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
-    backoffMultiplier: b.backoffMultiplier,
-    maxRecoveryMs: b.maxRecoveryTimeout * 1000,
-    failureWindowMs: b.failureWindow === null ? null : b.failureWindow * 1000,
-  };
+  const breakerOpts = breakerOptions(b);
   const breakerSm = state.get(`${name}/breaker`, b, () => {
     const cb = new CircuitBreaker(name, breakerOpts, clock, (from, to, cause) => {
       openTime.transition(from, to);

@@ -10,7 +10,7 @@ import type { BreakerScopes, CircuitBreaker } from '../resilience/circuit-breake
 import type { Semaphore } from '../resilience/semaphore.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
 import { RouteTable } from '../routing/route-table.js';
-import type { HoldTable } from '../stages/hold.js';
+import type { HoldTable } from '../resilience/hold-table.js';
 import type { Next, UpstreamRef } from './exchange.js';
 
 export interface UpstreamRuntime {

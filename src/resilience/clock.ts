@@ -15,3 +15,6 @@ export function manualClock(start = 0): Clock & { advance(ms: number): void; set
   };
   return clock;
 }
+
+/** The one timer-backed wait; stages take it as a dependency so tests can pass their own. */
+export const sleep = (ms: number): Promise<void> => new Promise<void>((r) => setTimeout(r, ms));

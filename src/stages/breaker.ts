@@ -9,10 +9,27 @@
 // says so rather than promising a time.
 import { proxyError, retryAfterSeconds, type ProxyError } from '../errors.js';
 import type { BreakerPolicy } from '../policy/schema.js';
-import { BreakerScopes, type CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { BreakerScopes, type BreakerOptions, type CircuitBreaker } from '../resilience/circuit-breaker.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 import type { BodyEnd } from '../pipeline/body.js';
 import { tracing } from '../tracing.js';
+
+/** The state machine's options from the policy's breaker section: the one place its seconds become milliseconds. */
+export function breakerOptions(b: BreakerPolicy): BreakerOptions {
+  return {
+    enforce: b.enabled,
+    threshold: b.threshold,
+    recoveryMs: b.recoveryTimeout * 1000,
+    halfOpenProbes: b.halfOpenProbes,
+    failureRatio: b.failureRatio,
+    window: b.window,
+    minCalls: b.minCalls,
+    slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
+    backoffMultiplier: b.backoffMultiplier,
+    maxRecoveryMs: b.maxRecoveryTimeout * 1000,
+    failureWindowMs: b.failureWindow === null ? null : b.failureWindow * 1000,
+  };
+}
 
 /** Told which breaker counted the failure or refused the call (the base's or a destination's). */
 export interface BreakerDeps {

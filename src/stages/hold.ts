@@ -12,17 +12,12 @@
 // already treats as "wait and retry".
 import { proxyError, retryAfterSeconds } from '../errors.js';
 import type { HoldPolicy } from '../policy/schema.js';
-import type { Clock } from '../resilience/clock.js';
+import { sleep as defaultSleep, type Clock } from '../resilience/clock.js';
 import { answerHeader, clientGone, goneBeforeSending, type Answer, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 import { BufferedBody, readBody } from '../pipeline/body.js';
 import { keyFn } from '../pipeline/keys.js';
-import { MapCursor } from '../resilience/map-cursor.js';
+import type { HoldEntry, HoldTable } from '../resilience/hold-table.js';
 import { tracing } from '../tracing.js';
-
-interface HoldEntry {
-  until: number;
-  strikes: number;
-}
 
 export interface HoldDeps {
   clock: Clock;
@@ -36,8 +31,6 @@ export interface HoldDeps {
   onResend?(): void;
   sleep?(ms: number): Promise<void>;
 }
-
-const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // The three HTTP-date forms (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850, asctime. Date.parse
 // alone is far more lenient ("1, 2" is a date to V8), and a garbage value read as a past date
@@ -53,34 +46,6 @@ export function parseRetryAfter(v: string | undefined, nowMs: number): number | 
   // asctime carries no zone but is GMT by definition.
   const at = IMF_OR_RFC850.test(s) ? Date.parse(s) : ASCTIME.test(s) ? Date.parse(`${s} GMT`) : Number.NaN;
   return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
-}
-
-export class HoldTable {
-  readonly entries = new Map<string, HoldEntry>();
-  private readonly cursor = new MapCursor(this.entries);
-  constructor(private readonly maxKeys: number) {}
-
-  active(now: number): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (e.until > now) n++;
-    return n;
-  }
-
-  get(key: string): HoldEntry | undefined {
-    return this.entries.get(key);
-  }
-
-  set(key: string, e: HoldEntry, now: number): void {
-    this.entries.set(key, e);
-    // Bounded work per call: drop expired holds at the cursor, then any while over the cap.
-    for (let i = 0; i < 16; i++) {
-      const c = this.cursor.next();
-      if (c === undefined) return;
-      const over = this.entries.size > this.maxKeys;
-      if (c[0] !== key && (over || c[1].until <= now)) this.entries.delete(c[0]);
-      else if (!over && i >= 1) return;
-    }
-  }
 }
 
 export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stage | undefined {

@@ -8,6 +8,7 @@ import { RouteTable } from '../routing/route-table.js';
 import type { LimiterStore } from '../store/store.js';
 import { limitId } from '../store/store.js';
 import type { Decision } from '../resilience/token-bucket.js';
+import { sleep as defaultSleep } from '../resilience/clock.js';
 import type { Exchange, Next, Reply, Stage } from '../pipeline/exchange.js';
 import { isPhoneKey, keyFn, maskKey, maskPhone } from '../pipeline/keys.js';
 import { oneByte } from '../http/headers.js';
@@ -24,8 +25,6 @@ export interface RateLimitDeps {
   keys(limit: string): { set(n: number): void };
   sleep?: (ms: number) => Promise<void>;
 }
-
-const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], deps: RateLimitDeps): Stage | undefined {
   if (limits.length === 0) return undefined;

@@ -9,6 +9,7 @@
 // Every retry spends from a per-upstream budget and passes the breaker again.
 import type { RetryPolicy } from '../policy/schema.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
+import { sleep as defaultSleep } from '../resilience/clock.js';
 import { clientGone, type Exchange, type Next, type Reply, type Stage } from '../pipeline/exchange.js';
 import { BufferedBody, readBody } from '../pipeline/body.js';
 import { tracing } from '../tracing.js';
@@ -21,8 +22,6 @@ export interface RetryDeps {
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
 }
-
-const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps): Stage {
   const statuses: ReadonlySet<number> = new Set(policy.on);

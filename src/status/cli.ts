@@ -1,5 +1,6 @@
 // `breakwater status`: the status page's summary for a terminal, read from /status.json.
 import { renderText, type Summary } from './summary.js';
+import { sleep } from '../resilience/clock.js';
 
 async function fetchSummary(base: string): Promise<Summary> {
   const url = new URL('status.json', base.endsWith('/') ? base : `${base}/`);
@@ -34,7 +35,7 @@ export async function statusCommand(admin: string, watch: boolean): Promise<numb
     }
     // On a terminal, redraw in place; into a pipe, one frame after another.
     process.stdout.write(tty ? `\x1b[H\x1b[2J${text}` : `${text}\n`);
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
   }
   return 0;
 }

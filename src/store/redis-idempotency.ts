@@ -14,6 +14,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { RedisClient } from './redis-connection.js';
 import type { Claim, IdempotencyStore, Lookup, StoredAnswer } from './idempotency-store.js';
 import type { RedisHealth } from './redis.js';
+import { withDeadline } from '../resilience/deadline.js';
 
 interface Wire {
   s: 'f' | 'd';
@@ -68,28 +69,12 @@ export function redisIdempotencyStore(o: RedisIdempotencyOptions): IdempotencySt
   function call<T>(op: () => Promise<T>): Promise<T | typeof UNKNOWN> {
     // Disconnected: the offline queue is off, so a command would only fail; say so at once.
     if (o.redis.status !== 'ready') return Promise.resolve(UNKNOWN);
-    return new Promise((resolve) => {
-      let settled = false;
-      const t = setTimeout(() => {
-        settled = true;
-        o.health.failed('timeout');
-        resolve(UNKNOWN);
-      }, o.timeoutMs);
-      op().then(
-        (v) => {
-          if (settled) return;
-          clearTimeout(t);
-          o.health.succeeded();
-          resolve(v);
-        },
-        () => {
-          if (settled) return;
-          clearTimeout(t);
-          o.health.failed('error');
-          resolve(UNKNOWN);
-        },
-      );
-    });
+    return withDeadline(
+      op(),
+      o.timeoutMs,
+      () => UNKNOWN,
+      (how) => (how === 'ok' ? o.health.succeeded() : o.health.failed(how)),
+    );
   }
 
   function decode(raw: string | null): Wire | undefined {

@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from './redis-connection.js';
 import { slotKey } from './redis-connection.js';
+import { sleep } from '../resilience/clock.js';
 
 // KEYS: leases (zset id -> expiry ms), learned cap, recent peak. ARGV: cap, id, ttlMs, peakMs.
 const ACQUIRE = `
@@ -183,7 +184,7 @@ export function fleetSemaphore(o: SemaphoreOptions): FleetSemaphore {
       try {
         // Bounded: the deadline ends it; the steps grow to 50 ms so a full fleet is not polled hard.
         for (let i = 1; i < 100_000 && Date.now() < deadline; i++) {
-          await new Promise((r) => setTimeout(r, Math.min(50, 5 * i, Math.max(1, deadline - Date.now()))));
+          await sleep(Math.min(50, 5 * i, Math.max(1, deadline - Date.now())));
           const l = await tryOnce(account);
           if (l) return l;
         }

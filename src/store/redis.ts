@@ -14,6 +14,7 @@ import type { Policy } from '../policy/schema.js';
 import type { BucketLimit, Decision } from '../resilience/token-bucket.js';
 import { createRedisClient, type RedisClient, type RedisConnectionConfig } from './redis-connection.js';
 import type { Buckets, LimiterStore } from './store.js';
+import { withDeadline } from '../resilience/deadline.js';
 
 export const BUCKET_SCRIPT = `
 local key = KEYS[1]
@@ -157,28 +158,15 @@ export function redisStore(opts: RedisStoreOptions): LimiterStore & { redis: Red
             if (redis.status !== 'ready' && !fallingBack) markDown('disconnected');
             return localTake(k);
           }
-          return new Promise<Decision>((resolve) => {
-            let settled = false;
-            const timer = setTimeout(() => {
-              settled = true;
-              markDown('timeout');
-              resolve(localTake(k));
-            }, opts.timeoutMs);
-            redis.bwBucket(key + k, ratePerMs, burst, maxDelayMs).then(
-              (r) => {
-                if (settled) return;
-                clearTimeout(timer);
-                markUp();
-                resolve({ allowed: r[0] === 1, delayMs: Number(r[1]), remaining: Number(r[2]), resetMs: Number(r[3]) });
-              },
-              () => {
-                if (settled) return;
-                clearTimeout(timer);
-                markDown('error');
-                resolve(localTake(k));
-              },
-            );
-          });
+          const shared = redis
+            .bwBucket(key + k, ratePerMs, burst, maxDelayMs)
+            .then((r): Decision => ({ allowed: r[0] === 1, delayMs: Number(r[1]), remaining: Number(r[2]), resetMs: Number(r[3]) }));
+          return withDeadline(
+            shared,
+            opts.timeoutMs,
+            () => localTake(k),
+            (how) => (how === 'ok' ? markUp() : markDown(how)),
+          );
         },
       };
     },

@@ -7,7 +7,7 @@ import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
 import { breakerSchema } from '../../../src/policy/schema.js';
 import { CircuitBreaker } from '../../../src/resilience/circuit-breaker.js';
 import { manualClock } from '../../../src/resilience/clock.js';
-import { breaker } from '../../../src/stages/breaker.js';
+import { breaker, breakerOptions } from '../../../src/stages/breaker.js';
 import { answer, answerEnding, drain, fakeExchange } from '../support/exchange.js';
 
 const sent = (status: number): Reply => answer(status);
@@ -21,23 +21,7 @@ const failed = (cause: 'connect' | 'timeout' | 'reset' | 'client'): Reply => ({
 function setup(policy: Record<string, unknown> = {}) {
   const clock = manualClock(0);
   const p = breakerSchema.parse({ threshold: 1, ...policy });
-  const cb = new CircuitBreaker(
-    'twilio',
-    {
-      enforce: p.enabled,
-      threshold: p.threshold,
-      recoveryMs: p.recoveryTimeout * 1000,
-      halfOpenProbes: p.halfOpenProbes,
-      failureRatio: p.failureRatio,
-      window: p.window,
-      minCalls: p.minCalls,
-      slowCallMs: null,
-      backoffMultiplier: p.backoffMultiplier,
-      maxRecoveryMs: p.maxRecoveryTimeout * 1000,
-      failureWindowMs: p.failureWindow === null ? null : p.failureWindow * 1000,
-    },
-    clock,
-  );
+  const cb = new CircuitBreaker('twilio', breakerOptions(p), clock);
   let failures = 0;
   let rejected = 0;
   const stage = breaker(cb, p, { onFailure: () => failures++, onRejected: () => rejected++ });

@@ -5,7 +5,8 @@ import type { ProxyError } from '../../../src/errors.js';
 import type { Exchange, Reply } from '../../../src/pipeline/exchange.js';
 import { holdSchema } from '../../../src/policy/schema.js';
 import { manualClock } from '../../../src/resilience/clock.js';
-import { hold, HoldTable, parseRetryAfter } from '../../../src/stages/hold.js';
+import { hold, parseRetryAfter } from '../../../src/stages/hold.js';
+import { HoldTable } from '../../../src/resilience/hold-table.js';
 import { readBody } from '../../../src/pipeline/body.js';
 import { answer, fakeExchange } from '../support/exchange.js';
 
