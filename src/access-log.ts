@@ -104,6 +104,11 @@ export function accessLog(log: Logger): AccessLog {
     if (ex.clientKey !== '') {
       o = jsonString(buf, ascii(buf, o, CLIENT), loggedClient(ex.clientKey));
     }
+    if (ex.cache !== undefined) {
+      o = ascii(buf, o, ',"cache":"');
+      o = ascii(buf, o, ex.cache);
+      buf[o++] = 34;
+    }
     if (ex.retries > 0) {
       o = ascii(buf, o, ',"retries":');
       o = num(buf, o, ex.retries);
@@ -149,6 +154,8 @@ export function accessLog(log: Logger): AccessLog {
       const max =
         fixed +
         96 +
+        // `,"cache":"revalidated"`
+        24 +
         lastTime.length * 3 +
         segment.length +
         6 *

@@ -304,10 +304,11 @@ export function createMetrics() {
       registers: [registry],
     }),
     // Response cache (src/stages/cache.ts). result: hit, miss, stale (served on error), coalesced
-    // (answered from another request's miss), bypass (not cacheable as asked).
+    // (answered from another request's miss), revalidated (a 304 refreshed a copy), bypass (not
+    // cacheable as asked).
     cacheRequests: new HotCounter({
       name: 'breakwater_cache_requests_total',
-      help: 'Cacheable requests by upstream, route and result (hit, miss, stale, coalesced, bypass).',
+      help: 'Cacheable requests by upstream, route and result (hit, miss, stale, coalesced, revalidated, bypass).',
       labelNames: ['upstream', 'route', 'result'] as const,
       registers: [registry],
     }),
@@ -325,8 +326,8 @@ export function createMetrics() {
     }),
     cacheEvictions: new Counter({
       name: 'breakwater_cache_evictions_total',
-      help: 'Entries evicted (least recently used) to keep the cache within its bounds.',
-      labelNames: ['upstream'] as const,
+      help: "Entries evicted (least recently used) to keep the cache within its bounds, by the evicted entry's route.",
+      labelNames: ['upstream', 'route'] as const,
       registers: [registry],
     }),
   };

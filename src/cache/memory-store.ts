@@ -47,7 +47,8 @@ export interface CacheStore {
 export interface MemoryStoreOptions {
   maxEntries: number;
   maxBytes: number;
-  onEvict?: () => void;
+  /** Told the cached route of each entry evicted to stay within the bounds. */
+  onEvict?: (route: string) => void;
 }
 
 export class MemoryCacheStore implements CacheStore {
@@ -87,8 +88,9 @@ export class MemoryCacheStore implements CacheStore {
     index(this.byRoute, entry.route, key);
     while (this.entries.size > this.opts.maxEntries || this.bytesUsed > this.opts.maxBytes) {
       const oldest = this.entries.keys().next().value as string;
+      const route = this.entries.get(oldest)!.entry.route;
       this.delete(oldest);
-      this.opts.onEvict?.();
+      this.opts.onEvict?.(route);
     }
     return true;
   }

@@ -109,6 +109,9 @@ export interface Routed {
   probeHost: string | undefined;
 }
 
+/** What the cache stage did with a request, as counted and logged. */
+export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass' | 'revalidated';
+
 /** What the stages decided. Each field names its one writer. */
 export interface Decided {
   /** Writer: client identity. The rate-limit and idempotency scope of the caller. */
@@ -145,6 +148,8 @@ export interface Decided {
    * If-None-Match / If-Modified-Since.
    */
   revalidate: { readonly etag: string | undefined; readonly lastModified: string | undefined } | undefined;
+  /** Writer: cache. What the cache did with the request (hit, miss, stale, …), for the access line; undefined: not a cached route. */
+  cache: CacheResult | undefined;
   /** Writer: headers.ts `upstreamRequestHeaders`. Header list sent upstream, built once and reused by retries. */
   outHeaders: string[] | undefined;
 }
@@ -210,6 +215,7 @@ export function newExchange(
     resent: false,
     keepsAnswer: false,
     revalidate: undefined,
+    cache: undefined,
     outHeaders: undefined,
     upstreamSeconds: 0,
     cause: undefined,

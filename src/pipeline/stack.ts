@@ -429,11 +429,10 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
 function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors: (() => void)[]): Stage | undefined {
   const { metrics, state, log } = deps;
   const c = u.cache;
-  const evictions = metrics.cacheEvictions.labels(name);
   const local = state.get(
     `${name}/cache`,
     [c.maxEntries, c.maxBytes, u.baseUrl, u.hostTarget],
-    () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: () => evictions.inc() }),
+    () => new MemoryCacheStore({ maxEntries: c.maxEntries, maxBytes: c.maxBytes, onEvict: (route) => metrics.cacheEvictions.labels(name, route).inc() }),
   );
   // The fleet's store when there is one (the policy validated `redis` against it); the memory store answers while Redis cannot.
   const maxBody = Math.max(...c.routes.map((r) => r.maxEntryBytes));
@@ -446,7 +445,8 @@ function cacheStage(name: string, u: UpstreamPolicy, deps: StackDeps, collectors
   // Keys hash the credential with a per-process secret (with the Redis store, the fleet's, kept
   // in Redis and read per request): a key never reveals or confirms a token.
   const own = state.get('cache-secret', null, () => randomBytes(32));
-  evictions.inc(0);
+  // From zero, so the first eviction of each route is seen by increase().
+  for (const r of c.routes) metrics.cacheEvictions.labels(name, r.route).inc(0);
   collectors.push(() => {
     metrics.cacheBytes.labels(name).set(store.bytes);
     metrics.cacheEntries.labels(name).set(store.size);

@@ -24,13 +24,14 @@ import {
   headerObject,
   withHeaders,
   type Answer,
+  type CacheResult,
   type Exchange,
   type Next,
   type Reply,
   type Stage,
 } from '../pipeline/exchange.js';
 
-export type CacheResult = 'hit' | 'miss' | 'stale' | 'coalesced' | 'bypass' | 'revalidated';
+export type { CacheResult } from '../pipeline/exchange.js';
 
 export interface CacheDeps {
   clock: Clock;
@@ -115,6 +116,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
     if (!queryAllowed(ex.query, r.onlyQuery) || CONDITIONAL.some((n) => h[n] !== undefined)) {
       // Not a request this route caches (a fraud-signal field, a conditional or range request).
       r.c.bypass.inc();
+      ex.cache = 'bypass';
       return next(ex).then((reply) => withCacheStatus(reply, 'Breakwater; fwd=bypass'));
     }
     const key = cacheKey(upstream, ex.host + normaliseUri(ex.routePath, ex.query), credentialId(deps.secret, ex.authorization), r.keyHeaders, h);
@@ -131,6 +133,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         const use = usability(found.freshness, found.storedAt, clock());
         if (use === 'fresh') {
           r.c.hit.inc();
+          ex.cache = 'hit';
           return serve(ex, found, `Breakwater; hit; ttl=${ttlOf(found)}`);
         }
         if (use === 'stale-if-error') {
@@ -151,6 +154,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
       const entry = await within(join.outcome, waitMs);
       if (entry !== undefined && varyMatches(entry, h)) {
         r.c.coalesced.inc();
+        ex.cache = 'coalesced';
         return serve(ex, entry, `Breakwater; fwd=${fwd}; collapsed; ttl=${ttlOf(entry)}`);
       }
       // Nothing storable came of the leader's request (or it took too long): go upstream alone.
@@ -185,6 +189,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         const entry = refreshed(validating, headerObject(reply), r);
         if (entry !== undefined && store.set(key, entry)) {
           r.c.revalidated.inc();
+          ex.cache = 'revalidated';
           done(entry);
           return serve(ex, entry, `Breakwater; fwd=stale; fwd-status=304; ttl=${ttlOf(entry)}`);
         }
@@ -198,6 +203,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
       if (stale !== undefined && upstreamFailed(reply)) {
         if (reply.kind === 'answer') reply.body.discard();
         r.c.stale.inc();
+        ex.cache = 'stale';
         const fwdStatus = reply.kind === 'answer' ? `; fwd-status=${reply.status}` : '';
         const why = reply.kind === 'answer' ? `status ${reply.status}` : reply.kind === 'failed' ? reply.error.code : reply.code;
         deps.onStale({
@@ -211,6 +217,7 @@ export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): S
         return serve(ex, stale, `Breakwater; fwd=stale${fwdStatus}; ttl=${ttlOf(stale)}; detail=stale-if-error`);
       }
       r.c.miss.inc();
+      ex.cache = 'miss';
       if (reply.kind === 'answer' && reply.source === 'forwarded' && ex.method === 'GET') store_(ex, reply, r, key, done);
       else done(undefined);
       return withCacheStatus(reply, status);

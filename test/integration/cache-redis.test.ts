@@ -37,7 +37,7 @@ const CACHE_POLICY = policyWith((p) => {
 
 interface Fleet {
   up: FakeUpstream;
-  /** Upstream paths whose requests are reset (a relayed 5xx cannot be replaced; a failed exchange can). */
+  /** Upstream paths whose requests are reset: a failed exchange, which a stale copy stands in for. */
   failing: Set<string>;
   a: TestProxy;
   b: TestProxy;

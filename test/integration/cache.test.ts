@@ -65,6 +65,10 @@ describe('response cache', () => {
     expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'assistant.fetch', result: 'hit' })).toBe(1);
     expect(metricValue(text, 'breakwater_cache_requests_total', { upstream: 'vapi', route: 'assistant.fetch', result: 'miss' })).toBe(1);
     expect(metricValue(text, 'breakwater_cache_entries', { upstream: 'vapi' })).toBeGreaterThanOrEqual(1);
+    // The access line says what the cache did, so a log search can tell a hit from a forward.
+    const line = (id: unknown) => p.logLines().find((l) => l.reqId === id && l.durationMs !== undefined);
+    expect(line(first.headers['x-request-id'])?.cache).toBe('miss');
+    expect(line(second.headers['x-request-id'])?.cache).toBe('hit');
   });
 
   it("keys by credential: two credentials never get each other's copies", async () => {

@@ -98,7 +98,7 @@ const SERIES: Record<string, readonly string[]> = {
   breakwater_cache_requests_total: ['upstream', 'route', 'result'],
   breakwater_cache_bytes: ['upstream'],
   breakwater_cache_entries: ['upstream'],
-  breakwater_cache_evictions_total: ['upstream'],
+  breakwater_cache_evictions_total: ['upstream', 'route'],
 };
 
 describe('metrics', () => {

@@ -32,16 +32,17 @@ describe('memory cache store', () => {
   });
 
   it('evicts the least recently used past its entry bound', () => {
-    let evicted = 0;
-    const s = new MemoryCacheStore({ maxEntries: 2, maxBytes: 1e9, onEvict: () => evicted++ });
-    s.set('a', entry('/a'));
-    s.set('b', entry('/b'));
+    const evicted: string[] = [];
+    const s = new MemoryCacheStore({ maxEntries: 2, maxBytes: 1e9, onEvict: (route) => evicted.push(route) });
+    s.set('a', entry('/a', 10, 'ra'));
+    s.set('b', entry('/b', 10, 'rb'));
     expect(s.get('a')).toBeDefined(); // a is now the most recent
     s.set('c', entry('/c'));
     expect(s.get('b')).toBeUndefined();
     expect(s.get('a')).toBeDefined();
     expect(s.get('c')).toBeDefined();
-    expect(evicted).toBe(1);
+    // Told the evicted entry's route, for the per-route eviction counter.
+    expect(evicted).toEqual(['rb']);
   });
 
   it('holds its byte bound and refuses an entry larger than the whole store', () => {
