@@ -121,9 +121,9 @@ export async function start(opts: StartOptions): Promise<Running> {
       draining = true;
       policyWatch?.close();
       metrics.draining.set(1);
-      log.info({ inFlight: clients.inFlight(), drainTimeout: policy.server.drainTimeout }, 'draining: readiness is 503, no new connections');
+      log.info({ inFlight: clients.inFlight(), drainTimeout: policy.server.drainTimeout / 1000 }, 'draining: readiness is 503, no new connections');
       clients.drain();
-      const deadline = Date.now() + policy.server.drainTimeout * 1000;
+      const deadline = Date.now() + policy.server.drainTimeout;
       for (let i = 0; i < 1_000_000 && clients.inFlight() > 0 && Date.now() < deadline; i++) await sleep(25);
       if (clients.inFlight() > 0) log.warn({ inFlight: clients.inFlight() }, 'drain timeout: closing remaining connections');
       clients.destroyAll();

@@ -248,7 +248,7 @@ export function requestPath(p: FrontParts): (req: IncomingMessage, res: ServerRe
 function originalLifetimeMs(u: UpstreamPolicy): number {
   const shaping = Math.max(0, ...u.rateLimits.map((l) => l.maxDelay));
   const attempts = u.retry.attempts + 1;
-  return (shaping + u.bulkhead.queueTimeout + attempts * (u.timeout + u.connectTimeout) + u.retry.attempts * u.retry.backoffMax + 10) * 1000;
+  return shaping + u.bulkhead.queueTimeout + attempts * (u.timeout + u.connectTimeout) + u.retry.attempts * u.retry.backoffMax + 10_000;
 }
 
 export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, deps: StackDeps): UpstreamRuntime {
@@ -297,7 +297,7 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
       MAX_BREAKER_SCOPES,
     );
   });
-  const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout * 1000));
+  const semaphore = state.get(`${name}/bulkhead`, u.bulkhead, () => new Semaphore(u.bulkhead.maxConcurrent, u.bulkhead.queue, u.bulkhead.queueTimeout));
   const budget = state.get(`${name}/budget`, u.retry, () => new RetryBudget(u.retry.budgetRatio, u.retry.minRetriesPerSecond, clock));
   const holds = state.get(`${name}/holds`, u.holdOn429.key, () => new HoldTable(policy.clientId.maxClients));
   const dispatcher = state.get(`${name}/pool`, [u.baseUrl, u.hostTarget, u.timeout, u.connectTimeout, u.connections], () => createDispatcher(u));
@@ -384,19 +384,17 @@ export function buildUpstream(name: string, u: UpstreamPolicy, policy: Policy, d
     u.bulkhead.fleet && deps.fleetSemaphore
       ? fleetBulkhead(
           state.get(`${name}/fleet-bulkhead`, u.bulkhead, () =>
-            deps.fleetSemaphore!(u.bulkhead.maxConcurrent, u.bulkhead.leaseTimeout * 1000, u.bulkhead.queue, `bw:sem:${name}:`),
+            deps.fleetSemaphore!(u.bulkhead.maxConcurrent, u.bulkhead.leaseTimeout, u.bulkhead.queue, `bw:sem:${name}:`),
           ),
           name,
-          u.bulkhead.queueTimeout * 1000,
+          u.bulkhead.queueTimeout,
           () => bulkheadRejections.inc(),
           u.holdOn429.also,
         )
       : bulkhead(semaphore, () => bulkheadRejections.inc()),
   ];
 
-  const terminal = stubbed
-    ? stub(u.stubs)
-    : forward(dispatcher, u.timeout * 1000, { sendTimeoutMs: u.sendTimeout * 1000, deadlineMs: u.exchangeTimeout * 1000, dropHeaders });
+  const terminal = stubbed ? stub(u.stubs) : forward(dispatcher, u.timeout, { sendTimeoutMs: u.sendTimeout, deadlineMs: u.exchangeTimeout, dropHeaders });
   const routes = routeTable(u);
   return {
     name,

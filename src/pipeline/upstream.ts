@@ -38,10 +38,10 @@ export interface UpstreamRuntime {
 }
 
 export function createDispatcher(u: UpstreamPolicy): UpstreamRuntime['dispatcher'] {
-  const ms = u.timeout * 1000;
+  const ms = u.timeout;
   return new Agent({
     connections: u.connections,
-    connectTimeout: u.connectTimeout * 1000,
+    connectTimeout: u.connectTimeout,
     // UPSTREAM_TIMEOUT bounds the wait for response headers; a stalled body gets the same bound
     // between chunks.
     headersTimeout: ms,

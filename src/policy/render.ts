@@ -28,6 +28,9 @@ export function maskUrl(url: string): string {
 
 const secret = (v: string) => (v === '' ? 'unset' : 'set');
 
+/** A parsed duration (ms) as the file wrote it. */
+const secs = (ms: number) => `${ms / 1000}s`;
+
 export function renderPolicy(p: Policy, file: string): string {
   const s = p.server;
   const out: string[] = [];
@@ -38,10 +41,10 @@ export function renderPolicy(p: Policy, file: string): string {
       ['proxy listener', `${s.host}:${s.port}`],
       ['admin listener', `${s.adminHost}:${s.adminPort}`],
       ['stub mode', String(p.stubMode)],
-      ['rate-limit store', p.store.type === 'redis' ? `redis ${maskUrl(p.store.redisUrl)} (fallback after ${p.store.timeout}s)` : 'memory'],
+      ['rate-limit store', p.store.type === 'redis' ? `redis ${maskUrl(p.store.redisUrl)} (fallback after ${secs(p.store.timeout)})` : 'memory'],
       ['log level', p.logging.level],
       ['max body', `${s.maxBodyBytes} bytes`],
-      ['drain timeout', `${s.drainTimeout}s`],
+      ['drain timeout', secs(s.drainTimeout)],
       ['trusted proxies', s.trustedProxies.join(', ') || '(none)'],
     ]),
   );
@@ -54,8 +57,8 @@ export function renderPolicy(p: Policy, file: string): string {
         maskUrl(u.baseUrl),
         u.prefix ?? '-',
         u.hosts.join(',') || '-',
-        `${u.timeout}s`,
-        `${u.breaker.enabled ? 'on' : 'observe-only'} ${u.breaker.threshold} fails, ${u.breaker.recoveryTimeout}s open${u.breaker.failureRatio !== null ? `, ratio ${u.breaker.failureRatio}` : ''}`,
+        secs(u.timeout),
+        `${u.breaker.enabled ? 'on' : 'observe-only'} ${u.breaker.threshold} fails, ${secs(u.breaker.recoveryTimeout)} open${u.breaker.failureRatio !== null ? `, ratio ${u.breaker.failureRatio}` : ''}`,
         `${u.retry.attempts}x, budget ${Math.round(u.retry.budgetRatio * 100)}%`,
         `${u.bulkhead.maxConcurrent}${u.bulkhead.queue ? ` +${u.bulkhead.queue} queued` : ''}`,
         u.credentials.type === 'none'
@@ -69,11 +72,11 @@ export function renderPolicy(p: Policy, file: string): string {
     u.rateLimits.map((l) => [
       name,
       l.name,
-      `${l.rate}/${l.per}s`,
+      `${l.rate}/${secs(l.per)}`,
       String(l.burst ?? l.rate),
       l.key.join('+'),
       l.route ?? '(all)',
-      l.maxDelay ? `wait ≤${l.maxDelay}s` : 'reject',
+      l.maxDelay ? `wait ≤${secs(l.maxDelay)}` : 'reject',
       l.shadow ? 'shadow' : 'enforce',
     ]),
   );
@@ -87,8 +90,8 @@ export function renderPolicy(p: Policy, file: string): string {
       ['upstream', 'idempotency', 'hold on 429'],
       ...Object.entries(p.upstreams).map(([name, u]) => [
         name,
-        u.idempotency.enabled ? `${u.idempotency.header}, ttl ${u.idempotency.ttl}s` : 'off',
-        u.holdOn429.enabled ? `by ${u.holdOn429.key.join('+')}, ≤${u.holdOn429.maxHold}s` : 'off',
+        u.idempotency.enabled ? `${u.idempotency.header}, ttl ${secs(u.idempotency.ttl)}` : 'off',
+        u.holdOn429.enabled ? `by ${u.holdOn429.key.join('+')}, ≤${secs(u.holdOn429.maxHold)}` : 'off',
       ]),
     ]),
   );

@@ -7,7 +7,14 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { patternProblem } from '../routing/route-table.js';
 
-const seconds = (d: string) => z.number().positive().describe(d);
+/**
+ * A duration. The file says seconds, as nginx and Envoy users write them; the parsed policy holds
+ * milliseconds, so no call site converts (rounded to the microsecond: 1.1 s is 1100 ms, not
+ * 1100.0000000000002). Defaults are given in seconds, through `prefault`, which parses them too.
+ */
+const toMs = (s: number) => Math.round(s * 1e6) / 1e3;
+const seconds = (d: string) => z.number().positive().describe(d).transform(toMs);
+const secondsOrZero = (d: string) => z.number().min(0).describe(d).transform(toMs);
 const count = (d: string) => z.number().int().min(1).describe(d);
 
 /** `METHOD /path/*` or `/path/**`: `*` is one segment, `{name}` one named segment, `**` the rest. */
@@ -39,22 +46,22 @@ export const breakerSchema = z
   .strictObject({
     enabled: z.boolean().default(true).describe('false: the breaker counts and exports state but never blocks (metrics-only).'),
     threshold: count('Consecutive failures that open the breaker.').default(3),
-    recoveryTimeout: seconds('Seconds open before half-open probes are let through.').default(30),
+    recoveryTimeout: seconds('Seconds open before half-open probes are let through.').prefault(30),
     halfOpenProbes: count('Probes allowed through at once while half-open; the rest are refused as open.').default(1),
     failureRatio: z.number().gt(0).max(1).nullable().default(null).describe('Open when this share of the last `window` calls failed (null: off).'),
     window: count('Calls in the sliding window for failureRatio.').default(20),
     minCalls: count('Minimum calls in the window before failureRatio is judged.').default(10),
-    slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().default(null),
+    slowCall: seconds('Calls slower than this count as failures (null: off).').nullable().prefault(null),
     backoffMultiplier: z.number().min(1).default(1).describe('Open time grows by this factor on each re-open without a close (1: fixed).'),
-    maxRecoveryTimeout: seconds('Cap on the grown open time.').default(300),
+    maxRecoveryTimeout: seconds('Cap on the grown open time.').prefault(300),
     failureWindow: seconds(
       "Consecutive failures count toward threshold only while within this many seconds of the newest; older ones of the streak are forgotten, so failures spread over a quiet period do not open the breaker as a burst does (null: never forgotten, as Envoy's consecutive_5xx).",
     )
       .nullable()
-      .default(60),
+      .prefault(60),
     retryAfterMax: seconds(
       'Cap on the Retry-After of a circuit_open reply (the message still says the time left): SDKs sleep on Retry-After before re-sending, so a long one turns a fast 503 into a stall.',
-    ).default(1),
+    ).prefault(1),
     failOn: z
       .array(z.enum(['connect', 'timeout', 'reset', '5xx']))
       .default(['connect', 'timeout', 'reset', '5xx'])
@@ -65,8 +72,8 @@ export const breakerSchema = z
 export const retrySchema = z
   .strictObject({
     attempts: z.number().int().min(0).max(5).default(2).describe('Extra attempts after the first (idempotent methods; POST only when it never left).'),
-    backoffBase: seconds('First back-off in seconds; doubles per attempt, full jitter.').default(0.05),
-    backoffMax: seconds('Cap on a single back-off.').default(1),
+    backoffBase: seconds('First back-off in seconds; doubles per attempt, full jitter.').prefault(0.05),
+    backoffMax: seconds('Cap on a single back-off.').prefault(1),
     budgetRatio: z.number().min(0).max(1).default(0.2).describe('Retries allowed as a share of requests (Finagle/linkerd retry budget).'),
     minRetriesPerSecond: z.number().min(0).default(5).describe('Retries always allowed per second regardless of the ratio.'),
     on: z.array(z.number().int().min(500).max(599)).default([502, 503, 504]).describe('Upstream statuses retried for idempotent methods.'),
@@ -83,14 +90,14 @@ export const bulkheadSchema = z
   .strictObject({
     maxConcurrent: count('Concurrent in-flight requests to this upstream.').default(100),
     queue: z.number().int().min(0).default(0).describe('Requests that may wait for a slot.'),
-    queueTimeout: seconds('Longest wait in the queue.').default(1),
+    queueTimeout: seconds('Longest wait in the queue.').prefault(1),
     fleet: z
       .boolean()
       .default(false)
       .describe(
         'Hold maxConcurrent across every replica (per Twilio account; elsewhere per API key, as Vapi limits its org) through the Redis store, lowered by 429s and Twilio-Concurrent-Requests; needs RATE_LIMIT_STORE=redis.',
       ),
-    leaseTimeout: seconds('A fleet slot held by a replica that died comes back after this.').default(30),
+    leaseTimeout: seconds('A fleet slot held by a replica that died comes back after this.').prefault(30),
   })
   .describe('Concurrency cap for this upstream (Twilio limits concurrency per account).');
 
@@ -100,12 +107,12 @@ export const rateLimitSchema = z.strictObject({
     .regex(/^[a-z0-9_-]+$/)
     .describe('Name in RateLimit headers, metrics and logs.'),
   rate: z.number().positive().describe('Tokens added per `per` seconds.'),
-  per: seconds('Refill period in seconds.').default(60),
+  per: seconds('Refill period in seconds.').prefault(60),
   burst: z.number().positive().nullable().default(null).describe('Bucket size (null: equal to rate).'),
   key: z.array(keySource).min(1).default(['client']).describe('Parts of the bucket key; a request lacking a part skips this limit.'),
   route: routePattern.nullable().default(null).describe('Only requests matching this pattern (null: all requests of the upstream).'),
   shadow: z.boolean().default(false).describe('Count and log would-be rejections without enforcing (dry run).'),
-  maxDelay: z.number().min(0).default(0).describe('Seconds a request may be held for a token instead of rejected (shaping, like nginx limit_req delay).'),
+  maxDelay: secondsOrZero('Seconds a request may be held for a token instead of rejected (shaping, like nginx limit_req delay).').prefault(0),
   store: z.enum(['default', 'memory']).default('default').describe('default: the global store (memory or redis); memory: always local.'),
   headers: z
     .enum(['remaining', 'always', 'limited'])
@@ -120,8 +127,8 @@ export const idempotencySchema = z
     enabled: z.boolean().default(true),
     header: z.string().default('idempotency-key').describe('Request header carrying the key (removed before forwarding).'),
     methods: z.array(z.enum(['POST', 'PUT', 'PATCH', 'DELETE'])).default(['POST']),
-    ttl: seconds('Seconds a completed answer is replayed.').default(86400),
-    waitTimeout: seconds('Seconds a duplicate waits for the in-flight original before 409.').default(30),
+    ttl: seconds('Seconds a completed answer is replayed.').prefault(86400),
+    waitTimeout: seconds('Seconds a duplicate waits for the in-flight original before 409.').prefault(30),
     maxBodyBytes: count('Largest response body stored for replay; larger answers are not stored.').default(65536),
   })
   .describe('Idempotency keys: a repeated create is replayed, not re-sent.');
@@ -130,16 +137,12 @@ export const holdSchema = z
   .strictObject({
     enabled: z.boolean().default(true),
     key: z.array(keySource).min(1).default(['account']).describe('What an upstream 429 holds (e.g. the Twilio account).'),
-    defaultHold: seconds('Hold when the upstream sends no Retry-After.').default(1),
-    maxHold: seconds('Cap on a hold taken from Retry-After.').default(60),
+    defaultHold: seconds('Hold when the upstream sends no Retry-After.').prefault(1),
+    maxHold: seconds('Cap on a hold taken from Retry-After.').prefault(60),
     jitter: z.number().min(0).max(1).default(0.1).describe('Share of random extra added to each hold.'),
-    retryWithin: z
-      .number()
-      .min(0)
-      .default(0)
-      .describe(
-        'Seconds: a 429 that the upstream documents as not processed (Twilio 20429) is sent once more, for any method, when the hold it starts ends within this time and the retry budget allows; otherwise, and at 0, the 429 is relayed.',
-      ),
+    retryWithin: secondsOrZero(
+      'Seconds: a 429 that the upstream documents as not processed (Twilio 20429) is sent once more, for any method, when the hold it starts ends within this time and the retry budget allows; otherwise, and at 0, the 429 is relayed.',
+    ).prefault(0),
     also: z
       .array(z.strictObject({ status: z.number().int().min(400).max(499), bodyIncludes: z.string().min(1) }))
       .default([])
@@ -152,7 +155,7 @@ export const stubSchema = z.strictObject({
   status: z.number().int().min(100).max(599).default(200),
   headers: z.record(z.string(), z.string()).default({}),
   body: z.unknown().optional().describe('JSON body; strings may hold {{templates}}. Absent: an empty body (e.g. for 204).'),
-  delay: z.number().min(0).default(0).describe('Seconds to wait before answering.'),
+  delay: secondsOrZero('Seconds to wait before answering.').prefault(0),
   errorRate: z.number().min(0).max(1).default(0).describe('Share of requests answered with `errorStatus` instead.'),
   errorStatus: z.number().int().min(400).max(599).default(503),
 });
@@ -174,11 +177,9 @@ export const cacheRouteSchema = z.strictObject({
     .describe('Route name (from `routes`) whose GET answers are cached; HEAD is answered from them.'),
   ttl: seconds('Seconds an answer stays fresh when the upstream sends no max-age / s-maxage (Twilio and Vapi send none).'),
   maxEntryBytes: count('Largest response body stored; larger answers pass through unstored.').default(262144),
-  staleIfError: z
-    .number()
-    .min(0)
-    .default(0)
-    .describe('Seconds past its freshness an entry may be served while the breaker is open or the upstream fails (RFC 5861 stale-if-error).'),
+  staleIfError: secondsOrZero(
+    'Seconds past its freshness an entry may be served while the breaker is open or the upstream fails (RFC 5861 stale-if-error).',
+  ).prefault(0),
   keyHeaders: z
     .array(z.string().regex(/^[A-Za-z0-9-]+$/))
     .default([])
@@ -197,12 +198,12 @@ export const cacheRouteSchema = z.strictObject({
 
 export const cacheSchema = z
   .strictObject({
-    routes: z.array(cacheRouteSchema).default([]).describe('Routes cached; none by default.'),
+    routes: z.array(cacheRouteSchema).prefault([]).describe('Routes cached; none by default.'),
     maxEntries: count('Entries kept in memory for this upstream (least recently used evicted).').default(10000),
     maxBytes: count('Bytes kept in memory for this upstream (least recently used evicted).').default(64 * 1024 * 1024),
     coalesce: z.boolean().default(true).describe('Identical concurrent misses wait for one upstream request (nginx proxy_cache_lock).'),
     maxWaiters: z.number().int().min(0).default(1000).describe('Requests that may wait on one in-flight miss; more go upstream themselves.'),
-    waitTimeout: seconds('Seconds a waiter waits before it goes upstream itself.').default(5),
+    waitTimeout: seconds('Seconds a waiter waits before it goes upstream itself.').prefault(5),
     store: z
       .enum(['default', 'memory', 'redis'])
       .default('default')
@@ -238,25 +239,25 @@ export const upstreamSchema = z
       .nullable()
       .default(null)
       .describe('Send host-routed requests to this origin instead of https://<host>, keeping the Host header (an egress proxy, or tests).'),
-    timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').default(15),
-    connectTimeout: seconds('Seconds to establish a connection.').default(5),
+    timeout: seconds('Seconds the upstream may take to send response headers (UPSTREAM_TIMEOUT).').prefault(15),
+    connectTimeout: seconds('Seconds to establish a connection.').prefault(5),
     sendTimeout: seconds(
       'Seconds an answer may wait on a client that stopped reading before the client and the upstream request are dropped (nginx send_timeout).',
-    ).default(60),
+    ).prefault(60),
     exchangeTimeout: seconds(
       'Seconds the whole upstream exchange may take, 1xx, headers and body (Envoy route timeout); a body cut by it is logged and counted as outcome truncated.',
-    ).default(120),
+    ).prefault(120),
     connections: count('Connection pool size.').default(128),
     stub: z.boolean().default(false).describe('Answer from `stubs`, never contact the upstream.'),
     routes: z.array(routeSchema).default([]).describe('Named route patterns: metric labels and per-route policy.'),
     breaker: breakerSchema.prefault({}),
     retry: retrySchema.prefault({}),
     bulkhead: bulkheadSchema.prefault({}),
-    rateLimits: z.array(rateLimitSchema).default([]),
+    rateLimits: z.array(rateLimitSchema).prefault([]),
     idempotency: idempotencySchema.prefault({ enabled: false }),
     holdOn429: holdSchema.prefault({}),
     credentials: credentialsSchema.prefault({}),
-    stubs: z.array(stubSchema).default([]),
+    stubs: z.array(stubSchema).prefault([]),
     cache: cacheSchema.prefault({}),
   })
   .superRefine((u, ctx) => {
@@ -305,11 +306,11 @@ export const policySchema = z.strictObject({
       maxHeaders: count('Most header lines in a request head; more is 431 (HAProxy tune.http.maxhdr). Node would otherwise drop the excess silently.').default(
         100,
       ),
-      headersTimeout: seconds('Seconds a client may take to send its request head (slowloris).').default(10),
-      requestTimeout: seconds('Seconds a client may take to send the whole request.').default(60),
-      keepAliveTimeout: seconds('Idle client keep-alive.').default(5),
+      headersTimeout: seconds('Seconds a client may take to send its request head (slowloris).').prefault(10),
+      requestTimeout: seconds('Seconds a client may take to send the whole request.').prefault(60),
+      keepAliveTimeout: seconds('Idle client keep-alive.').prefault(5),
       maxConnections: count('Concurrent client connections.').default(4096),
-      drainTimeout: seconds('Seconds in-flight requests may take to finish on SIGTERM.').default(25),
+      drainTimeout: seconds('Seconds in-flight requests may take to finish on SIGTERM.').prefault(25),
       trustedProxies: z.array(cidr).default([]).describe('CIDRs whose X-Forwarded-For is believed.'),
       watch: z
         .boolean()
@@ -330,7 +331,7 @@ export const policySchema = z.strictObject({
     .strictObject({
       header: z.string().default('x-client-id').describe('Header naming the client; absent: the peer IP.'),
       maxClients: count('Per-client buckets kept in memory per limit (least recently used evicted).').default(100000),
-      idleTimeout: seconds('Seconds after which an idle client’s state is dropped.').default(600),
+      idleTimeout: seconds('Seconds after which an idle client’s state is dropped.').prefault(600),
     })
     .prefault({}),
   store: z
@@ -346,12 +347,12 @@ export const policySchema = z.strictObject({
       redisTls: z.boolean().default(false).describe('REDIS_TLS: TLS to every Redis node (implied by rediss://).'),
       redisCaFile: z.string().default('').describe('REDIS_CA_FILE: PEM CA bundle for the Redis certificates.'),
       replicas: count('Replicas sharing the limits: while Redis is lost each enforces limit / replicas.').default(1),
-      timeout: seconds('Longest wait for Redis before falling back to the local store.').default(0.05),
-      retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').default(1),
+      timeout: seconds('Longest wait for Redis before falling back to the local store.').prefault(0.05),
+      retryAfter: seconds('Seconds between attempts to return to Redis after a failure.').prefault(1),
       idempotencyEntries: count('Stored idempotent answers kept in local memory (oldest evicted).').default(10000),
       idempotencyTimeout: seconds(
         'Longest wait for Redis on an idempotency lookup or claim; past it the key is unknown and the request gets 503 idempotency_unavailable (nothing is sent).',
-      ).default(1.5),
+      ).prefault(1.5),
       idempotencyBytes: count('Bytes of stored idempotent answers kept in local memory (oldest evicted); a fleet keeps its records in Redis as well.').default(
         32 * 1024 * 1024,
       ),

@@ -82,13 +82,13 @@ export function clientListener(
   const server = http.createServer(
     {
       maxHeaderSize: atStart.maxHeaderBytes,
-      headersTimeout: atStart.headersTimeout * 1000,
-      requestTimeout: atStart.requestTimeout * 1000,
-      keepAliveTimeout: atStart.keepAliveTimeout * 1000,
+      headersTimeout: atStart.headersTimeout,
+      requestTimeout: atStart.requestTimeout,
+      keepAliveTimeout: atStart.keepAliveTimeout,
       // Node enforces headersTimeout/requestTimeout only when it sweeps its connection list,
       // every 30 s by default: a 10 s header timeout would really be up to 40 s. Sweep often
       // enough that the limits mean what they say.
-      connectionsCheckingInterval: Math.min(1000, atStart.headersTimeout * 500),
+      connectionsCheckingInterval: Math.min(1000, atStart.headersTimeout / 2),
       // Node's parser already rejects conflicting Content-Length/Transfer-Encoding; keep it strict.
       insecureHTTPParser: false,
       joinDuplicateHeaders: false,

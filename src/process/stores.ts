@@ -22,7 +22,7 @@ export interface Stores {
 }
 
 export async function openStores(policy: Policy, metrics: Metrics, log: Log, clock: Clock): Promise<Stores> {
-  const memory = memoryStore({ maxKeys: policy.clientId.maxClients, idleMs: policy.clientId.idleTimeout * 1000, clock });
+  const memory = memoryStore({ maxKeys: policy.clientId.maxClients, idleMs: policy.clientId.idleTimeout, clock });
   const localIdempotency = new MemoryIdempotencyStore(policy.store.idempotencyEntries, clock, policy.store.idempotencyBytes);
   if (policy.store.type !== 'redis') {
     return {
@@ -47,8 +47,8 @@ export async function openStores(policy: Policy, metrics: Metrics, log: Log, clo
   const shared = redisStore({
     connection: redisConnection(s),
     replicas: s.replicas,
-    timeoutMs: s.timeout * 1000,
-    retryMs: s.retryAfter * 1000,
+    timeoutMs: s.timeout,
+    retryMs: s.retryAfter,
     local: memory,
     events: redisStoreEvents(metrics, log),
   });
@@ -59,9 +59,9 @@ export async function openStores(policy: Policy, metrics: Metrics, log: Log, clo
     health: shared.health,
     local: localIdempotency,
     // Its own wait, not the limiter's: a keyed create whose record is late must not be sent.
-    timeoutMs: s.idempotencyTimeout * 1000,
+    timeoutMs: s.idempotencyTimeout,
     claimMs: 60_000,
-    retryMs: s.retryAfter * 1000,
+    retryMs: s.retryAfter,
     onReset: () => {
       metrics.idempotencyStoreResets.inc();
       log.error(
@@ -83,7 +83,7 @@ export async function openStores(policy: Policy, metrics: Metrics, log: Log, clo
         health: shared.health,
         local,
         clock,
-        timeoutMs: s.timeout * 1000,
+        timeoutMs: s.timeout,
         maxValueBytes: maxBodyBytes + VALUE_OVERHEAD_BYTES,
         prefix: `bw:cache:${upstream}:`,
       }),

@@ -19,15 +19,15 @@ export function breakerOptions(b: BreakerPolicy): BreakerOptions {
   return {
     enforce: b.enabled,
     threshold: b.threshold,
-    recoveryMs: b.recoveryTimeout * 1000,
+    recoveryMs: b.recoveryTimeout,
     halfOpenProbes: b.halfOpenProbes,
     failureRatio: b.failureRatio,
     window: b.window,
     minCalls: b.minCalls,
-    slowCallMs: b.slowCall === null ? null : b.slowCall * 1000,
+    slowCallMs: b.slowCall,
     backoffMultiplier: b.backoffMultiplier,
-    maxRecoveryMs: b.maxRecoveryTimeout * 1000,
-    failureWindowMs: b.failureWindow === null ? null : b.failureWindow * 1000,
+    maxRecoveryMs: b.maxRecoveryTimeout,
+    failureWindowMs: b.failureWindow,
   };
 }
 
@@ -58,7 +58,7 @@ export function circuitOpen(retryAfterMs: number, forced: boolean, capMs: number
 export function breaker(scopes: CircuitBreaker | BreakerScopes, policy: BreakerPolicy, deps: BreakerDeps, baseUrl?: { origin: string; host: string }): Stage {
   const base = scopes instanceof BreakerScopes ? scopes.base : scopes;
   const scoped = scopes instanceof BreakerScopes ? scopes : undefined;
-  const capMs = policy.retryAfterMax * 1000;
+  const capMs = policy.retryAfterMax;
   const failOn = new Set(policy.failOn);
   const on5xx = failOn.has('5xx');
   const onReset = failOn.has('reset');

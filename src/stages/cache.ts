@@ -63,13 +63,13 @@ const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmod
 export function cache(upstream: string, policy: CachePolicy, deps: CacheDeps): Stage | undefined {
   if (policy.routes.length === 0) return undefined;
   const { clock, store, coalescer } = deps;
-  const waitMs = policy.waitTimeout * 1000;
+  const waitMs = policy.waitTimeout;
   const routes = new Map<string, Compiled>();
   for (const r of policy.routes) {
     routes.set(r.route, {
       policy: r,
-      ttlMs: r.ttl * 1000,
-      staleMs: r.staleIfError * 1000,
+      ttlMs: r.ttl,
+      staleMs: r.staleIfError,
       keyHeaders: r.keyHeaders.map((h) => h.toLowerCase()),
       onlyQuery: Object.entries(r.onlyQuery).map(([k, v]) => [k, new Set(v)] as const),
       c: {

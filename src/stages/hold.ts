@@ -53,12 +53,12 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   const key = keyFn(policy.key);
   const wall = deps.now ?? Date.now;
   const random = deps.random ?? Math.random;
-  const maxMs = policy.maxHold * 1000;
-  const defMs = policy.defaultHold * 1000;
+  const maxMs = policy.maxHold;
+  const defMs = policy.defaultHold;
   const also = policy.also;
   const alsoStatuses: ReadonlySet<number> | undefined = also.length === 0 ? undefined : new Set(also.map((a) => a.status));
 
-  const resendMs = policy.retryWithin * 1000;
+  const resendMs = policy.retryWithin;
   const sleep = deps.sleep ?? defaultSleep;
 
   /**

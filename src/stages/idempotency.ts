@@ -42,8 +42,8 @@ const KEY = /^[\x21-\x7e]{1,255}$/;
 export function idempotency(upstream: string, policy: IdempotencyPolicy, store: IdempotencyStore, deps: IdempotencyDeps): Stage {
   const header = policy.header.toLowerCase();
   const methods = new Set<string>(policy.methods);
-  const ttlMs = policy.ttl * 1000;
-  const waitMs = policy.waitTimeout * 1000;
+  const ttlMs = policy.ttl;
+  const waitMs = policy.waitTimeout;
   type Outcome = Parameters<IdempotencyDeps['counter']>[0];
   /** Counts a decision, and shows it on the request's trace when tracing is on. */
   const decision = (outcome: Outcome) => {

@@ -31,14 +31,14 @@ export function rateLimit(upstream: string, limits: readonly RateLimitPolicy[], 
   const sleep = deps.sleep ?? defaultSleep;
   const compiled = limits.map((l) => {
     const burst = l.burst ?? l.rate;
-    const limit = { ratePerMs: l.rate / (l.per * 1000), burst, maxDelayMs: l.maxDelay * 1000 };
+    const limit = { ratePerMs: l.rate / l.per, burst, maxDelayMs: l.maxDelay };
     const store = l.store === 'memory' ? deps.memory : deps.store;
     let match: RouteTable<true> | undefined;
     if (l.route !== null) {
       match = new RouteTable<true>();
       match.add(l.route, true);
     }
-    const window = Math.round((burst / l.rate) * l.per);
+    const window = Math.round(((burst / l.rate) * l.per) / 1000);
     // One-byte copies (see oneByte): both go into a response header on every request.
     return {
       name: oneByte(l.name),

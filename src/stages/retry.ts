@@ -30,8 +30,8 @@ export function retry(policy: RetryPolicy, budget: RetryBudget, deps: RetryDeps)
   const unprocessed: ReadonlySet<number> = new Set(policy.unprocessed);
   const random = deps.random ?? Math.random;
   const sleep = deps.sleep ?? defaultSleep;
-  const baseMs = policy.backoffBase * 1000;
-  const maxMs = policy.backoffMax * 1000;
+  const baseMs = policy.backoffBase;
+  const maxMs = policy.backoffMax;
 
   /** Why this answer may be tried again, or undefined when it stands. */
   function reasonFor(ex: Exchange, reply: Reply, idempotent: boolean): string | undefined {

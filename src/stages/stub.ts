@@ -20,7 +20,7 @@ export function stub(stubs: readonly StubPolicy[], random: () => number = Math.r
     if (!m) return proxyError('stub_missing', { message: `Stub mode is on and no stub matches ${ex.method} ${ex.routePath}.` });
     const s = m.value.policy;
     if (s.delay > 0) {
-      await sleep(s.delay * 1000);
+      await sleep(s.delay);
       // A delayed stub stands in for a slow upstream: an app that gave up meanwhile is answered
       // nothing, as it would be by the real one.
       if (clientGone(ex)) return goneBeforeSending(ex, 'the stub answered');

@@ -332,8 +332,16 @@ describe('parsePolicy: interpolation typing', () => {
       desc: 'decimals',
       extra: '    timeout: ${UPSTREAM_TIMEOUT:-15}\n',
       env: { UPSTREAM_TIMEOUT: '2.5' },
+      // Seconds in the file, milliseconds once parsed.
       pick: (p) => p.upstreams['twilio']!.timeout,
-      want: 2.5,
+      want: 2500,
+    },
+    {
+      desc: 'a duration converts without float noise (1.1 s is 1100 ms, not 1100.0000000000002)',
+      extra: '    timeout: ${UPSTREAM_TIMEOUT:-15}\n',
+      env: { UPSTREAM_TIMEOUT: '1.1' },
+      pick: (p) => p.upstreams['twilio']!.timeout,
+      want: 1100,
     },
     {
       desc: '"false" is the boolean false',
@@ -404,32 +412,32 @@ describe('parsePolicy: defaults and freezing', () => {
     { desc: 'log level', got: p.logging.level, want: 'info' },
     { desc: 'stub mode off', got: p.stubMode, want: false },
     { desc: 'client id header', got: p.clientId.header, want: 'x-client-id' },
-    { desc: 'timeout 15 s', got: u.timeout, want: 15 },
+    { desc: 'timeout 15 s (durations are parsed to ms)', got: u.timeout, want: 15_000 },
     {
       desc: 'breaker: 3 consecutive, 30 s, 1 probe, no ratio, fixed open time, streak forgotten after 60 s',
       got: u.breaker,
       want: {
         enabled: true,
         threshold: 3,
-        recoveryTimeout: 30,
+        recoveryTimeout: 30_000,
         halfOpenProbes: 1,
         failureRatio: null,
         window: 20,
         minCalls: 10,
         slowCall: null,
         backoffMultiplier: 1,
-        maxRecoveryTimeout: 300,
-        failureWindow: 60,
-        retryAfterMax: 1,
+        maxRecoveryTimeout: 300_000,
+        failureWindow: 60_000,
+        retryAfterMax: 1000,
         failOn: ['connect', 'timeout', 'reset', '5xx'],
       },
     },
     {
       desc: 'retry',
       got: u.retry,
-      want: { attempts: 2, backoffBase: 0.05, backoffMax: 1, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504], unprocessed: [] },
+      want: { attempts: 2, backoffBase: 50, backoffMax: 1000, budgetRatio: 0.2, minRetriesPerSecond: 5, on: [502, 503, 504], unprocessed: [] },
     },
-    { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1, fleet: false, leaseTimeout: 30 } },
+    { desc: 'bulkhead', got: u.bulkhead, want: { maxConcurrent: 100, queue: 0, queueTimeout: 1000, fleet: false, leaseTimeout: 30_000 } },
     { desc: 'idempotency off unless asked', got: u.idempotency.enabled, want: false },
     { desc: 'hold on 429 by account', got: [u.holdOn429.enabled, u.holdOn429.key], want: [true, ['account']] },
     { desc: 'no credentials', got: u.credentials.type, want: 'none' },
@@ -452,7 +460,7 @@ describe('parsePolicy: defaults and freezing', () => {
     expect(q.upstreams['twilio']!.rateLimits[0]).toEqual({
       name: 'default',
       rate: 60,
-      per: 60,
+      per: 60_000,
       burst: null,
       key: ['client'],
       route: null,
@@ -488,8 +496,8 @@ describe('config/policy.yaml (the shipped default)', () => {
     expect(Object.keys(p.upstreams).sort()).toEqual(['twilio', 'vapi']);
     expect(p.upstreams['twilio']!.baseUrl).toBe('https://api.twilio.com');
     expect(p.upstreams['vapi']!.baseUrl).toBe('https://api.vapi.ai');
-    expect(p.upstreams['twilio']!.breaker).toMatchObject({ enabled: true, threshold: 3, recoveryTimeout: 30 });
-    expect(p.upstreams['twilio']!.rateLimits[0]).toMatchObject({ rate: 60, per: 60 });
+    expect(p.upstreams['twilio']!.breaker).toMatchObject({ enabled: true, threshold: 3, recoveryTimeout: 30_000 });
+    expect(p.upstreams['twilio']!.rateLimits[0]).toMatchObject({ rate: 60, per: 60_000 });
     expect(p.server).toMatchObject({ host: '127.0.0.1', port: 8080, adminHost: '127.0.0.1', adminPort: 9090 });
     expect(p.stubMode).toBe(false);
   });
@@ -522,9 +530,9 @@ describe('config/policy.yaml (the shipped default)', () => {
     expect([p.server.host, p.server.port, p.server.adminHost, p.server.adminPort]).toEqual(['127.0.0.2', 18080, '127.0.0.3', 19090]);
     expect([t.baseUrl, v.baseUrl]).toEqual(['http://twilio.test:1', 'http://vapi.test:2']);
     for (const u of [t, v]) {
-      expect(u.breaker).toMatchObject({ enabled: false, threshold: 5, recoveryTimeout: 7 });
+      expect(u.breaker).toMatchObject({ enabled: false, threshold: 5, recoveryTimeout: 7000 });
       expect(u.rateLimits[0]).toMatchObject({ rate: 120 });
-      expect(u.timeout).toBe(2.5);
+      expect(u.timeout).toBe(2500);
     }
     expect(p.store).toMatchObject({ type: 'redis', redisUrl: 'redis://127.0.0.1:6379' });
     expect(p.stubMode).toBe(true);
