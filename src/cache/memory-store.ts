@@ -2,6 +2,7 @@
 // bytes (a few large assistant configurations must not push the process out of memory).
 // An index from target URI to keys lets an unsafe method invalidate every credential's copy.
 import type { Freshness } from './freshness.js';
+import { BoundedMap } from '../resilience/bounded-map.js';
 
 export interface CacheEntry {
   readonly status: number;
@@ -53,55 +54,46 @@ export interface MemoryStoreOptions {
 
 export class MemoryCacheStore implements CacheStore {
   readonly kind = 'memory' as const;
-  private readonly entries = new Map<string, { entry: CacheEntry; size: number }>();
+  private readonly entries: BoundedMap<string, { entry: CacheEntry; size: number }>;
   private readonly byPath = new Map<string, Set<string>>();
   private readonly byRoute = new Map<string, Set<string>>();
-  private bytesUsed = 0;
 
-  constructor(private readonly opts: MemoryStoreOptions) {}
+  constructor(opts: MemoryStoreOptions) {
+    this.entries = new BoundedMap({
+      maxEntries: opts.maxEntries,
+      maxWeight: opts.maxBytes,
+      weigh: (h) => h.size,
+      onRemove: (key, h, evicted) => {
+        unindex(this.byPath, h.entry.path, key);
+        unindex(this.byRoute, h.entry.route, key);
+        if (evicted) opts.onEvict?.(h.entry.route);
+      },
+    });
+  }
 
   get size(): number {
     return this.entries.size;
   }
 
   get bytes(): number {
-    return this.bytesUsed;
+    return this.entries.weight;
   }
 
   get(key: string): CacheEntry | undefined {
-    const hit = this.entries.get(key);
-    if (hit === undefined) return undefined;
-    // Map order is the LRU order: move to the back on use.
-    this.entries.delete(key);
-    this.entries.set(key, hit);
-    return hit.entry;
+    // A use makes it the most recently used: the table's order is the LRU order.
+    return this.entries.touch(key)?.entry;
   }
 
   /** Stores an entry; false when it alone is larger than the store may hold. */
   set(key: string, entry: CacheEntry): boolean {
-    const size = entrySize(key, entry);
-    if (size > this.opts.maxBytes) return false;
-    this.delete(key);
-    this.entries.set(key, { entry, size });
-    this.bytesUsed += size;
+    if (!this.entries.set(key, { entry, size: entrySize(key, entry) })) return false;
     index(this.byPath, entry.path, key);
     index(this.byRoute, entry.route, key);
-    while (this.entries.size > this.opts.maxEntries || this.bytesUsed > this.opts.maxBytes) {
-      const oldest = this.entries.keys().next().value as string;
-      const route = this.entries.get(oldest)!.entry.route;
-      this.delete(oldest);
-      this.opts.onEvict?.(route);
-    }
     return true;
   }
 
   delete(key: string): void {
-    const hit = this.entries.get(key);
-    if (hit === undefined) return;
     this.entries.delete(key);
-    this.bytesUsed -= hit.size;
-    unindex(this.byPath, hit.entry.path, key);
-    unindex(this.byRoute, hit.entry.route, key);
   }
 
   /** Drops everything (the Redis store's fallback, once Redis is back and may hold newer copies). */
@@ -109,7 +101,6 @@ export class MemoryCacheStore implements CacheStore {
     this.entries.clear();
     this.byPath.clear();
     this.byRoute.clear();
-    this.bytesUsed = 0;
   }
 
   /** Drops every entry for this path, whatever its query or credential (RFC 9111 §4.4). */

@@ -100,7 +100,7 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   function learn(ex: Exchange, next: Next, k: string, entry: HoldEntry | undefined, reply: Reply): Reply | Promise<Reply> {
     if (!upstreamAnswer(reply)) return reply;
     if (reply.status !== 429) {
-      if (entry !== undefined) table.entries.delete(k);
+      if (entry !== undefined) table.delete(k);
       return reply;
     }
     const { ms, asked } = startHold(ex, k, entry, answerHeader(reply, 'retry-after'));
@@ -120,7 +120,7 @@ export function hold(policy: HoldPolicy, table: HoldTable, deps: HoldDeps): Stag
   return function holdStage(ex: Exchange, next: Next): Promise<Reply> {
     // Nearly always nothing is held and no rule reads the answer: then the key (a match on the
     // path) is worked out only if the answer is a 429 that starts a hold.
-    if (alsoStatuses === undefined && table.entries.size === 0) {
+    if (alsoStatuses === undefined && table.size === 0) {
       return next(ex).then((reply) => {
         if (reply.kind !== 'answer' || reply.status !== 429) return reply;
         const k = key(ex);

@@ -80,7 +80,7 @@ export function summarize(proxy: Proxy, rec: StatusRecorder, extra: { store: str
     }
     const s = u.breaker.snapshot();
     let holdLeft = 0;
-    for (const e of u.holds.entries.values()) if (e.until - extra.now > holdLeft) holdLeft = e.until - extra.now;
+    for (const e of u.holds.values()) if (e.until - extra.now > holdLeft) holdLeft = e.until - extra.now;
     breakers.push({
       upstream: u.name,
       state: s.state,

@@ -2,7 +2,7 @@
 // forwarded; duplicates wait on it) or done (a stored answer replayed until it expires).
 // Bounded in count and in bytes (oldest evicted first; expired entries go before live ones).
 import type { Clock } from '../resilience/clock.js';
-import { MapCursor } from '../resilience/map-cursor.js';
+import { BoundedMap } from '../resilience/bounded-map.js';
 
 export interface StoredAnswer {
   status: number;
@@ -69,17 +69,16 @@ export function answerBytes(key: string, a: StoredAnswer): number {
 
 export class MemoryIdempotencyStore implements IdempotencyStore {
   private readonly flights = new Map<string, Flight>();
-  private readonly answers = new Map<string, Entry>();
-  // Answers share one TTL, so insertion order is expiry order: evict from a cursor at the oldest.
-  private readonly cursor = new MapCursor(this.answers);
-  private bytes = 0;
-  private head: [string, Entry] | undefined;
+  // Answers share one TTL, so insertion order is expiry order: the oldest end goes first.
+  private readonly answers: BoundedMap<string, Entry>;
 
   constructor(
-    private readonly maxEntries: number,
+    maxEntries: number,
     private readonly clock: Clock,
-    private readonly maxBytes = Number.POSITIVE_INFINITY,
-  ) {}
+    maxBytes = Number.POSITIVE_INFINITY,
+  ) {
+    this.answers = new BoundedMap({ maxEntries, maxWeight: maxBytes, weigh: (e) => e.bytes, expired: (e, now) => e.expires <= now });
+  }
 
   lookup(key: string): Lookup {
     const f = this.flights.get(key);
@@ -87,7 +86,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     const a = this.answers.get(key);
     if (a === undefined) return { state: 'absent' };
     if (a.expires <= this.clock()) {
-      this.drop(key, a);
+      this.answers.delete(key);
       return { state: 'absent' };
     }
     return { state: 'done', fingerprint: a.fingerprint, answer: a.answer };
@@ -111,12 +110,9 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
 
   /** Stores an answer outside a claim (one another replica published). */
   put(key: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): void {
-    const old = this.answers.get(key);
-    if (old !== undefined) this.drop(key, old);
-    const bytes = answerBytes(key, answer);
-    this.answers.set(key, { fingerprint, answer, expires: this.clock() + ttlMs, bytes });
-    this.bytes += bytes;
-    this.evict();
+    const now = this.clock();
+    // An answer over the whole byte budget is not kept (the old one under its key goes too).
+    if (!this.answers.set(key, { fingerprint, answer, expires: now + ttlMs, bytes: answerBytes(key, answer) }, now)) this.answers.delete(key);
   }
 
   size(): number {
@@ -125,38 +121,6 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
 
   /** Bytes held by stored answers (the budget's measure). */
   byteSize(): number {
-    return this.bytes;
-  }
-
-  private drop(key: string, e: Entry): void {
-    this.answers.delete(key);
-    this.bytes -= e.bytes;
-  }
-
-  private evict(): void {
-    const now = this.clock();
-    // Bounded work per call while within budget: drop expired answers at the cursor. Over budget
-    // (count or bytes), keep dropping the oldest until back inside; each goes once, so the work
-    // is amortised by the puts that grew the store.
-    for (let i = 0; ; i++) {
-      const over = this.answers.size > this.maxEntries || this.bytes > this.maxBytes;
-      if (!over && i >= 16) return;
-      const e = this.oldest();
-      if (e === undefined) return;
-      if (e[1].expires <= now || over) this.drop(e[0], e[1]);
-      else {
-        // Live and within budget: it stays the oldest, so the next call starts from it again.
-        this.head = e;
-        return;
-      }
-    }
-  }
-
-  /** The entry at the cursor: one looked at last time and kept, or the next one. */
-  private oldest(): [string, Entry] | undefined {
-    const h = this.head;
-    this.head = undefined;
-    if (h !== undefined && this.answers.get(h[0]) === h[1]) return h;
-    return this.cursor.next();
+    return this.answers.weight;
   }
 }
