@@ -1,7 +1,7 @@
 // The per-request access line, written by an encoder that knows its fields. Going through
 // pino's generic path (an object built per request, every key walked, redaction checked, each
-// value stringified, the pieces concatenated, the result flattened and encoded) cost about
-// 9 µs per request, the largest single item of the sidecar's own budget. The line is
+// value stringified, the pieces concatenated, the result flattened and encoded) was the largest
+// single item of the sidecar's own per-request cost (README, design notes). The line is
 // byte-for-byte what pino would write: its level prefix, time, bindings and message key are read
 // once from the logger, and the line goes to the logger's own destination, in order with every
 // other line. On Breakwater's own stdout (BatchedStdout) the line is encoded straight into the
@@ -31,8 +31,8 @@ interface PinoInternals {
 
 /** Bytes a line can take besides its head, segment and escaped strings (keys and numbers). */
 const FIXED_BYTES = 256;
-// Short keys are copied by ascii(): TypedArray#set costs about 250 instructions a call whatever
-// the length, several times a short key's copy loop.
+// Short keys are copied by ascii(): TypedArray#set has a fixed cost per call that is several
+// times a short key's copy loop.
 const UPSTREAM_MS = ',"upstreamMs":';
 const BYTES_IN = ',"bytesIn":';
 const BYTES_OUT = ',"bytesOut":';

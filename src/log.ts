@@ -93,7 +93,7 @@ export class BatchedStdout implements pino.DestinationStream {
     if (this.len === 0) return;
     // The batch buffer itself, not a copy: the sink is synchronous (sonic-boom with sync: true
     // writes everything, retrying EAGAIN, before it returns), so the buffer is free again when
-    // write() returns. A 64 KiB copy per flush was garbage outside the V8 heap that glibc kept.
+    // write() returns. A copy per flush would be garbage outside the V8 heap, which glibc keeps.
     const end = this.len;
     this.len = 0;
     this.out.write(this.buf.subarray(0, end));

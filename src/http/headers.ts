@@ -14,7 +14,7 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 export function requestProblem(req: IncomingMessage, maxHeaders: number): ProxyError | undefined {
   if (!METHODS.has(req.method ?? ''))
     return proxyError('method_not_allowed', { message: `${req.method} is not supported; use one of ${[...METHODS].join(', ')}.` });
-  // The server keeps one line more than the limit (server.ts), so "more" is visible here.
+  // The listener keeps one line more than the limit (process/client-listener.ts), so "more" is visible here.
   if (req.rawHeaders.length > maxHeaders * 2) return proxyError('headers_too_large', { message: `More than ${maxHeaders} header lines.` });
   const te = req.headers['transfer-encoding'];
   // RFC 9112 §6.1 would answer 501 to an unknown coding; the catalog's only 501 is stub_missing,

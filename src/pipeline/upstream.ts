@@ -2,8 +2,8 @@
 // resilience state, the route table and the composed stage chain. State objects (breaker,
 // budget, bulkhead, holds, buckets) come from SharedState so a reload that leaves an upstream's
 // settings unchanged keeps its state.
-// The Agent alone: undici's index also loads fetch, WebSocket, the cache and the mocks (about
-// 7 MB resident) that the proxy never uses. test/unit/pipeline/upstream.test.ts guards it.
+// The Agent alone: undici's index also loads fetch, WebSocket, the cache and the mocks, resident
+// memory the proxy never uses (README, design notes). test/unit/pipeline/upstream.test.ts guards it.
 import Agent, { type PoolAgent } from 'undici/lib/dispatcher/agent.js';
 import type { UpstreamPolicy } from '../policy/schema.js';
 import type { BreakerScopes, CircuitBreaker } from '../resilience/circuit-breaker.js';

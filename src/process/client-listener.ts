@@ -40,7 +40,7 @@ export function clientListener(
   let busy = 0;
 
   // Per-connection bookkeeping lives on the connection itself, and the response 'close'
-  // listener is one shared function: a closure and a Map entry per request kept ~2 KB of every
+  // listener is one shared function: a closure and a Map entry per request kept part of every
   // request alive into the old generation (docs/performance.md, "Where the time goes").
   function onResponseClose(this: TrackedResponse): void {
     // The response's own note of its connection: by now Node may have detached both.

@@ -35,8 +35,8 @@ export async function openStores(policy: Policy, metrics: Metrics, log: Log, clo
       close: () => memory.close(),
     };
   }
-  // Loaded only when asked for: ioredis and its command table are about 8 MB of heap and code
-  // that a single-replica sidecar never uses.
+  // Loaded only when asked for: ioredis and its command table are heap and code that a
+  // single-replica sidecar never uses.
   const [{ redisStore, redisConnection }, { redisIdempotencyStore }, { fleetSemaphore }, { RedisCacheStore, VALUE_OVERHEAD_BYTES }] = await Promise.all([
     import('../store/redis.js'),
     import('../store/redis-idempotency.js'),

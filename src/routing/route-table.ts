@@ -5,8 +5,8 @@
 // `{MessageSid}.json` or `*.json`, or a final `**` (the rest of the path, possibly empty).
 // Globs in a segment are matched without backtracking: the literal prefix and suffix are tested,
 // then each literal between globs is found at its leftmost place (leftmost is the placement that
-// leaves most room, so no other is ever tried). The regular expression this replaced backtracked:
-// `*a*a*a*b` against one 60 KiB segment ran for minutes, the whole event loop with it. Two globs
+// leaves most room, so no other is ever tried): a regular expression would backtrack, and one long
+// segment could hold the event loop (docs/reliability.md, second hardening pass). Two globs
 // side by side (`{a}{b}`) have no literal to split them and are refused at load.
 
 export interface RouteMatch<T> {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BoundedMap } from '../../../src/resilience/bounded-map.js';
 
-const keys = (m: BoundedMap<string, unknown>, all: string[]) => all.filter((k) => m.get(k) !== undefined);
+const keys = (m: { get(key: string): unknown }, all: string[]) => all.filter((k) => m.get(k) !== undefined);
 
 describe('BoundedMap', () => {
   it('evicts the oldest past its entry bound and says so', () => {
