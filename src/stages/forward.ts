@@ -1,7 +1,8 @@
 // The terminal stage: one upstream attempt through undici's `dispatch`, the cheapest undici
 // API that still streams with back-pressure both ways (no Readable per response, no header
-// object parsing). It resolves at the answer's head with the body paused; once the reply writer
-// pipes it, bytes go straight from the upstream socket into the client's.
+// object parsing). It resolves at the answer's head, holding the first chunks (or, past a few
+// KiB, pausing the upstream) until a reader comes; once the reply writer pipes it, bytes go
+// straight from the upstream socket into the client's.
 import { ERROR_HEAD_LIMIT } from '../upstream-errors.js';
 import { tracing, type ClientSpan } from '../tracing.js';
 import type { Dispatcher } from 'undici';
@@ -149,15 +150,18 @@ export function forward(
 
 /** Bytes of an unwanted body read and dropped to keep its connection; past it the connection is closed instead. */
 const DISCARD_LIMIT = 64 * 1024;
+/** Bytes of an answer held before any reader came, beyond which the upstream is paused. */
+const EARLY_LIMIT = 16 * 1024;
 
 /**
  * One upstream attempt: undici's dispatch handler, and the body of the answer it resolves with,
  * as one object with its methods on the prototype. Written as closures it was a dozen functions
  * allocated per request, the request path's largest allocation site.
  *
- * Two moments: at the final head it resolves with an Answer and pauses the upstream (undici's
- * `resume` is the flow control); the body then flows only once the reply writer pipes it, or a
- * stage reads or discards it.
+ * Two moments: at the final head it resolves with an Answer; the body then reaches a reader only
+ * once the reply writer pipes it, or a stage reads or discards it. Until then its chunks are
+ * held (up to EARLY_LIMIT; past it the upstream is paused, undici's `resume` being the flow
+ * control).
  */
 class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
   private readonly res: Exchange['res'];
@@ -176,6 +180,16 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
   /** The upstream's answer is whole but its reader has not come yet (a bodiless 204/304, HEAD). */
   private whole = false;
   private sink: Sink | undefined = undefined;
+  /**
+   * Chunks that came before any reader: a small answer usually arrives in the read that carried
+   * its head, and holding it here spares undici's parser a pause and a resume per answer. Past
+   * EARLY_LIMIT the upstream is paused instead. Replayed through onData once a reader comes, so
+   * taps attached after the head still see every byte.
+   */
+  private early: Buffer[] | undefined = undefined;
+  private earlyBytes = 0;
+  /** The upstream's body ended while its chunks waited in `early`. */
+  private earlyComplete = false;
   private delivered: ((d: Delivered) => void) | undefined = undefined;
   /** Written to the sink. */
   private bytes = 0;
@@ -300,7 +314,25 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
       this.finish('complete');
       return;
     }
-    this.resumeUpstream?.();
+    this.replayEarly();
+  }
+
+  /** Hands the chunks that came before the reader to it, then lets the upstream go on. */
+  private replayEarly(): void {
+    const early = this.early;
+    let more = true;
+    if (early !== undefined) {
+      this.early = undefined;
+      for (let i = 0; i < early.length && !this.over; i++) more = this.take(early[i]!) && more;
+    }
+    if (this.over) return;
+    if (this.earlyComplete) {
+      this.earlyComplete = false;
+      this.completed();
+      return;
+    }
+    // Paused by back-pressure during the replay: its 'drain' resumes.
+    if (more) this.resumeUpstream?.();
   }
 
   discard(): void {
@@ -310,7 +342,7 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
       return;
     }
     this.dropping = true;
-    this.resumeUpstream?.();
+    this.replayEarly();
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -371,12 +403,24 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
     // nor count against the upstream: what follows on this attempt is ignored.
     if (statusCode === 204 || statusCode === 304) this.whole = true;
     this.resolve({ kind: 'answer', status: statusCode, headers: out, body: this, source: 'forwarded' });
-    // Paused until a reader takes the body (a bodiless answer has nothing to wait for).
-    return this.whole;
+    // Not paused: the first chunks wait in `early` until a reader takes the body.
+    return true;
   }
 
   onData(chunk: Buffer): boolean {
     if (this.over || this.whole) return true;
+    // No reader yet (none has piped or discarded it; the taps of the stages above may not be on
+    // yet either), or chunks still waiting ahead of this one: it waits too, in order.
+    if (this.early !== undefined || (this.sink === undefined && !this.dropping)) {
+      (this.early ??= []).push(chunk);
+      this.earlyBytes += chunk.length;
+      return this.earlyBytes <= EARLY_LIMIT;
+    }
+    return this.take(chunk);
+  }
+
+  /** A chunk for the reader (or the taps alone, when discarded or read on). */
+  private take(chunk: Buffer): boolean {
     const wanted = this.emitData(chunk);
     const errorHead = this.errorHead;
     if (errorHead !== undefined) {
@@ -416,11 +460,19 @@ class Attempt extends TappedBody implements Dispatcher.DispatchHandler, Body {
 
   onComplete(): void {
     if (this.over || this.whole) return;
+    if (this.early !== undefined) {
+      this.earlyComplete = true;
+      return;
+    }
     if (this.sink === undefined && !this.dropping && !this.readingOn) {
-      // A HEAD answer: undici skips its body whatever the pause, so it is whole before any reader.
+      // Ended before any reader with nothing to wait for: a HEAD answer.
       this.whole = true;
       return;
     }
+    this.completed();
+  }
+
+  private completed(): void {
     // Read to its end, unwanted: its taps saw all of it.
     if (this.dropping) {
       this.finish('complete');

@@ -102,22 +102,45 @@ async function answerOf(replied: Promise<Reply>): Promise<Answer> {
 }
 
 describe('forward: the answer is a value at its head', () => {
-  it('resolves at the head with the upstream paused, and streams only once piped', async () => {
+  it('resolves at the head; chunks before a reader wait for it, in order, and go out once piped', async () => {
     const { d, res, replied } = setup();
     d.connect();
-    expect(d.head(201, { 'content-type': 'application/json', connection: 'keep-alive', date: 'x' })).toBe(false);
+    // Not paused at the head: a small answer usually comes in the read that carried it.
+    expect(d.head(201, { 'content-type': 'application/json', connection: 'keep-alive', date: 'x' })).toBe(true);
     const a = await answerOf(replied);
     expect(a.status).toBe(201);
     // Hop-by-hop headers and the upstream's Date are not relayed.
     expect(a.headers).toEqual(['content-type', 'application/json']);
-    expect(d.resumed).toBe(0);
-    const delivered = pipeToClient(a, res);
-    expect(d.resumed).toBe(1);
-    d.data('{"id":1}');
+    expect(d.data('{"id":')).toBe(true);
+    expect(d.data('1}')).toBe(true);
     d.complete();
+    expect(res.chunks).toEqual([]);
+    const seen: string[] = [];
+    a.body.tap({ data: (c) => void seen.push(c.toString()), end: (how) => void seen.push(`end ${how}`) });
+    const delivered = pipeToClient(a, res);
     expect(await delivered).toEqual({ end: 'complete', bytes: 8, aborted: undefined });
     expect(Buffer.concat(res.chunks).toString()).toBe('{"id":1}');
     expect(res.ended).toBe(true);
+    // A tap attached after the head still sees every byte, then the end.
+    expect(seen).toEqual(['{"id":', '1}', 'end complete']);
+  });
+
+  it('pauses the upstream once more than 16 KiB wait for a reader, and resumes it when piped', async () => {
+    const { d, res, replied } = setup();
+    d.connect();
+    d.head(200);
+    const a = await answerOf(replied);
+    const kib = 'x'.repeat(1024);
+    let paused = false;
+    for (let i = 0; i < 17 && !paused; i++) paused = d.data(kib) === false;
+    expect(paused).toBe(true);
+    expect(d.resumed).toBe(0);
+    const delivered = pipeToClient(a, res);
+    expect(d.resumed).toBe(1);
+    d.data('end');
+    d.complete();
+    expect((await delivered).bytes).toBe(17 * 1024 + 3);
+    expect(Buffer.concat(res.chunks).toString().endsWith('xend')).toBe(true);
   });
 
   it('taps see every chunk and the end; a body can be read into memory', async () => {
