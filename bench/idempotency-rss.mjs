@@ -7,21 +7,13 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
+import { freePort } from '../test/support/wait.mjs';
 
 const argv = process.argv.slice(2);
 const dash = argv.indexOf('--');
 const nodeFlags = dash < 0 ? [] : argv.slice(dash + 1);
 const [creates = 11000, answerKiB = 60] = (dash < 0 ? argv : argv.slice(0, dash)).map(Number);
 const CONCURRENCY = 16;
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 
 const item = JSON.stringify({ sid: `CA${'d'.repeat(32)}`, status: 'queued', transcript: 'x'.repeat(200) });
 let text = '{"calls":[';

@@ -11,7 +11,6 @@
 // `npm run check:dashboards` runs it all; test/integration/dashboards-against-prometheus.test.ts
 // and test/unit/alerts.test.ts use the exported functions. Exit code 0 only when all holds.
 import http from 'node:http';
-import net from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +18,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Ajv from 'ajv';
 import YAML from 'yaml';
+import { freePort } from '../test/support/wait.mjs';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const DASHBOARD_DIR = join(ROOT, 'grafana', 'dashboards');
@@ -240,16 +240,7 @@ export function alertRules(file = RULES_FILE) {
 // ---------------------------------------------------------------------------------------------
 // 3. Real parts: fake upstreams, the proxy, Prometheus
 
-export function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
+export { freePort };
 
 function fakeUpstream(name) {
   const state = { name, mode: 'ok', delayMs: 0, hits: 0 };
